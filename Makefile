@@ -1,0 +1,58 @@
+# relabel-rl: `make demo` and `make test` are all a new user types; both run `setup` when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+export PATH := $(CURDIR)/$(VENV)/bin:/usr/games:$(PATH)
+# Tests and demos never reach a model hub.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-slow bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml examples/plugin_verifier/pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first, pinned: it takes the machine's local CPU wheel instead of gigabytes of CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@# The example verifier plugin, so its entry-point discovery is tested for real.
+	$(PY) -m pip install -q --no-deps -e examples/plugin_verifier
+	@if ! command -v gnugo >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing gnugo (Debian package, into /usr/games)"; \
+	    (apt-get install -y -qq gnugo >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq gnugo >/dev/null)) \
+	      || echo "warning: could not install gnugo; GnuGo tests will be skipped"; \
+	  else \
+	    echo "warning: gnugo not found and not root; run 'sudo apt-get install gnugo' for the GnuGo tests"; \
+	  fi; \
+	fi
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/llm-rl compare recipes/quickstart.yaml
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+bench: setup
+	$(PY) benchmarks/bench_tree_search.py
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,53 @@
+"""`llm-rl`: the command line of the LLM side. Each subcommand lives in its own module and parses its own flags.
+
+    llm-rl train RECIPE [--key value ...]       one arm
+    llm-rl eval RUN_DIR_OR_MODEL [...]          held-out pass@1 / pass@k
+    llm-rl compare RECIPE [--key value ...]     all arms x seeds at equal budget -> report.md
+    llm-rl probe-variance RECIPE [...]          gradient-variance probe binned by task length
+    llm-rl tasks                                list verifiers (built-in and plugins)
+    llm-rl make-dataset NAME --n N --seed S --out DIR
+    llm-rl verify --verifier NAME --input completions.jsonl
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, function, one-line help). Modules import lazily: `llm-rl tasks` never loads torch.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("llm_rl.commands", "cmd_train", "train one arm from a recipe"),
+    "eval": ("llm_rl.commands", "cmd_eval", "evaluate a checkpoint on the held-out split"),
+    "compare": ("llm_rl.compare", "cmd_compare", "run all arms x seeds at equal budget and write a report"),
+    "probe-variance": ("llm_rl.variance_probe", "cmd_probe_variance", "gradient variance vs task length"),
+    "tasks": ("verifiers.cli", "cmd_tasks", "list available verifiers / task generators"),
+    "make-dataset": ("verifiers.cli", "cmd_make_dataset", "generate a task dataset to disk"),
+    "verify": ("verifiers.cli", "cmd_verify", "score completions from a JSONL file"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = ["usage: llm-rl COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run 'llm-rl COMMAND --help' for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"llm-rl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    handler = getattr(importlib.import_module(module), func)
+    return int(handler(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""AlphaZero/MuZero-style search, domain-independent: PUCT and Gumbel roots, batched, sampled actions."""

@@ -1,0 +1,1 @@
+"""Programmatic verifiers and task generators (the ground truth of every experiment)."""

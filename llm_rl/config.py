@@ -1,0 +1,210 @@
+"""The LLM-side recipe: one typed config for every `llm-rl` command, loaded with `relabel_rl.load_config`.
+
+One recipe describes one experiment: the model, the task, the warm start that seeds every arm, the budget and how
+it is measured, evaluation, and each arm's knobs. `llm-rl train` runs ``arm`` once with ``seed``; `llm-rl compare`
+runs every arm in ``compare.arms`` for every seed in ``compare.seeds`` from the same warm-started checkpoint.
+
+GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to `trl.GRPOConfig`, which validates it (so an
+unknown TRL knob fails early, in TRL's words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BudgetAxis = Literal["generated_tokens", "total_tokens", "verifier_calls", "optimizer_steps", "wall_time"]
+ArmName = Literal["grpo", "relabel", "mc_value"]
+ARM_NAMES: tuple[str, ...] = ("grpo", "relabel", "mc_value")
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """PEFT LoRA on the policy (the value head trains beside the adapter and is saved with it)."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The policy. ``name_or_path: tiny`` builds the built-in tiny preset into the run directory, saves it, and
+    loads it back through `from_pretrained` — the same path as a local directory or a hub id."""
+
+    name_or_path: str = "tiny"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    tiny_hidden_size: int = 64
+    tiny_num_layers: int = 2
+    tiny_num_heads: int = 4
+    tiny_max_positions: int = 256
+    value_head_hidden: int = 0  # 0: a linear value head; >0: a one-hidden-layer MLP of this width
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    generation_backend: Literal["hf", "vllm"] = "hf"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The task: a verifier (built-in name, plugin name, or ``module:attr``) and its generated dataset."""
+
+    verifier: str = "chain_arithmetic"
+    train_size: int = 512
+    test_size: int = 64
+    difficulty: dict[str, Any] = field(default_factory=dict)  # passed to Verifier.generate
+    max_steps: int = 8  # reasoning steps in one completion, at most
+    max_step_tokens: int = 24  # new tokens per step, at most (step-wise arms)
+    max_completion_tokens: int = 160  # whole completion, at most (GRPO, evaluation)
+    verifier_timeout: float | None = None  # seconds; None: score in-process (trusted built-ins)
+
+    def __post_init__(self) -> None:
+        for n in ("train_size", "test_size", "max_steps", "max_step_tokens", "max_completion_tokens"):
+            _positive(f"task.{n}", getattr(self, n))
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """SFT (TRL `SFTTrainer`) on generated gold solutions until a held-out pass rate or a step count."""
+
+    enabled: bool = True
+    target_pass_rate: float | None = 0.25  # stop once greedy pass@1 on held-out reaches this; None: run max_steps
+    max_steps: int = 400
+    eval_every: int = 50
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+    eval_examples: int = 64
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Every arm stops when the counter on ``axis`` reaches ``limit``; evaluation every ``eval_every`` units."""
+
+    axis: BudgetAxis = "generated_tokens"
+    limit: float = 40_000
+    eval_every: float = 10_000
+
+    def __post_init__(self) -> None:
+        _positive("budget.limit", self.limit)
+        _positive("budget.eval_every", self.eval_every)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation (never trained on): greedy pass@1 and sampled pass@k."""
+
+    num_examples: int = 64
+    pass_k: int = 4
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser shared by the hand-written arms (relabel, mc_value); GRPO takes its own from ``grpo.trl``."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    prompts_per_step: int = 8
+    checkpoint_every: int = 10  # optimizer steps
+
+
+@dataclass(frozen=True)
+class GrpoArmConfig:
+    """Arm 1: TRL's `GRPOTrainer`. ``trl`` holds `GRPOConfig` fields (num_generations, loss_type, beta,
+    scale_rewards, temperature, learning_rate, per_device_train_batch_size, ...)."""
+
+    trl: dict[str, Any] = field(
+        default_factory=lambda: {
+            "num_generations": 4,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3,
+            "beta": 0.0,
+            "loss_type": "dapo",
+            "scale_rewards": "group",
+            "temperature": 1.0,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class RelabelArmConfig:
+    """Arm 2: the tree-search relabeller (see `llm_rl/arms/relabel.py`)."""
+
+    root: Literal["puct", "gumbel"] = "puct"
+    num_simulations: int = 8
+    num_candidates: int = 4  # K steps sampled per expansion
+    candidate_temperature: float = 1.0
+    c_puct_init: float = 1.25
+    c_puct_base: float = 19652.0
+    dirichlet_alpha: float = 0.3
+    dirichlet_fraction: float = 0.25
+    move_temperature: float = 1.0  # temperature over visit counts when committing a step
+    max_num_considered_actions: int = 4  # gumbel root
+    value_target: Literal["outcome", "search", "mix"] = "outcome"
+    value_loss_coef: float = 0.5
+    prune_rejected_steps: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("relabel.num_simulations", self.num_simulations)
+        _positive("relabel.num_candidates", self.num_candidates)
+
+
+@dataclass(frozen=True)
+class McValueArmConfig:
+    """Arm 3: per-step Monte-Carlo values without a tree (VinePPO-style; see `llm_rl/arms/mc_value.py`)."""
+
+    num_samples: int = 4  # completions sampled per prompt
+    num_rollouts: int = 4  # fresh rollouts per step boundary to estimate its value
+    temperature: float = 1.0
+    clip_epsilon: float = 0.2
+    epochs: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("mc_value.num_samples", self.num_samples)
+        _positive("mc_value.num_rollouts", self.num_rollouts)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """`llm-rl compare`: arms x seeds (x warm-start pass rates) at equal budget."""
+
+    arms: list[ArmName] = field(default_factory=lambda: ["grpo", "relabel", "mc_value"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    pass_threshold: float = 0.5  # report the budget each arm needed to reach this held-out pass@1
+    warm_start_pass_rates: list[float] = field(default_factory=list)  # the low-pass-rate regime; [] = one warm start
+    probe_variance: bool = True
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The gradient-variance probe: per-prompt gradient estimates, binned by task length (number of steps)."""
+
+    lengths: list[int] = field(default_factory=lambda: [2, 4, 6])
+    prompts_per_length: int = 4
+    repeats: int = 4  # independent gradient estimates per prompt
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole `llm-rl` recipe."""
+
+    output_dir: str = "runs/llm"
+    arm: ArmName = "relabel"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    grpo: GrpoArmConfig = field(default_factory=GrpoArmConfig)
+    relabel: RelabelArmConfig = field(default_factory=RelabelArmConfig)
+    mc_value: McValueArmConfig = field(default_factory=McValueArmConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)

@@ -1,0 +1,85 @@
+"""The shared loss functions against numbers computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from llm_rl.losses import candidate_cross_entropy, pg_token_loss, value_loss
+
+
+def test_candidate_cross_entropy_renormalises_over_the_candidates() -> None:
+    # Sequence probs 0.2 and 0.3 -> renormalised over the set {a, b}: 0.4 and 0.6.
+    logprobs = torch.tensor([math.log(0.2), math.log(0.3)], requires_grad=True)
+    loss = candidate_cross_entropy(logprobs, torch.tensor([0.5, 0.5]))
+    assert loss.item() == pytest.approx(-(0.5 * math.log(0.4) + 0.5 * math.log(0.6)), abs=1e-6)  # 0.713558
+    loss.backward()
+    # d loss / d logprob = p_C - target = [0.4 - 0.5, 0.6 - 0.5]
+    assert logprobs.grad.tolist() == pytest.approx([-0.1, 0.1], abs=1e-6)
+
+
+def test_candidate_cross_entropy_zero_target_is_pushed_down() -> None:
+    logprobs = torch.tensor([math.log(0.1), math.log(0.1), math.log(0.2)], requires_grad=True)
+    loss = candidate_cross_entropy(logprobs, torch.tensor([0.75, 0.25, 0.0]))
+    # p_C = [0.25, 0.25, 0.5]
+    assert loss.item() == pytest.approx(-(0.75 * math.log(0.25) + 0.25 * math.log(0.25)), abs=1e-6)
+    loss.backward()
+    assert logprobs.grad.tolist() == pytest.approx([0.25 - 0.75, 0.25 - 0.25, 0.5], abs=1e-6)
+
+
+def test_candidate_cross_entropy_single_candidate_has_no_gradient() -> None:
+    logprobs = torch.tensor([-7.0], requires_grad=True)
+    loss = candidate_cross_entropy(logprobs, torch.tensor([1.0]))
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+    assert logprobs.grad.tolist() == pytest.approx([0.0])
+
+
+def test_candidate_cross_entropy_rejects_bad_targets() -> None:
+    with pytest.raises(ValueError, match="distribution"):
+        candidate_cross_entropy(torch.zeros(2), torch.tensor([0.5, 0.6]))
+    with pytest.raises(ValueError, match="shape"):
+        candidate_cross_entropy(torch.zeros(2), torch.tensor([1.0]))
+
+
+def test_value_loss_is_mean_squared_error() -> None:
+    predicted = torch.tensor([0.2, 0.9], requires_grad=True)
+    loss = value_loss(predicted, torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx((0.8**2 + 0.9**2) / 2, abs=1e-6)  # 0.725
+    loss.backward()
+    assert predicted.grad.tolist() == pytest.approx([2 * (0.2 - 1.0) / 2, 2 * 0.9 / 2], abs=1e-6)
+
+
+def test_pg_token_loss_on_policy_is_minus_mean_advantage() -> None:
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    advantages = torch.tensor([2.0, -1.0])  # per sequence
+    loss = pg_token_loss(logprobs, logprobs.detach(), advantages, mask)
+    # token mean over 5 tokens: (-(2 * 3) + (1 * 2)) / 5
+    assert loss.item() == pytest.approx(-4.0 / 5, abs=1e-6)
+    loss.backward()
+    assert logprobs.grad.flatten().tolist() == pytest.approx([-0.4, -0.4, -0.4, 0.2, 0.2, 0.0], abs=1e-6)
+    seq = pg_token_loss(logprobs, logprobs.detach(), advantages, mask, reduction="sequence_mean")
+    assert seq.item() == pytest.approx((-2.0 + 1.0) / 2, abs=1e-6)
+
+
+def test_pg_token_loss_clips_the_ratio() -> None:
+    old = torch.tensor([[0.0, 0.0]])
+    new = torch.tensor([[math.log(1.5), math.log(0.5)]])
+    mask = torch.ones(1, 2)
+    # A = +1: min(1.5, 1.2) = 1.2 and min(0.5, 0.8) = 0.5 -> loss -(1.2 + 0.5) / 2
+    assert pg_token_loss(new, old, torch.tensor([1.0]), mask).item() == pytest.approx(-0.85, abs=1e-6)
+    # A = -1: min(-1.5, -1.2) = -1.5 and min(-0.5, -0.8) = -0.8 -> loss (1.5 + 0.8) / 2
+    assert pg_token_loss(new, old, torch.tensor([-1.0]), mask).item() == pytest.approx(1.15, abs=1e-6)
+    # No clipping: -(1.5 + 0.5) / 2
+    assert pg_token_loss(new, old, torch.tensor([1.0]), mask, clip_epsilon=None).item() == pytest.approx(-1.0)
+
+
+def test_pg_token_loss_per_token_advantages_and_bad_mask() -> None:
+    lp = torch.zeros(1, 3)
+    loss = pg_token_loss(lp, lp, torch.tensor([[1.0, 0.0, -2.0]]), torch.ones(1, 3))
+    assert loss.item() == pytest.approx(1.0 / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="no tokens"):
+        pg_token_loss(lp, lp, torch.zeros(1), torch.zeros(1, 3))

@@ -1,1 +1,28 @@
-"""AlphaZero/MuZero-style search, domain-independent: PUCT and Gumbel roots, batched, sampled actions."""
+"""AlphaZero/MuZero-style search, domain-independent: PUCT and Gumbel roots, batched, sampled actions.
+
+One library for Go (``go_baseline``) and LLM reasoning steps (``llm_rl``). It never imports torch, Go or LLM code:
+the caller's :class:`~tree_search.types.SearchEnv` owns the domain, this package owns the tree.
+"""
+
+from tree_search.gumbel import gumbel_search
+from tree_search.puct import puct_scores
+from tree_search.result import SearchResult
+from tree_search.sampled import sampled_prior
+from tree_search.search import search
+from tree_search.select import select_action
+from tree_search.tree import Node, advance
+from tree_search.types import Expansion, SearchEnv, Transition
+
+__all__ = [
+    "Expansion",
+    "Node",
+    "SearchEnv",
+    "SearchResult",
+    "Transition",
+    "advance",
+    "gumbel_search",
+    "puct_scores",
+    "sampled_prior",
+    "search",
+    "select_action",
+]

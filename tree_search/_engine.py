@@ -1,0 +1,236 @@
+"""The batched simulation loop shared by PUCT and Gumbel search: descend, expand in one batch, back up.
+
+All B roots advance in lockstep. Each round picks one leaf per root (or up to ``leaves_per_round`` with virtual
+loss), calls ``env.expand`` ONCE with every non-terminal leaf of every root, and backs up. ``env.step`` is called
+only when an edge is first traversed (which is when its child ``Node`` is created). Terminal children are never
+expanded: their return is the transition's reward.
+
+Only the selection rule differs between PUCT and Gumbel; it is passed in as ``select(tree, node, is_root)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tree_search.tree import Node
+from tree_search.types import Expansion
+
+_EXPAND, _TERMINAL, _DEADEND, _COLLIDE = 0, 1, 2, 3
+_PRIOR_TOLERANCE = 1e-3
+
+
+class Tree:
+    """Per-root search context: the root, its (noised) prior, its rng, its min-max Q statistics, progress."""
+
+    __slots__ = ("extra", "q_max", "q_min", "rng", "root", "root_prior", "sims_done")
+
+    def __init__(self, root: Node, rng: np.random.Generator) -> None:
+        self.root = root
+        self.rng = rng
+        self.root_prior: np.ndarray | None = None
+        self.q_min = np.inf
+        self.q_max = -np.inf
+        self.sims_done = 0
+        self.extra: Any = None  # the selection rule's per-root data (Gumbel noise, halving table)
+
+    def init_min_max(self) -> None:
+        """MuZero-style min-max statistics, seeded with the root's value and its visited edges' Q (reuse)."""
+        root = self.root
+        self.q_min = self.q_max = root.mean_value
+        visited = root.visit_counts > 0
+        if visited.any():
+            q = root.value_sums[visited] / root.visit_counts[visited]
+            self.q_min = min(self.q_min, float(q.min()))
+            self.q_max = max(self.q_max, float(q.max()))
+
+
+def make_rngs(rng: Any, num_roots: int) -> list[np.random.Generator]:
+    """One generator per root, so that a root's search does not depend on the other roots of the batch.
+
+    ``int`` seed ``s`` → root ``i`` gets ``default_rng([s, i])``; a sequence gives each root its own seed or
+    generator; a ``Generator`` spawns ``num_roots`` children; ``None`` uses fresh OS entropy.
+    """
+    if isinstance(rng, (list, tuple)):
+        if len(rng) != num_roots:
+            raise ValueError(f"rng: got a sequence of {len(rng)} seeds/generators for {num_roots} roots")
+        return [r if isinstance(r, np.random.Generator) else np.random.default_rng(r) for r in rng]
+    if isinstance(rng, np.random.Generator):
+        return [np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(num_roots)]
+    if rng is None:
+        return [np.random.default_rng(s) for s in np.random.SeedSequence().spawn(num_roots)]
+    if isinstance(rng, (int, np.integer)):
+        return [np.random.default_rng([int(rng), i]) for i in range(num_roots)]
+    raise TypeError(
+        f"rng: expected None, an int seed, a numpy Generator or a sequence of them, got {type(rng)}"
+    )
+
+
+def as_root_nodes(roots: Sequence[Any]) -> list[Node]:
+    if isinstance(roots, (str, bytes)) or not isinstance(roots, Sequence):
+        raise TypeError("roots: expected a sequence of states or Nodes (wrap a single root in a list)")
+    if len(roots) == 0:
+        raise ValueError("roots: empty")
+    nodes = [r if isinstance(r, Node) else Node(r) for r in roots]
+    for i, node in enumerate(nodes):
+        if node.is_terminal:
+            raise ValueError(f"roots[{i}] is a terminal node: there is nothing to search")
+    return nodes
+
+
+def attach_expansion(node: Node, expansion: Expansion) -> None:
+    """Validate an evaluator answer (clear errors) and expand ``node`` with it."""
+    if not isinstance(expansion, Expansion):
+        raise TypeError(f"env.expand must return Expansion objects, got {type(expansion).__name__}")
+    actions = expansion.actions
+    num_actions = len(actions)
+    prior = np.asarray(expansion.prior, dtype=np.float64)
+    if prior.shape != (num_actions,):
+        raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {num_actions} actions")
+    value = float(expansion.value)
+    if not np.isfinite(value):
+        raise ValueError(f"Expansion: value must be finite, got {expansion.value}")
+    if num_actions:
+        total = float(prior.sum())
+        if not np.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or bool((prior < 0.0).any()):
+            raise ValueError(f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}")
+        if total != 1.0:
+            prior = prior / total
+        if len(set(actions)) != num_actions:
+            raise ValueError("Expansion: actions must be distinct (use sampled_prior() to merge raw samples)")
+    node.expand(actions, prior, value, expansion.info)
+
+
+def expand_batch(env: Any, nodes: list[Node]) -> None:
+    expansions = env.expand([node.state for node in nodes])
+    if len(expansions) != len(nodes):
+        raise ValueError(f"env.expand returned {len(expansions)} expansions for {len(nodes)} states")
+    for node, expansion in zip(nodes, expansions):
+        attach_expansion(node, expansion)
+
+
+def expand_roots(trees: list[Tree], env: Any) -> None:
+    """Expand all raw roots in one batched call (the first round of the search)."""
+    fresh = [t.root for t in trees if not t.root.expanded]
+    if fresh:
+        expand_batch(env, fresh)
+    for i, t in enumerate(trees):
+        if t.root.num_actions == 0:
+            raise ValueError(f"roots[{i}]: the evaluator returned no actions for a non-terminal root")
+
+
+SelectFn = Callable[[Tree, Node, bool], int]
+
+
+def run_rounds(
+    trees: list[Tree],
+    env: Any,
+    select: SelectFn,
+    *,
+    num_simulations: int,
+    two_player: bool,
+    discount: float,
+    leaves_per_round: int = 1,
+    virtual_loss: float = 1.0,
+    track_min_max: bool = True,
+) -> None:
+    """Run ``num_simulations`` simulations on every tree, batching all leaf expansions of a round."""
+    sign_discount = -discount if two_player else discount
+    use_vl = leaves_per_round > 1
+    step = env.step
+    for t in trees:
+        t.sims_done = 0
+
+    def descend(tree: Tree) -> tuple[list, Node, int]:
+        node = tree.root
+        path: list[tuple[Node, int]] = []
+        is_root = True
+        while True:
+            a = select(tree, node, is_root)
+            is_root = False
+            path.append((node, a))
+            if use_vl:
+                node.visit_counts[a] += 1
+                node.value_sums[a] -= virtual_loss
+                node.visit_count += 1
+                node.value_sum -= virtual_loss
+            child = node.children[a]
+            if child is None:
+                transition = step(node.state, node.actions[a])
+                terminal = bool(transition.terminal)
+                child = Node(transition.state, is_terminal=terminal)
+                node.children[a] = child
+                node.rewards[a] = transition.reward
+                node.terminal[a] = terminal
+                return path, child, (_TERMINAL if terminal else _EXPAND)
+            if child.is_terminal:
+                return path, child, _TERMINAL
+            if child.actions is None:
+                return path, child, (_COLLIDE if child._pending else _EXPAND)
+            if not child.actions:
+                return path, child, _DEADEND
+            node = child
+
+    def revert_virtual_loss(path: list) -> None:
+        for node, a in path:
+            node.visit_counts[a] -= 1
+            node.value_sums[a] += virtual_loss
+            node.visit_count -= 1
+            node.value_sum += virtual_loss
+
+    def backup(tree: Tree, path: list, value: float) -> None:
+        g = value
+        q_min, q_max = tree.q_min, tree.q_max
+        for node, a in reversed(path):
+            g = float(node.rewards[a]) + sign_discount * g
+            n = node.visit_counts[a] + 1
+            s = node.value_sums[a] + g
+            node.visit_counts[a] = n
+            node.value_sums[a] = s
+            node.visit_count += 1
+            node.value_sum += g
+            if track_min_max:
+                q = s / n
+                if q < q_min:
+                    q_min = q
+                if q > q_max:
+                    q_max = q
+        tree.q_min, tree.q_max = float(q_min), float(q_max)
+
+    while True:
+        active = [t for t in trees if t.sims_done < num_simulations]
+        if not active:
+            return
+        pending: list[tuple[Tree, list, Node]] = []
+        for tree in active:
+            for _ in range(min(leaves_per_round, num_simulations - tree.sims_done)):
+                path, leaf, kind = descend(tree)
+                if kind == _COLLIDE:  # another descent of this round already waits on this leaf
+                    revert_virtual_loss(path)
+                    break
+                tree.sims_done += 1
+                if kind == _EXPAND:
+                    leaf._pending = True
+                    pending.append((tree, path, leaf))
+                    continue
+                value = 0.0 if kind == _TERMINAL else float(leaf.value)
+                leaf.visit_count += 1
+                leaf.value_sum += value
+                if use_vl:
+                    revert_virtual_loss(path)
+                backup(tree, path, value)
+        if pending:
+            expand_batch(env, [leaf for _, _, leaf in pending])
+            for tree, path, leaf in pending:
+                leaf._pending = False
+                if use_vl:
+                    revert_virtual_loss(path)
+                backup(tree, path, leaf.value)
+
+
+def completed_root_q(root: Node) -> np.ndarray:
+    """Root Q per action, unvisited ones completed with the root's search value."""
+    visits = root.visit_counts
+    return np.where(visits > 0, root.value_sums / np.maximum(visits, 1), root.mean_value)

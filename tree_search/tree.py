@@ -1,0 +1,193 @@
+"""The search tree: one :class:`Node` per expanded state, statistics kept as NumPy arrays over its actions.
+
+Why arrays per node rather than a Python object per child (OpenSpiel's ``SearchNode``, the AlphaZero pseudocode):
+a Go position has ~80 candidate moves, and a search visits only a handful of them. Keeping ``prior``,
+``visit_counts``, ``value_sums``, ``rewards`` and ``terminal`` as ``[num_actions]`` arrays lets PUCT score all
+children in a few vectorised NumPy operations, and child ``Node`` objects (and the env's ``step``, i.e. the state
+clone) are created lazily, only when an edge is first traversed.
+
+Statistics convention: ``value_sums[a] / visit_counts[a]`` is the mean return ``Q(s, a)`` of taking ``a`` here,
+from the view of the player to move at this node (two-player) or of the agent (single-agent). ``visit_count`` and
+``value_sum`` are the node's own statistics: the evaluator's value at expansion counts as one visit (as in mctx),
+then every simulation through the node adds its return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Node", "advance"]
+
+
+class Node:
+    """A search tree node. Mutable; created by the search (or by you, wrapping a state: ``Node(state)``).
+
+    Attributes:
+      state: the caller's state at this node.
+      actions: the candidate actions (a tuple) once expanded, else ``None``.
+      prior: ``[A]`` float64 prior used below this node (the evaluator's; root noise is not written here).
+      visit_counts: ``[A]`` int64 number of simulations through each edge.
+      value_sums: ``[A]`` float64 sum of returns through each edge (this node's player's view).
+      rewards: ``[A]`` float64 reward of each edge (filled when the child is first created).
+      terminal: ``[A]`` bool, the edge leads to a terminal state (filled when the child is first created).
+      children: list of ``Node | None`` (``None`` until the edge is first traversed).
+      info: the ``Expansion.info`` payload of the evaluator.
+      value: the evaluator's value estimate for this state (``None`` until expanded; 0 for terminal nodes).
+      visit_count: visits of the node itself (1 for the expansion + 1 per simulation through it).
+      value_sum: sum of the node's returns (its own player's view), including the evaluator's value.
+      is_terminal: the node was reached by a terminal transition; it is never expanded.
+    """
+
+    __slots__ = (
+        "_has_pruned",
+        "_pending",
+        "actions",
+        "children",
+        "info",
+        "is_terminal",
+        "prior",
+        "rewards",
+        "state",
+        "terminal",
+        "value",
+        "value_sum",
+        "value_sums",
+        "visit_count",
+        "visit_counts",
+    )
+
+    def __init__(self, state: Any, *, is_terminal: bool = False) -> None:
+        self.state = state
+        self.is_terminal = is_terminal
+        self.actions: tuple | None = None
+        self.prior: np.ndarray | None = None
+        self.visit_counts: np.ndarray | None = None
+        self.value_sums: np.ndarray | None = None
+        self.rewards: np.ndarray | None = None
+        self.terminal: np.ndarray | None = None
+        self.children: list[Node | None] = []
+        self.info: Any = None
+        self.value: float | None = 0.0 if is_terminal else None
+        self.visit_count = 0
+        self.value_sum = 0.0
+        self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
+        self._has_pruned = False  # some prior is exactly 0: those actions are never selected
+
+    # -- construction -----------------------------------------------------------------------------------------
+    def expand(self, actions: Sequence, prior: np.ndarray, value: float, info: Any = None) -> None:
+        """Attach an evaluator's answer (validated by the caller) and count it as the node's first visit."""
+        num_actions = len(actions)
+        self.actions = tuple(actions)
+        self.prior = prior
+        self.visit_counts = np.zeros(num_actions, dtype=np.int64)
+        self.value_sums = np.zeros(num_actions, dtype=np.float64)
+        self.rewards = np.zeros(num_actions, dtype=np.float64)
+        self.terminal = np.zeros(num_actions, dtype=bool)
+        self.children = [None] * num_actions
+        self.info = info
+        self.value = float(value)
+        self.visit_count += 1
+        self.value_sum += float(value)
+        self._has_pruned = bool(num_actions) and not bool(np.all(prior > 0.0))
+
+    # -- inspection -------------------------------------------------------------------------------------------
+    @property
+    def expanded(self) -> bool:
+        """Whether the evaluator has been called on this node."""
+        return self.actions is not None
+
+    @property
+    def num_actions(self) -> int:
+        return 0 if self.actions is None else len(self.actions)
+
+    @property
+    def mean_value(self) -> float:
+        """The search's value estimate of this node (its player's view): ``value_sum / visit_count``."""
+        if self.visit_count == 0:
+            return 0.0 if self.value is None else float(self.value)
+        return self.value_sum / self.visit_count
+
+    @property
+    def q_values(self) -> np.ndarray:
+        """``[A]`` mean return per edge; NaN for unvisited edges."""
+        if self.actions is None:
+            return np.zeros(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.visit_counts > 0, self.value_sums / self.visit_counts, np.nan)
+
+    def child(self, index: int) -> Node | None:
+        """The child under action ``actions[index]``, or ``None`` if that edge was never traversed."""
+        if self.actions is None:
+            raise ValueError("child(): this node is not expanded")
+        if not 0 <= index < len(self.actions):
+            raise IndexError(f"child(): index {index} out of range for {len(self.actions)} actions")
+        return self.children[index]
+
+    def to_dict(self, *, max_depth: int | None = None, digits: int = 4) -> dict:
+        """A JSON-friendly snapshot: statistics of this node and (recursively) of its created children.
+
+        Children are keyed by ``repr(action)``; floats are rounded to ``digits`` decimals.
+        """
+        out: dict[str, Any] = {
+            "visit_count": int(self.visit_count),
+            "value": None if self.value is None else round(float(self.value), digits),
+            "mean_value": round(float(self.mean_value), digits),
+        }
+        if self.is_terminal:
+            out["terminal"] = True
+        if self.actions is None:
+            return out
+        out["actions"] = [repr(a) for a in self.actions]
+        out["prior"] = [round(float(p), digits) for p in self.prior]
+        out["visit_counts"] = [int(n) for n in self.visit_counts]
+        out["q"] = [None if np.isnan(q) else round(float(q), digits) for q in self.q_values]
+        if max_depth is None or max_depth > 0:
+            next_depth = None if max_depth is None else max_depth - 1
+            out["children"] = {
+                repr(a): c.to_dict(max_depth=next_depth, digits=digits)
+                for a, c in zip(self.actions, self.children)
+                if c is not None
+            }
+        return out
+
+    def __repr__(self) -> str:
+        if self.is_terminal:
+            return f"Node(terminal, N={self.visit_count})"
+        if self.actions is None:
+            return "Node(unexpanded)"
+        order = np.argsort(-self.visit_counts, kind="stable")[:3]
+        top = ", ".join(
+            f"{self.actions[i]!r}:N={int(self.visit_counts[i])}" for i in order if self.visit_counts[i] > 0
+        )
+        return (
+            f"Node(N={self.visit_count}, V={self.mean_value:+.3f}, value={self.value:+.3f}, "
+            f"actions={len(self.actions)}, top=[{top}])"
+        )
+
+
+def advance(result_or_node: Any, index: int, *, env: Any = None) -> Node:
+    """The subtree under root action ``index``, to be searched again as a new root (tree reuse).
+
+    Accepts a :class:`~tree_search.result.SearchResult` or a :class:`Node`. The child keeps all its statistics.
+    Nodes hold no parent pointer, so the child is already detached; the old tree keeps referring to it, so do
+    not inspect the old result after searching the returned node again. If the edge was never traversed there
+    is no child yet: pass ``env`` to create it with ``env.step`` (or search the raw state instead).
+    """
+    root = result_or_node if isinstance(result_or_node, Node) else result_or_node.root
+    child = root.child(index)
+    if child is not None:
+        return child
+    if env is None:
+        raise ValueError(
+            f"advance(): action index {index} was never visited, so it has no subtree; pass env= to create it "
+            "or search the child state directly"
+        )
+    transition = env.step(root.state, root.actions[index])
+    child = Node(transition.state, is_terminal=bool(transition.terminal))
+    root.children[index] = child
+    root.rewards[index] = float(transition.reward)
+    root.terminal[index] = bool(transition.terminal)
+    return child

@@ -1,0 +1,199 @@
+"""The verifier contract: what every task (built-in or plugin) provides to the LLM arms.
+
+A verifier answers three questions, from cheapest to most useful to the search:
+
+* ``score(completion, example)``: is the final answer right? A float in [0, 1]; the outcome reward of GRPO and the
+  terminal reward of the tree search.
+* ``check_step(previous_steps, step, example)``: is this one reasoning step right, given the steps before it?
+  ``True``/``False`` when the task can tell, ``None`` when it cannot (the default). Step checks let the
+  relabeller prune or reward a wrong step immediately instead of waiting for the outcome.
+* ``generate(n, seed=..., split=...)``: a task generator producing a ``datasets.Dataset`` with the columns
+  ``prompt``, ``answer``, ``solution`` (a gold step-by-step completion, one step per line, ending in the final
+  answer line; used for the SFT warm start) and ``num_steps``, plus whatever the verifier needs to score.
+
+Steps are ``step_delimiter``-separated (a newline by default); the final-answer step is recognised by
+:meth:`Verifier.is_terminal_step` (a line starting with ``Answer:``), so the step search knows a leaf is terminal.
+
+Generators share :meth:`Verifier.generate_from`, which makes the seeding and split rules uniform:
+
+* example ``i`` is drawn from its own RNG seeded with ``(name, split, seed + i)``, so ``generate(5, seed=s)`` is a
+  prefix of ``generate(10, seed=s)`` and runs are reproducible;
+* train and test are disjoint *by construction*, not by luck: every prompt is assigned to a split by a hash of
+  its text (``test_fraction`` of the prompt space goes to test) and a generator redraws until the prompt falls in
+  the requested split. Any train set is therefore disjoint from any test set, whatever the seeds and sizes;
+* prompts are unique within one dataset (redraw on a duplicate).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import inspect
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # datasets is imported lazily: `llm-rl tasks` and the sandbox workers never need it.
+    import datasets
+
+__all__ = ["ANSWER_PREFIX", "SPLITS", "Verifier", "final_answer", "split_of"]
+
+ANSWER_PREFIX = "Answer:"
+SPLITS = ("train", "test")
+# Share of the prompt space reserved for the test split (by prompt hash).
+TEST_FRACTION = 0.2
+# Redraws allowed per example before a generator gives up (the task space is too small for n).
+MAX_DRAWS_PER_EXAMPLE = 2000
+REQUIRED_COLUMNS = {"prompt": str, "answer": str, "solution": str, "num_steps": int}
+
+
+def split_of(prompt: str, *, test_fraction: float = TEST_FRACTION) -> str:
+    """The split a prompt belongs to, from a stable hash of its text (independent of seeds and sizes)."""
+    bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64
+    return "test" if bucket < test_fraction else "train"
+
+
+def final_answer(completion: str, *, prefix: str = ANSWER_PREFIX) -> str | None:
+    """The text after the first line starting with ``prefix`` (stripped), or None if there is no such line.
+
+    The *first* answer line counts: text a model generates after answering is ignored, and a second, different
+    answer cannot rescue a wrong first one.
+    """
+    for line in completion.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(prefix):
+            return stripped[len(prefix) :].strip()
+    return None
+
+
+class Verifier(abc.ABC):
+    """Abstract base of every verifier. Subclass, set ``name``, implement ``score``; the rest is optional.
+
+    Attributes:
+      name: the registry name (``verifiers.load(name)``), also the reward function's ``__name__`` in TRL logs.
+      step_delimiter: the text between two reasoning steps in a completion.
+      trusted: True when ``score``/``check_step`` are bounded, side-effect-free Python (or manage their own
+        sandbox), so :class:`verifiers.ContainedVerifier` may call them in-process without a process-level
+        timeout (the fast path). Plugins default to False: they are scored in a worker process with a deadline.
+    """
+
+    name: str = ""
+    step_delimiter: str = "\n"
+    trusted: bool = False
+
+    # --- the contract -------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def score(self, completion: str, example: dict) -> float:
+        """The final-answer reward of ``completion`` for the task row ``example``, in [0, 1]."""
+
+    def check_step(self, previous_steps: list[str], step: str, example: dict) -> bool | None:
+        """Whether ``step`` is correct after ``previous_steps``; None when this verifier cannot tell."""
+        return None
+
+    def split_steps(self, completion: str) -> list[str]:
+        """The reasoning steps of a completion: ``step_delimiter``-separated, empty ones dropped."""
+        return [step for step in completion.split(self.step_delimiter) if step.strip()]
+
+    def is_terminal_step(self, step: str) -> bool:
+        """Whether ``step`` is the final-answer step (ends the solution)."""
+        return step.strip().startswith(ANSWER_PREFIX)
+
+    def generate(self, n: int, *, seed: int, split: str = "train", **difficulty: Any) -> datasets.Dataset:
+        """``n`` task rows as a ``datasets.Dataset`` (see the module docstring for columns and seeding)."""
+        raise NotImplementedError(
+            f"verifier {self.name!r} has no task generator; bring your own dataset "
+            f"(columns: prompt, answer, and what {type(self).__name__}.score reads)"
+        )
+
+    # --- capabilities (for `llm-rl tasks` and the conformance kit) ----------------------------------------
+
+    @property
+    def has_step_checks(self) -> bool:
+        return type(self).check_step is not Verifier.check_step
+
+    @property
+    def has_generator(self) -> bool:
+        return type(self).generate is not Verifier.generate
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    # --- shared generator plumbing ------------------------------------------------------------------------
+
+    def generate_from(
+        self,
+        make_example: Callable[..., dict],
+        n: int,
+        *,
+        seed: int,
+        split: str,
+        difficulty: dict[str, Any],
+        test_fraction: float = TEST_FRACTION,
+    ) -> datasets.Dataset:
+        """Build a dataset from ``make_example(rng, **difficulty) -> row``, applying the seeding/split rules.
+
+        ``make_example``'s keyword-only parameters *are* the difficulty knobs: unknown knobs are rejected with
+        the list of valid ones, and values are coerced to the type of the parameter's default.
+        """
+        import datasets
+
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        knobs = _validate_difficulty(self.name, make_example, difficulty)
+        rows: list[dict] = []
+        seen: set[str] = set()
+        for index in range(n):
+            rng = random.Random(f"{self.name}:{split}:{seed + index}")
+            for _ in range(MAX_DRAWS_PER_EXAMPLE):
+                row = make_example(rng, **knobs)
+                prompt = row["prompt"]
+                if prompt not in seen and split_of(prompt, test_fraction=test_fraction) == split:
+                    break
+            else:
+                raise ValueError(
+                    f"{self.name}: could not draw {n} distinct {split} prompts with {knobs} "
+                    f"(stuck at example {index}); the task space is too small, raise the difficulty"
+                )
+            _check_row(self.name, row)
+            seen.add(prompt)
+            rows.append(row)
+        if not rows:
+            return datasets.Dataset.from_dict({column: [] for column in REQUIRED_COLUMNS})
+        return datasets.Dataset.from_list(rows)
+
+
+def _validate_difficulty(name: str, make_example: Callable[..., dict], difficulty: dict[str, Any]) -> dict:
+    params = {
+        p.name: p.default
+        for p in inspect.signature(make_example).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(difficulty) - set(params))
+    if unknown:
+        valid = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "none"
+        raise ValueError(f"{name}: unknown difficulty knob(s) {unknown}; valid knobs (defaults): {valid}")
+    knobs = {}
+    for key, value in difficulty.items():
+        default = params[key]
+        if (
+            default is not inspect.Parameter.empty
+            and default is not None
+            and not isinstance(value, type(default))
+        ):
+            try:
+                value = type(default)(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{name}: difficulty {key}={value!r} is not a {type(default).__name__}"
+                ) from error
+        knobs[key] = value
+    return knobs
+
+
+def _check_row(name: str, row: dict) -> None:
+    for column, kind in REQUIRED_COLUMNS.items():
+        if not isinstance(row.get(column), kind):
+            raise TypeError(f"{name}: generated row lacks a {kind.__name__} {column!r} column: {row!r}")

@@ -1,0 +1,1 @@
+"""The built-in tasks: each module is one verifier plus its generator, registered with `verifiers.register`."""

@@ -30,6 +30,7 @@ root there is no filesystem isolation beyond the in-process guard. Use a VM/cont
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import secrets
@@ -228,10 +229,8 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_result(

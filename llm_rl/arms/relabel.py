@@ -1,0 +1,298 @@
+"""Arm 2: the tree-search relabeller — AlphaZero's policy-improvement loop with reasoning steps as moves.
+
+The algorithm, top to bottom (one batch of B prompts; every search call below serves all B roots at once):
+
+1. Roots. Each prompt is a root state ``(example, no steps)`` of a :class:`llm_rl.step_env.StepSearchEnv`.
+2. Search. ``num_simulations`` simulations of PUCT (``relabel.root: puct``, AlphaZero's rule with Dirichlet noise
+   at the root) or of Gumbel AlphaZero (``root: gumbel``, Sequential Halving over ``max_num_considered_actions``
+   sampled root steps) with `tree_search`. Each round of the search expands every selected leaf of every root in
+   ONE batched call: the policy samples K candidate next steps per leaf (the prefix is prefilled once, its KV
+   cache repeated K times), the distinct steps become the leaf's actions with the Sampled-MuZero prior (their
+   empirical frequency), and the value head values the leaf. A step that ends the solution is scored by the
+   verifier (the terminal reward); with ``prune_rejected_steps`` a step that ``check_step`` rejects gets prior 0.
+3. Relabel. The root's search result is a decision point: ``(prefix, candidate steps, improved_policy,
+   root_value)``. PUCT's improved policy is the normalised visit counts; Gumbel's is ``softmax(log prior +
+   sigma(completed Q))``.
+4. Commit. Play the step chosen from the visit counts with ``move_temperature`` (PUCT; AlphaZero's self-play
+   rule) or the Sequential-Halving winner (Gumbel), then search again from that child, reusing its subtree
+   (`tree_search.advance`). Repeat until the committed step is terminal; its verifier score is the outcome z.
+5. Learn. For every decision point on every committed path: the cross-entropy of the policy, renormalised over
+   the candidate steps (their sequence log-probabilities), to the improved policy, plus ``value_loss_coef`` x
+   the squared error of the value head at the decision prefix to z (``value_target: outcome``), to the search's
+   root value (``search``), or to their mean (``mix``). One optimizer step per batch (`llm_rl.loop`).
+
+Where it departs from AlphaZero, and why:
+
+* Moves are sampled, not enumerated: a reasoning step is an unbounded string, so each node's actions are the
+  distinct steps among K samples from the policy, with the Sampled MuZero prior (Hubert et al. 2021). The policy
+  target therefore lives on the candidate set only, and the loss renormalises the policy over that set
+  (`llm_rl.losses.candidate_cross_entropy`): it moves probability between candidates and says nothing about
+  steps never sampled. A decision with a single distinct candidate carries no policy signal and is skipped.
+* Single agent, verifier-grounded: there is no opponent; the only reward is the contained verifier's score of the
+  finished completion, in [0, 1], so values are bounded by (0, 1) rather than min-max normalised, and the value
+  head ends in a sigmoid. Non-terminal steps earn nothing.
+* Pruning by ``check_step``: a step the verifier can already reject is never searched; having no visits it gets
+  target 0, which the candidate-normalised cross-entropy turns into a push away from it (so the step check acts
+  as a dense per-step signal). If every candidate is rejected nothing is pruned (the node needs a move).
+* Episodes are short (``task.max_steps``) and always searched to the end with the current policy; the targets are
+  used once, on-policy, instead of from a replay buffer of past self-play games.
+* Gumbel roots choose the committed move by Sequential Halving (no move temperature); both roots reuse subtrees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm_rl.config import ExperimentConfig, RelabelArmConfig
+from llm_rl.losses import candidate_cross_entropy, value_loss
+from llm_rl.step_env import StepSearchEnv, encode_prefixes
+from tree_search import Node, SearchResult, advance, gumbel_search, search
+
+__all__ = [
+    "DecisionPoint",
+    "Episode",
+    "RelabelBatch",
+    "decision_point",
+    "gradient_sample",
+    "make_env",
+    "relabel_episodes",
+    "relabel_loss",
+    "run_search",
+    "train",
+    "value_targets",
+]
+
+VALUE_BOUNDS = (0.0, 1.0)  # verifier scores are in [0, 1]
+
+
+# --- records ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecisionPoint:
+    """One committed decision: what the policy is trained on.
+
+    Attributes:
+      prefix: the text before the step (prompt + previous steps, each followed by the delimiter).
+      candidates: ``[A]`` the distinct candidate steps' training continuations (see `StepSearchEnv.continuation`).
+      target: ``[A]`` the search's improved policy over the candidates (0 for pruned ones).
+      visit_counts: ``[A]`` root visit counts of this search.
+      prior: ``[A]`` the prior the search used (after any root noise).
+      root_value: the search's value of the prefix.
+      selected_index: the committed candidate.
+    """
+
+    prefix: str
+    candidates: tuple[str, ...]
+    target: np.ndarray
+    visit_counts: np.ndarray
+    prior: np.ndarray
+    root_value: float
+    selected_index: int
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One prompt's committed path: its decision points, the steps played, and the verifier's outcome z."""
+
+    example_index: int
+    decisions: tuple[DecisionPoint, ...]
+    steps: tuple[str, ...]
+    outcome: float
+
+
+@dataclass
+class RelabelBatch:
+    """What ``collect`` hands to ``loss_fn``: the episodes and the search's own statistics."""
+
+    episodes: list[Episode]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+# --- search and relabelling -------------------------------------------------------------------------------------
+def run_search(
+    roots: Sequence[Any], env: StepSearchEnv, cfg: RelabelArmConfig, rng: np.random.Generator
+) -> list[SearchResult]:
+    """One search of every root (raw states or reused ``Node`` s), PUCT or Gumbel per ``cfg.root``."""
+    if cfg.root == "gumbel":
+        return gumbel_search(
+            roots,
+            env,
+            num_simulations=cfg.num_simulations,
+            max_num_considered_actions=cfg.max_num_considered_actions,
+            value_bounds=VALUE_BOUNDS,
+            rng=rng,
+        )
+    return search(
+        roots,
+        env,
+        num_simulations=cfg.num_simulations,
+        c_puct_init=cfg.c_puct_init,
+        c_puct_base=cfg.c_puct_base,
+        dirichlet_alpha=cfg.dirichlet_alpha,
+        dirichlet_fraction=cfg.dirichlet_fraction,
+        temperature=cfg.move_temperature,
+        value_bounds=VALUE_BOUNDS,
+        rng=rng,
+    )
+
+
+def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:
+    """The training record of one root search: its candidates and the improved policy over them."""
+    return DecisionPoint(
+        prefix=env.prefix(result.root.state),
+        candidates=tuple(env.continuation(a) for a in result.actions),
+        target=np.asarray(result.improved_policy, dtype=np.float64),
+        visit_counts=np.asarray(result.visit_counts),
+        prior=np.asarray(result.prior, dtype=np.float64),
+        root_value=float(result.root_value),
+        selected_index=int(result.selected_index),
+    )
+
+
+def relabel_episodes(
+    env: StepSearchEnv, example_indices: Sequence[int], cfg: RelabelArmConfig, rng: np.random.Generator
+) -> list[Episode]:
+    """Search, commit, and search again from the child until every prompt's path is terminal (steps 1-4)."""
+    roots: dict[int, Any] = {i: env.root_state(i) for i in example_indices}
+    decisions: dict[int, list[DecisionPoint]] = {i: [] for i in example_indices}
+    episodes: dict[int, Episode] = {}
+    active = list(example_indices)
+    while active:
+        results = run_search([roots[i] for i in active], env, cfg, rng)
+        still_active = []
+        for i, result in zip(active, results):
+            decisions[i].append(decision_point(env, result))
+            child: Node = advance(result, result.selected_index, env=env)
+            if child.is_terminal:
+                outcome = float(result.root.rewards[result.selected_index])
+                episodes[i] = Episode(i, tuple(decisions[i]), child.state.steps, outcome)
+            else:
+                roots[i] = child  # subtree reuse: its statistics seed the next search
+                still_active.append(i)
+        active = still_active
+    return [episodes[i] for i in example_indices]
+
+
+# --- the loss ---------------------------------------------------------------------------------------------------
+def value_targets(episodes: Sequence[Episode], mode: str) -> list[float]:
+    """One value target per decision point, in episode order: z, the search's root value, or their mean."""
+    out = []
+    for ep in episodes:
+        for d in ep.decisions:
+            if mode == "outcome":
+                out.append(ep.outcome)
+            elif mode == "search":
+                out.append(d.root_value)
+            elif mode == "mix":
+                out.append(0.5 * (ep.outcome + d.root_value))
+            else:
+                raise ValueError(f"unknown relabel.value_target {mode!r}; choose outcome, search or mix")
+    return out
+
+
+def relabel_loss(
+    episodes: Sequence[Episode], policy: Any, cfg: RelabelArmConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Candidate cross-entropy to the improved policies + ``value_loss_coef`` x value MSE (step 5)."""
+    decisions = [d for ep in episodes for d in ep.decisions]
+    if not decisions:
+        raise ValueError("relabel_loss(): no decision points")
+    informative = [d for d in decisions if len(d.candidates) > 1]
+    device = next(policy.parameters()).device
+    if informative:
+        prefixes = [d.prefix for d in informative for _ in d.candidates]
+        continuations = [c for d in informative for c in d.candidates]
+        logprobs = policy.sequence_logprobs(prefixes, continuations)  # [sum A]
+        per_decision = torch.split(logprobs, [len(d.candidates) for d in informative])
+        ce = [
+            candidate_cross_entropy(lp, torch.as_tensor(d.target)) for lp, d in zip(per_decision, informative)
+        ]
+        policy_loss = torch.stack(ce).mean()
+    else:
+        policy_loss = torch.zeros((), device=device)
+    batch = encode_prefixes(policy, [d.prefix for d in decisions])
+    predicted = policy.values(batch["input_ids"], batch["attention_mask"])
+    targets = torch.tensor(
+        value_targets(episodes, cfg.value_target), dtype=predicted.dtype, device=predicted.device
+    )
+    v_loss = value_loss(predicted, targets)
+    loss = policy_loss + cfg.value_loss_coef * v_loss
+    entropies = [float(-(d.target[d.target > 0] * np.log(d.target[d.target > 0])).sum()) for d in informative]
+    metrics = {
+        "loss": float(loss.detach()),
+        "policy_loss": float(policy_loss.detach()),
+        "value_loss": float(v_loss.detach()),
+        "train_outcome": float(np.mean([ep.outcome for ep in episodes])),
+        "decisions": len(decisions),
+        "informative_decisions": len(informative),
+        "mean_candidates": float(np.mean([len(d.candidates) for d in decisions])),
+        "target_entropy": float(np.mean(entropies)) if entropies else 0.0,
+        "mean_root_value": float(np.mean([d.root_value for d in decisions])),
+        "mean_value_prediction": float(predicted.detach().mean()),
+        "mean_steps": float(np.mean([len(ep.steps) for ep in episodes])),
+    }
+    return loss, metrics
+
+
+# --- wiring: env, collect/loss for the shared loop, train, gradient_sample -------------------------------------
+def make_env(
+    cfg: ExperimentConfig,
+    examples: Sequence[dict],
+    *,
+    verifier: Any,
+    backend: Any,
+    policy: Any,
+    budget: Any = None,
+    generator: torch.Generator | None = None,
+) -> StepSearchEnv:
+    """The step search env of one batch, with the recipe's knobs."""
+    return StepSearchEnv(
+        examples,
+        verifier=verifier,
+        backend=backend,
+        policy=policy,
+        num_candidates=cfg.relabel.num_candidates,
+        max_step_tokens=cfg.task.max_step_tokens,
+        max_steps=cfg.task.max_steps,
+        temperature=cfg.relabel.candidate_temperature,
+        prune_rejected_steps=cfg.relabel.prune_rejected_steps,
+        budget=budget,
+        generator=generator,
+    )
+
+
+def _numpy_rng(generator: torch.Generator) -> np.random.Generator:
+    """A NumPy generator for the search (root noise, move sampling) drawn from the torch generator's stream."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+
+def gradient_sample(
+    cfg: ExperimentConfig, policy: Any, verifier: Any, example: dict, *, generator: torch.Generator
+) -> torch.Tensor:
+    """One stochastic estimate of the relabeller's loss for ONE prompt (search, relabel, loss), with grad."""
+    from llm_rl.generation import make_backend
+    from verifiers import ContainedVerifier
+
+    contained = verifier if isinstance(verifier, ContainedVerifier) else ContainedVerifier(verifier)
+    backend = make_backend(cfg.model.generation_backend, policy, None)
+    env = make_env(
+        cfg, [dict(example)], verifier=contained, backend=backend, policy=policy, generator=generator
+    )
+    with torch.no_grad():
+        episodes = relabel_episodes(env, [0], cfg.relabel, _numpy_rng(generator))
+    loss, _ = relabel_loss(episodes, policy, cfg.relabel)
+    return loss
+
+
+def train(cfg: ExperimentConfig, run: Any, *, init_model: str) -> dict:
+    """Train the relabeller from ``init_model`` until the budget is spent (resumes from ``run``)."""
+    raise NotImplementedError  # wired to llm_rl.loop.run_training below once it lands
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0

@@ -1,0 +1,258 @@
+"""A `tree_search.SearchEnv` whose moves are reasoning steps: the bridge between the search library and an LLM.
+
+A state is ``(example index, steps so far)``; its text prefix is ``prompt + "".join(s + delimiter for s in
+steps)`` (the text format of ``LLM_DESIGN.md``). An action is one candidate next step, a :class:`StepAction`
+(its text and how its generation ended: at the step delimiter, at EOS, or at the step-token limit).
+
+* ``expand(states)`` answers the search's whole round in two batched model calls: ONE
+  ``backend.sample(prefixes, n=K, stop=delimiter)`` for every leaf of every root (the backend prefills each
+  prefix once and repeats its KV cache K times), and ONE value-head pass over the same prefixes. The K raw
+  samples are merged into distinct actions with :func:`tree_search.sampled_prior` (Sampled MuZero: the prior is
+  their empirical frequency, since they were drawn from the policy itself). With ``prune_rejected_steps`` every
+  distinct candidate that ``verifier.check_step`` rejects gets prior 0: PUCT and Gumbel never select it, so it
+  is never visited and its share of the search target is exactly 0 (if *every* candidate is rejected the prior
+  is left unpruned: a node needs at least one move).
+* ``step(state, action)`` appends the step. The child is terminal when the step is the answer line
+  (``verifier.is_terminal_step``), when its generation hit EOS, when it is empty, or when it is step number
+  ``task.max_steps``; a terminal child's reward is the contained verifier's score of the whole completion (the
+  steps joined by the delimiter). Non-terminal steps earn 0: the problem is single-agent with one terminal
+  reward in [0, 1], so the search runs with ``value_bounds=(0, 1)``.
+
+A step cut by the token limit (no delimiter, no EOS) is not terminal: the next prefix appends the delimiter after
+it, as the text format prescribes; its training continuation is only the tokens actually generated.
+
+Spending is counted in the run's `Budget` where it happens: generated and prefill tokens by the backend, the
+value-head pass as prefill tokens (it is a second forward pass over the same prefixes), and one verifier call per
+terminal score and per step check. :class:`ExpandStats` keeps what the arm reports (tokens/s of expansion, pruned
+candidates, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from tree_search import Expansion, Transition, sampled_prior
+
+__all__ = ["ExpandStats", "StepAction", "StepSearchEnv", "StepState"]
+
+StepEnding = Literal["delimiter", "eos", "length"]
+
+
+@dataclass(frozen=True)
+class StepState:
+    """A search state: which prompt, and the reasoning steps taken so far (step texts, no delimiters)."""
+
+    example_index: int
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepAction:
+    """One candidate next step: its text (without the delimiter) and how its generation ended."""
+
+    text: str
+    ending: StepEnding = "delimiter"
+
+
+@dataclass
+class ExpandStats:
+    """Running totals of the env's work (for metrics and the tokens/s report)."""
+
+    expand_calls: int = 0
+    states_expanded: int = 0
+    raw_candidates: int = 0
+    distinct_candidates: int = 0
+    rejected_candidates: int = 0
+    all_rejected_nodes: int = 0
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
+    value_seconds: float = 0.0
+    terminal_scores: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of generation wall time inside ``expand``."""
+        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "expand_calls": self.expand_calls,
+            "states_expanded": self.states_expanded,
+            "mean_distinct_candidates": self.distinct_candidates / max(self.states_expanded, 1),
+            "rejected_fraction": self.rejected_candidates / max(self.distinct_candidates, 1),
+            "all_rejected_nodes": self.all_rejected_nodes,
+            "expand_generated_tokens": self.generated_tokens,
+            "expand_tokens_per_s": self.tokens_per_second,
+        }
+
+
+class StepSearchEnv:
+    """The reasoning-step search domain over a batch of prompts (see the module docstring).
+
+    Args:
+      examples: the task rows (dicts with at least ``prompt``), indexed by ``StepState.example_index``.
+      verifier: a `verifiers.ContainedVerifier` (scores never raise; failures score 0 and are counted).
+      backend: a `llm_rl.generation.GenerationBackend` (its own ``budget`` counts generated/prefill tokens).
+      policy: the `llm_rl.policy.Policy` whose value head values new leaves.
+      num_candidates: K, raw steps sampled per expanded state.
+      max_step_tokens: new tokens per step, at most.
+      max_steps: steps per completion, at most (the step that reaches it is terminal).
+      temperature: sampling temperature of the candidates.
+      prune_rejected_steps: give candidates that ``check_step`` rejects prior 0.
+      budget: the run's `Budget` (verifier calls and value-pass prefill tokens are added to it), or None.
+      generator: the torch generator the candidates are sampled with (reproducibility).
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[dict],
+        *,
+        verifier: Any,
+        backend: Any,
+        policy: Any,
+        num_candidates: int,
+        max_step_tokens: int,
+        max_steps: int,
+        temperature: float = 1.0,
+        prune_rejected_steps: bool = True,
+        budget: Any = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if num_candidates < 1 or max_step_tokens < 1 or max_steps < 1:
+            raise ValueError("StepSearchEnv: num_candidates, max_step_tokens and max_steps must be >= 1")
+        self.examples = list(examples)
+        self.verifier = verifier
+        self.backend = backend
+        self.policy = policy
+        self.num_candidates = num_candidates
+        self.max_step_tokens = max_step_tokens
+        self.max_steps = max_steps
+        self.temperature = temperature
+        self.prune_rejected_steps = prune_rejected_steps
+        self.budget = budget
+        self.generator = generator
+        self.delimiter: str = verifier.step_delimiter
+        self.stats = ExpandStats()
+
+    # --- text ---------------------------------------------------------------------------------------------------
+    def prefix(self, state: StepState) -> str:
+        """The model input before the next step: the prompt, then every step followed by the delimiter."""
+        return self.examples[state.example_index]["prompt"] + "".join(s + self.delimiter for s in state.steps)
+
+    def completion(self, steps: Sequence[str]) -> str:
+        """The completion the verifier scores: the steps joined by the delimiter."""
+        return self.delimiter.join(steps)
+
+    def continuation(self, action: StepAction) -> str:
+        """The text whose log-probability the policy gives this step: the step plus how it ended (the delimiter,
+        the EOS token, or nothing when the token limit cut it)."""
+        if action.ending == "delimiter":
+            return action.text + self.delimiter
+        if action.ending == "eos":
+            return action.text + self.policy.tokenizer.eos_token
+        return action.text
+
+    def root_state(self, example_index: int) -> StepState:
+        return StepState(example_index, ())
+
+    # --- SearchEnv ----------------------------------------------------------------------------------------------
+    def expand(self, states: Sequence[StepState]) -> list[Expansion]:
+        """K sampled candidate steps per state (one batched generation), their prior, and the states' values."""
+        prefixes = [self.prefix(s) for s in states]
+        start = time.perf_counter()
+        samples = self.backend.sample(
+            prefixes,
+            n=self.num_candidates,
+            max_new_tokens=self.max_step_tokens,
+            temperature=self.temperature,
+            stop=self.delimiter,
+            generator=self.generator,
+        )
+        self.stats.generation_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        values = self.prefix_values(prefixes)
+        self.stats.value_seconds += time.perf_counter() - start
+        self.stats.expand_calls += 1
+
+        expansions = []
+        for state, continuations, value in zip(states, samples, values):
+            raw_actions = [self._action(c) for c in continuations]
+            self.stats.generated_tokens += sum(len(c.token_ids) for c in continuations)
+            actions, prior = sampled_prior(raw_actions)
+            logprob_of = {}
+            for a, c in zip(raw_actions, continuations):
+                logprob_of.setdefault(a, float(c.logprob))
+            rejected = np.zeros(len(actions), dtype=bool)
+            if self.prune_rejected_steps:
+                rejected = np.array([self._rejected(state, a) for a in actions], dtype=bool)
+                if rejected.all():
+                    self.stats.all_rejected_nodes += 1
+                elif rejected.any():
+                    prior = np.where(rejected, 0.0, prior)
+                    prior = prior / prior.sum()
+            self.stats.states_expanded += 1
+            self.stats.raw_candidates += len(raw_actions)
+            self.stats.distinct_candidates += len(actions)
+            self.stats.rejected_candidates += int(rejected.sum())
+            info = {"logprobs": np.array([logprob_of[a] for a in actions]), "rejected": rejected}
+            expansions.append(Expansion(actions=actions, prior=prior, value=float(value), info=info))
+        return expansions
+
+    def step(self, state: StepState, action: StepAction) -> Transition:
+        """Append ``action``; score the completion if that ends it (see the module docstring)."""
+        steps = (*state.steps, action.text)
+        child = StepState(state.example_index, steps)
+        terminal = (
+            action.ending == "eos"
+            or not action.text.strip()
+            or self.verifier.is_terminal_step(action.text)
+            or len(steps) >= self.max_steps
+        )
+        if not terminal:
+            return Transition(child, 0.0, False)
+        reward = float(self.verifier.score(self.completion(steps), self.examples[state.example_index]))
+        if self.budget is not None:
+            self.budget.add_verifier_calls(1)
+        self.stats.terminal_scores.append(reward)
+        return Transition(child, reward, True)
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefix_values(self, prefixes: Sequence[str]) -> np.ndarray:
+        """The value head at the end of each prefix, in [0, 1] (one batched pass; counted as prefill tokens)."""
+        batch = encode_prefixes(self.policy, prefixes)
+        values = self.policy.values(batch["input_ids"], batch["attention_mask"])
+        if self.budget is not None:
+            self.budget.add_prefill(int(batch["attention_mask"].sum()))
+        return values.detach().float().cpu().numpy()
+
+    def _action(self, continuation: Any) -> StepAction:
+        text = continuation.text
+        if self.delimiter and text.endswith(self.delimiter):
+            text = text[: -len(self.delimiter)]
+        if continuation.finished:
+            ending: StepEnding = "eos"
+        elif continuation.stopped:
+            ending = "delimiter"
+        else:
+            ending = "length"
+        return StepAction(text, ending)
+
+    def _rejected(self, state: StepState, action: StepAction) -> bool:
+        verdict = self.verifier.check_step(list(state.steps), action.text, self.examples[state.example_index])
+        if self.budget is not None and self.verifier.has_step_checks:
+            self.budget.add_verifier_calls(1)
+        return verdict is False
+
+
+def encode_prefixes(policy: Any, prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Tokenise prefixes for one batched forward pass (the policy tokenizer's padding side and special tokens)."""
+    device = next(policy.parameters()).device
+    batch = policy.tokenizer(list(prefixes), return_tensors="pt", padding=True)
+    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}

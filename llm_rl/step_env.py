@@ -18,8 +18,11 @@ steps)`` (the text format of ``LLM_DESIGN.md``). An action is one candidate next
   steps joined by the delimiter). Non-terminal steps earn 0: the problem is single-agent with one terminal
   reward in [0, 1], so the search runs with ``value_bounds=(0, 1)``.
 
-A step cut by the token limit (no delimiter, no EOS) is not terminal: the next prefix appends the delimiter after
-it, as the text format prescribes; its training continuation is only the tokens actually generated.
+Each distinct candidate keeps the token ids it was sampled as (`Expansion.info["token_ids"]`: the step's tokens
+plus the delimiter or EOS token that ended it): the policy is trained on exactly the tokens it generated, never on
+a re-tokenisation of the text. A step cut by the token limit (no delimiter, no EOS) is not terminal: the next
+prefix appends the delimiter after it, as the text format prescribes, but its training tokens are only those
+actually generated.
 
 Spending is counted in the run's `Budget` where it happens: generated and prefill tokens by the backend, the
 value-head pass as prefill tokens (it is a second forward pass over the same prefixes), and one verifier call per
@@ -149,15 +152,6 @@ class StepSearchEnv:
         """The completion the verifier scores: the steps joined by the delimiter."""
         return self.delimiter.join(steps)
 
-    def continuation(self, action: StepAction) -> str:
-        """The text whose log-probability the policy gives this step: the step plus how it ended (the delimiter,
-        the EOS token, or nothing when the token limit cut it)."""
-        if action.ending == "delimiter":
-            return action.text + self.delimiter
-        if action.ending == "eos":
-            return action.text + self.policy.tokenizer.eos_token
-        return action.text
-
     def root_state(self, example_index: int) -> StepState:
         return StepState(example_index, ())
 
@@ -185,9 +179,9 @@ class StepSearchEnv:
             raw_actions = [self._action(c) for c in continuations]
             self.stats.generated_tokens += sum(len(c.token_ids) for c in continuations)
             actions, prior = sampled_prior(raw_actions)
-            logprob_of = {}
+            first_of: dict[StepAction, Any] = {}
             for a, c in zip(raw_actions, continuations):
-                logprob_of.setdefault(a, float(c.logprob))
+                first_of.setdefault(a, c)
             rejected = np.zeros(len(actions), dtype=bool)
             if self.prune_rejected_steps:
                 rejected = np.array([self._rejected(state, a) for a in actions], dtype=bool)
@@ -200,7 +194,11 @@ class StepSearchEnv:
             self.stats.raw_candidates += len(raw_actions)
             self.stats.distinct_candidates += len(actions)
             self.stats.rejected_candidates += int(rejected.sum())
-            info = {"logprobs": np.array([logprob_of[a] for a in actions]), "rejected": rejected}
+            info = {
+                "token_ids": tuple(tuple(int(t) for t in first_of[a].token_ids) for a in actions),
+                "logprobs": np.array([float(first_of[a].logprob) for a in actions]),
+                "rejected": rejected,
+            }
             expansions.append(Expansion(actions=actions, prior=prior, value=float(value), info=info))
         return expansions
 
@@ -226,10 +224,10 @@ class StepSearchEnv:
     @torch.no_grad()
     def prefix_values(self, prefixes: Sequence[str]) -> np.ndarray:
         """The value head at the end of each prefix, in [0, 1] (one batched pass; counted as prefill tokens)."""
-        batch = encode_prefixes(self.policy, prefixes)
-        values = self.policy.values(batch["input_ids"], batch["attention_mask"])
+        input_ids, attention_mask = self.policy.pad_left(self.policy.encode(prefixes))
+        values = self.policy.values(input_ids, attention_mask)
         if self.budget is not None:
-            self.budget.add_prefill(int(batch["attention_mask"].sum()))
+            self.budget.add_prefill(int(attention_mask.sum()))
         return values.detach().float().cpu().numpy()
 
     def _action(self, continuation: Any) -> StepAction:
@@ -249,10 +247,3 @@ class StepSearchEnv:
         if self.budget is not None and self.verifier.has_step_checks:
             self.budget.add_verifier_calls(1)
         return verdict is False
-
-
-def encode_prefixes(policy: Any, prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Tokenise prefixes for one batched forward pass (the policy tokenizer's padding side and special tokens)."""
-    device = next(policy.parameters()).device
-    batch = policy.tokenizer(list(prefixes), return_tensors="pt", padding=True)
-    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}

@@ -88,7 +88,8 @@ def test_puct_target_is_the_hand_computed_visit_distribution() -> None:
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
     (decision,) = episode.decisions
     assert decision.prefix == ONE_OP["prompt"]
-    assert decision.candidates == ("Answer: 5\n", "Answer: 9\n")
+    assert decision.candidates == ("Answer: 5", "Answer: 9")
+    assert [len(c) for c in decision.continuations] == [10, 10]  # the sampled ids: step + delimiter
     assert decision.visit_counts.tolist() == [3, 1]
     assert decision.target.tolist() == pytest.approx([0.75, 0.25])
     assert decision.root_value == pytest.approx((0.5 + 1 + 0 + 1 + 1) / 5)
@@ -109,7 +110,7 @@ def test_pruned_steps_get_zero_target_and_the_path_is_searched_to_the_end() -> N
     cfg = RelabelArmConfig(num_simulations=6, dirichlet_fraction=0.25, move_temperature=1.0)
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(3))
     first, second, third = episode.decisions
-    assert first.candidates == ("2 + 3 = 5\n", "2 + 3 = 6\n", "Answer: 7\n")
+    assert first.candidates == ("2 + 3 = 5", "2 + 3 = 6", "Answer: 7")
     assert first.prior[1:].tolist() == [0.0, 0.0]  # pruned before the noise, and noise keeps them at 0
     assert first.target.tolist() == [1.0, 0.0, 0.0]
     assert second.prefix == p1 and second.target.tolist() == [0.0, 1.0]
@@ -160,7 +161,6 @@ def test_step_terminal_rules() -> None:
     long = StepState(0, ("a", "b", "c"))
     assert env.step(long, StepAction("d")).terminal  # max_steps = 4
     assert env.prefix(long) == ONE_OP["prompt"] + "a\nb\nc\n"
-    assert env.continuation(StepAction("x", "length")) == "x"
 
 
 def test_value_targets_modes() -> None:

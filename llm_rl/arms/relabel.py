@@ -51,7 +51,7 @@ import torch
 
 from llm_rl.config import ExperimentConfig, RelabelArmConfig
 from llm_rl.losses import candidate_cross_entropy, value_loss
-from llm_rl.step_env import StepSearchEnv, encode_prefixes
+from llm_rl.step_env import StepSearchEnv
 from tree_search import Node, SearchResult, advance, gumbel_search, search
 
 __all__ = [
@@ -78,7 +78,9 @@ class DecisionPoint:
 
     Attributes:
       prefix: the text before the step (prompt + previous steps, each followed by the delimiter).
-      candidates: ``[A]`` the distinct candidate steps' training continuations (see `StepSearchEnv.continuation`).
+      candidates: ``[A]`` the distinct candidate steps (text, without the delimiter).
+      continuations: ``[A]`` their sampled token ids (the step plus the delimiter/EOS token that ended it): what
+        the policy's sequence log-probability is taken of.
       target: ``[A]`` the search's improved policy over the candidates (0 for pruned ones).
       visit_counts: ``[A]`` root visit counts of this search.
       prior: ``[A]`` the prior the search used (after any root noise).
@@ -88,6 +90,7 @@ class DecisionPoint:
 
     prefix: str
     candidates: tuple[str, ...]
+    continuations: tuple[tuple[int, ...], ...]
     target: np.ndarray
     visit_counts: np.ndarray
     prior: np.ndarray
@@ -145,7 +148,8 @@ def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:
     """The training record of one root search: its candidates and the improved policy over them."""
     return DecisionPoint(
         prefix=env.prefix(result.root.state),
-        candidates=tuple(env.continuation(a) for a in result.actions),
+        candidates=tuple(a.text for a in result.actions),
+        continuations=tuple(result.root.info["token_ids"]),
         target=np.asarray(result.improved_policy, dtype=np.float64),
         visit_counts=np.asarray(result.visit_counts),
         prior=np.asarray(result.prior, dtype=np.float64),
@@ -202,27 +206,30 @@ def relabel_loss(
     decisions = [d for ep in episodes for d in ep.decisions]
     if not decisions:
         raise ValueError("relabel_loss(): no decision points")
-    informative = [d for d in decisions if len(d.candidates) > 1]
-    device = next(policy.parameters()).device
+    # One forward pass: every candidate of every decision, and the value head at each decision's prefix.
+    scored = policy.token_logprobs(
+        [d.prefix for d in decisions for _ in d.continuations],
+        [c for d in decisions for c in d.continuations],
+        with_values=True,
+    )
+    sizes = [len(d.continuations) for d in decisions]
+    per_decision = torch.split(scored.sums(), sizes)  # [A_d] sequence log-probs per decision
+    informative = [(lp, d) for lp, d in zip(per_decision, decisions) if len(d.continuations) > 1]
     if informative:
-        prefixes = [d.prefix for d in informative for _ in d.candidates]
-        continuations = [c for d in informative for c in d.candidates]
-        logprobs = policy.sequence_logprobs(prefixes, continuations)  # [sum A]
-        per_decision = torch.split(logprobs, [len(d.candidates) for d in informative])
-        ce = [
-            candidate_cross_entropy(lp, torch.as_tensor(d.target)) for lp, d in zip(per_decision, informative)
-        ]
+        ce = [candidate_cross_entropy(lp, torch.as_tensor(d.target)) for lp, d in informative]
         policy_loss = torch.stack(ce).mean()
-    else:
-        policy_loss = torch.zeros((), device=device)
-    batch = encode_prefixes(policy, [d.prefix for d in decisions])
-    predicted = policy.values(batch["input_ids"], batch["attention_mask"])
+    else:  # no decision had two distinct candidates: no policy signal in this batch
+        policy_loss = scored.sums().sum() * 0.0
+    first_rows = torch.tensor(np.cumsum([0, *sizes[:-1]]), device=scored.values.device)
+    predicted = scored.values[first_rows]  # [D] value of each decision prefix
     targets = torch.tensor(
         value_targets(episodes, cfg.value_target), dtype=predicted.dtype, device=predicted.device
     )
     v_loss = value_loss(predicted, targets)
     loss = policy_loss + cfg.value_loss_coef * v_loss
-    entropies = [float(-(d.target[d.target > 0] * np.log(d.target[d.target > 0])).sum()) for d in informative]
+    entropies = [
+        float(-(d.target[d.target > 0] * np.log(d.target[d.target > 0])).sum()) for _, d in informative
+    ]
     metrics = {
         "loss": float(loss.detach()),
         "policy_loss": float(policy_loss.detach()),

@@ -1,0 +1,81 @@
+"""The relabeller's loss on hand-built decision points, against the same quantities computed one by one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llm_rl.arms.relabel import DecisionPoint, Episode, relabel_loss
+from llm_rl.config import RelabelArmConfig
+from llm_rl.models import build_tiny_model, load_policy
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    torch.manual_seed(0)
+    return load_policy(build_tiny_model(tmp_path_factory.mktemp("tiny"), hidden_size=32, num_layers=1))
+
+
+def _decision(policy, prefix: str, steps: list[str], target: list[float], root_value: float) -> DecisionPoint:
+    ids = tuple(tuple(x) for x in policy.encode([s + "\n" for s in steps], add_special_tokens=False))
+    a = len(steps)
+    return DecisionPoint(
+        prefix=prefix,
+        candidates=tuple(steps),
+        continuations=ids,
+        target=np.asarray(target),
+        visit_counts=np.zeros(a, dtype=np.int64),
+        prior=np.full(a, 1.0 / a),
+        root_value=root_value,
+        selected_index=0,
+    )
+
+
+@pytest.mark.parametrize("value_target", ["outcome", "search", "mix"])
+def test_relabel_loss_matches_its_parts(policy, value_target: str) -> None:
+    p0 = "Start 2. Add 3, times 4.\n"
+    p1 = p0 + "2 + 3 = 5\n"
+    d0 = _decision(policy, p0, ["2 + 3 = 5", "2 + 3 = 6", "Answer: 7"], [0.75, 0.0, 0.25], root_value=0.4)
+    d1 = _decision(policy, p1, ["5 * 4 = 20"], [1.0], root_value=0.9)  # one candidate: no policy signal
+    episodes = [Episode(0, (d0, d1), ("2 + 3 = 5", "5 * 4 = 20"), outcome=1.0)]
+    cfg = RelabelArmConfig(value_target=value_target, value_loss_coef=0.5)
+    loss, metrics = relabel_loss(episodes, policy, cfg)
+
+    with torch.no_grad():
+        lp = policy.sequence_logprobs([p0] * 3, ["2 + 3 = 5\n", "2 + 3 = 6\n", "Answer: 7\n"])
+        log_p = torch.log_softmax(lp, 0)
+        ce = -(0.75 * log_p[0] + 0.25 * log_p[2])
+        v = policy.text_values([p0, p1])
+        z = {"outcome": [1.0, 1.0], "search": [0.4, 0.9], "mix": [0.7, 0.95]}[value_target]
+        mse = ((v - torch.tensor(z)) ** 2).mean()
+    assert metrics["policy_loss"] == pytest.approx(float(ce), rel=1e-5)
+    assert metrics["value_loss"] == pytest.approx(float(mse), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(ce + 0.5 * mse), rel=1e-5)
+    assert metrics["decisions"] == 2 and metrics["informative_decisions"] == 1
+
+    policy.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in policy.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+    policy.zero_grad()
+
+
+def test_one_gradient_step_moves_mass_to_the_target(policy) -> None:
+    prefix = "Start 2. Add 3.\n"
+    d = _decision(policy, prefix, ["2 + 3 = 5", "2 + 3 = 6"], [1.0, 0.0], root_value=0.5)
+    episodes = [Episode(0, (d,), ("2 + 3 = 5",), outcome=1.0)]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        before = policy.sequence_logprobs([prefix] * 2, ["2 + 3 = 5\n", "2 + 3 = 6\n"])
+    loss, _ = relabel_loss(episodes, policy, RelabelArmConfig(value_loss_coef=0.0))
+    optimizer = torch.optim.SGD(params, lr=0.05)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = policy.sequence_logprobs([prefix] * 2, ["2 + 3 = 5\n", "2 + 3 = 6\n"])
+        for p, s in zip(params, saved):
+            p.copy_(s)
+    assert float(after[0] - after[1]) > float(before[0] - before[1])  # the rejected step lost ground

@@ -10,6 +10,7 @@ Only the selection rule differs between PUCT and Gumbel; it is passed in as ``se
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from tree_search.types import Expansion
 
 _EXPAND, _TERMINAL, _DEADEND, _COLLIDE = 0, 1, 2, 3
 _PRIOR_TOLERANCE = 1e-3
+_sum, _min = np.add.reduce, np.minimum.reduce
 
 
 class Tree:
@@ -86,21 +88,26 @@ def attach_expansion(node: Node, expansion: Expansion) -> None:
         raise TypeError(f"env.expand must return Expansion objects, got {type(expansion).__name__}")
     actions = expansion.actions
     num_actions = len(actions)
-    prior = np.asarray(expansion.prior, dtype=np.float64)
+    prior = expansion.prior
+    if type(prior) is not np.ndarray or prior.dtype != np.float64:
+        prior = np.asarray(prior, dtype=np.float64)
     if prior.shape != (num_actions,):
         raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {num_actions} actions")
     value = float(expansion.value)
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"Expansion: value must be finite, got {expansion.value}")
+    has_pruned = False
     if num_actions:
-        total = float(prior.sum())
-        if not np.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or bool((prior < 0.0).any()):
+        total = float(_sum(prior))
+        smallest = float(_min(prior))
+        if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or smallest < 0.0:
             raise ValueError(f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}")
         if total != 1.0:
             prior = prior / total
         if len(set(actions)) != num_actions:
             raise ValueError("Expansion: actions must be distinct (use sampled_prior() to merge raw samples)")
-    node.expand(actions, prior, value, expansion.info)
+        has_pruned = smallest <= 0.0
+    node.expand(actions, prior, value, expansion.info, has_pruned=has_pruned)
 
 
 def expand_batch(env: Any, nodes: list[Node]) -> None:
@@ -152,8 +159,7 @@ def run_rounds(
             is_root = False
             path.append((node, a))
             if use_vl:
-                node.visit_counts[a] += 1
-                node.value_sums[a] -= virtual_loss
+                node.set_edge(a, node.visit_counts[a] + 1, node.value_sums[a] - virtual_loss)
                 node.visit_count += 1
                 node.value_sum -= virtual_loss
             child = node.children[a]
@@ -175,8 +181,7 @@ def run_rounds(
 
     def revert_virtual_loss(path: list) -> None:
         for node, a in path:
-            node.visit_counts[a] -= 1
-            node.value_sums[a] += virtual_loss
+            node.set_edge(a, node.visit_counts[a] - 1, node.value_sums[a] + virtual_loss)
             node.visit_count -= 1
             node.value_sum += virtual_loss
 
@@ -185,14 +190,17 @@ def run_rounds(
         q_min, q_max = tree.q_min, tree.q_max
         for node, a in reversed(path):
             g = float(node.rewards[a]) + sign_discount * g
-            n = node.visit_counts[a] + 1
-            s = node.value_sums[a] + g
+            n = int(node.visit_counts[a]) + 1
+            s = float(node.value_sums[a]) + g
+            q = s / n
             node.visit_counts[a] = n
             node.value_sums[a] = s
+            node._q[a] = q
+            node._unvisited[a] = 0.0
+            node._inv1pn[a] = 1.0 / (1.0 + n)
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:
-                q = s / n
                 if q < q_min:
                     q_min = q
                 if q > q_max:

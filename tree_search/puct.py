@@ -5,8 +5,10 @@
 * ``N`` is the parent's visit count *including its own expansion* (mctx's convention): the first selection at a
   fresh node already sees ``sqrt(1) = 1``, so the prior breaks the tie among unvisited children. (The AlphaZero
   pseudocode uses the sum of the children's visits, which makes the very first pick at a node a pure tie.)
-* ``Q̄`` is the edge's mean return, or ``fpu_value`` (first-play urgency) for unvisited edges, then normalised
-  to [0, 1] with ``(q - q_min) / (q_max - q_min)`` and clipped (MuZero's min-max, or fixed known bounds).
+* ``Q̄`` is the edge's mean return normalised by ``(q - q_min) / (q_max - q_min)`` (MuZero's min-max over the
+  tree, or fixed known bounds; the range is floored at 1e-8), or for unvisited edges ``fpu_value``
+  (first-play urgency) normalised the same way and clipped to [0, 1]. Visited Q are not clipped: min-max
+  bounds contain them by construction, fixed bounds are the caller's promise.
 * Actions with prior exactly 0 score ``-inf``: they are pruned and never selected.
 """
 
@@ -28,7 +30,7 @@ def normalise_q(q: np.ndarray, q_min: float | None, q_max: float | None) -> np.n
     scale = q_max - q_min
     if scale < _EPS:
         scale = _EPS
-    return np.clip((q - q_min) / scale, 0.0, 1.0)
+    return np.minimum(np.maximum((q - q_min) / scale, 0.0), 1.0)
 
 
 def puct_scores(
@@ -56,6 +58,10 @@ def puct_scores(
     """
     n_parent = float(parent_visit_count)
     c = math.log((1.0 + n_parent + c_puct_base) / c_puct_base) + c_puct_init
-    q = np.where(visit_counts > 0, value_sums / np.maximum(visit_counts, 1), fpu_value)
-    scores = normalise_q(q, q_min, q_max) + (c * math.sqrt(n_parent)) * prior / (1.0 + visit_counts)
+    q = value_sums / np.maximum(visit_counts, 1)
+    if q_min is not None and q_max is not None:
+        q = (q - q_min) / max(q_max - q_min, _EPS)
+        fpu_value = min(max((fpu_value - q_min) / max(q_max - q_min, _EPS), 0.0), 1.0)
+    q = np.where(visit_counts > 0, q, fpu_value)
+    scores = q + (c * math.sqrt(n_parent)) * prior / (1.0 + visit_counts)
     return np.where(prior > 0.0, scores, -np.inf)

@@ -43,7 +43,11 @@ class Node:
 
     __slots__ = (
         "_has_pruned",
+        "_inv1pn",
         "_pending",
+        "_pruned_index",
+        "_q",
+        "_unvisited",
         "actions",
         "children",
         "info",
@@ -75,9 +79,23 @@ class Node:
         self.value_sum = 0.0
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
         self._has_pruned = False  # some prior is exactly 0: those actions are never selected
+        self._pruned_index: np.ndarray | None = None  # indices of the zero-prior actions
+        # Caches kept in step with visit_counts/value_sums by the search (see set_edge), so that PUCT needs only
+        # a handful of vectorised operations per node: mean Q (0 if unvisited), 1.0 if unvisited, 1 / (1 + n).
+        self._q: np.ndarray | None = None
+        self._unvisited: np.ndarray | None = None
+        self._inv1pn: np.ndarray | None = None
 
     # -- construction -----------------------------------------------------------------------------------------
-    def expand(self, actions: Sequence, prior: np.ndarray, value: float, info: Any = None) -> None:
+    def expand(
+        self,
+        actions: Sequence,
+        prior: np.ndarray,
+        value: float,
+        info: Any = None,
+        *,
+        has_pruned: bool | None = None,
+    ) -> None:
         """Attach an evaluator's answer (validated by the caller) and count it as the node's first visit."""
         num_actions = len(actions)
         self.actions = tuple(actions)
@@ -91,7 +109,26 @@ class Node:
         self.value = float(value)
         self.visit_count += 1
         self.value_sum += float(value)
-        self._has_pruned = bool(num_actions) and not bool(np.all(prior > 0.0))
+        self._q = np.zeros(num_actions, dtype=np.float64)
+        self._unvisited = np.empty(num_actions, dtype=np.float64)
+        self._unvisited.fill(1.0)
+        self._inv1pn = self._unvisited.copy()
+        if has_pruned is None:
+            has_pruned = bool(num_actions) and bool((prior <= 0.0).any())
+        self._has_pruned = has_pruned
+        self._pruned_index = np.flatnonzero(prior <= 0.0) if has_pruned else None
+
+    def set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
+        """Overwrite one edge's statistics, keeping the PUCT caches in step."""
+        self.visit_counts[index] = visit_count
+        self.value_sums[index] = value_sum
+        if visit_count > 0:
+            self._q[index] = value_sum / visit_count
+            self._unvisited[index] = 0.0
+        else:
+            self._q[index] = 0.0
+            self._unvisited[index] = 1.0
+        self._inv1pn[index] = 1.0 / (1.0 + visit_count)
 
     # -- inspection -------------------------------------------------------------------------------------------
     @property

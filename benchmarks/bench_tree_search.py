@@ -1,0 +1,229 @@
+"""`make bench`: how fast is tree_search's batched PUCT, and how much of a network-driven search is overhead?
+
+1. Simulations/s on 9x9 Go (OpenSpiel ``go``, board_size=9) with a uniform evaluator (uniform prior over the
+   legal moves, value 0): ``tree_search.search`` side by side with OpenSpiel's own Python MCTS
+   (``open_spiel.python.algorithms.mcts.MCTSBot`` with a uniform ``Evaluator`` subclass, no rollouts, solve=False),
+   same positions, same simulations per move, same process. Target: ours >= 2x.
+2. The share of wall time spent outside the evaluator when ``expand`` runs a small torch conv net on the
+   OpenSpiel observation tensor, 64 roots searched together. Target: <= 25%.
+
+Usage: python benchmarks/bench_tree_search.py [--sims 200] [--positions 8] [--repeats 3] [--roots 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import pyspiel
+import torch
+from open_spiel.python.algorithms import mcts as os_mcts
+
+from tree_search import Expansion, Transition, search
+
+
+def go_positions(game: pyspiel.Game, count: int, seed: int) -> list[pyspiel.State]:
+    """Positions after 0..40 uniformly random (non-pass when possible) moves, a fixed seed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        state = game.new_initial_state()
+        for _ in range(int(rng.integers(0, 41))):
+            legal = [
+                a for a in state.legal_actions() if a != game.num_distinct_actions() - 1
+            ] or state.legal_actions()
+            state.apply_action(int(rng.choice(legal)))
+            if state.is_terminal():
+                break
+        if not state.is_terminal():
+            out.append(state)
+    return out
+
+
+class GoEnv:
+    """The SearchEnv for OpenSpiel Go: two-player, reward = the mover's return at terminal states."""
+
+    def __init__(self, evaluate=None) -> None:
+        self.evaluate = evaluate  # None = uniform prior, value 0
+        self.expand_seconds = 0.0
+        self.expand_calls = 0
+        self.leaves = 0
+
+    def expand(self, states):
+        t0 = time.perf_counter()
+        if self.evaluate is None:
+            out = []
+            for state in states:
+                legal = state.legal_actions()
+                out.append(Expansion(legal, np.full(len(legal), 1.0 / len(legal)), 0.0))
+        else:
+            out = self.evaluate(states)
+        self.expand_seconds += time.perf_counter() - t0
+        self.expand_calls += 1
+        self.leaves += len(states)
+        return out
+
+    def step(self, state, action):
+        child = state.child(action)
+        if child.is_terminal():
+            return Transition(child, float(child.returns()[state.current_player()]), True)
+        return Transition(child, 0.0, False)
+
+
+class UniformEvaluator(os_mcts.Evaluator):
+    """OpenSpiel's evaluator interface, doing the same work as GoEnv's uniform expand: no rollouts."""
+
+    def evaluate(self, state):
+        return np.zeros(2) if not state.is_terminal() else np.asarray(state.returns())
+
+    def prior(self, state):
+        legal = state.legal_actions(state.current_player())
+        return [(a, 1.0 / len(legal)) for a in legal]
+
+
+def bench_uniform(game, positions, sims: int, repeats: int) -> tuple[float, float, float]:
+    env = GoEnv()
+    bot = os_mcts.MCTSBot(
+        game,
+        uct_c=1.25,
+        max_simulations=sims,
+        evaluator=UniformEvaluator(),
+        solve=False,
+        random_state=np.random.RandomState(0),
+        child_selection_fn=os_mcts.SearchNode.puct_value,
+    )
+    ours, theirs, batched = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for state in positions:
+            search([state], env, num_simulations=sims, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+        ours.append(len(positions) * sims / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for state in positions:
+            bot.mcts_search(state)
+        theirs.append(len(positions) * sims / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        search(positions, env, num_simulations=sims, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+        batched.append(len(positions) * sims / (time.perf_counter() - t0))
+    return float(np.median(ours)), float(np.median(theirs)), float(np.median(batched))
+
+
+class SmallConvNet(torch.nn.Module):
+    """3 conv layers (4→C→C→C, 3x3) + policy and value heads on the [4, 9, 9] observation tensor."""
+
+    def __init__(self, channels: int, num_actions: int) -> None:
+        super().__init__()
+        c = channels
+        self.trunk = torch.nn.Sequential(
+            torch.nn.Conv2d(4, c, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(c, c, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(c, c, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+        )
+        self.policy = torch.nn.Linear(c * 81, num_actions)
+        self.value = torch.nn.Linear(c * 81, 1)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return self.policy(h), torch.tanh(self.value(h)).squeeze(-1)
+
+
+def make_net_evaluate(net: SmallConvNet, num_actions: int):
+    @torch.inference_mode()
+    def evaluate(states):
+        obs = torch.from_numpy(np.asarray([s.observation_tensor() for s in states], dtype=np.float32))
+        logits, values = net(obs.view(-1, 4, 9, 9))
+        logits, values = logits.numpy().astype(np.float64), values.numpy().astype(np.float64)
+        out = []
+        for i, state in enumerate(states):
+            legal = state.legal_actions()
+            z = logits[i, legal]
+            p = np.exp(z - z.max())
+            out.append(Expansion(legal, p / p.sum(), float(values[i])))
+        return out
+
+    return evaluate
+
+
+def bench_network(game, roots, sims: int, repeats: int, channels: int) -> dict:
+    torch.manual_seed(0)
+    net = SmallConvNet(channels, game.num_distinct_actions()).eval()
+    env = GoEnv(make_net_evaluate(net, game.num_distinct_actions()))
+    search(roots[:2], env, num_simulations=4, two_player=True)  # warm up torch
+    shares, rates, per_call = [], [], []
+    for _ in range(repeats):
+        env.expand_seconds, env.expand_calls, env.leaves = 0.0, 0, 0
+        t0 = time.perf_counter()
+        search(roots, env, num_simulations=sims, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+        total = time.perf_counter() - t0
+        shares.append(1.0 - env.expand_seconds / total)
+        rates.append(len(roots) * sims / total)
+        per_call.append(env.expand_seconds / env.expand_calls)
+    return {
+        "outside_share": float(np.median(shares)),
+        "sims_per_s": float(np.median(rates)),
+        "expand_ms": 1e3 * float(np.median(per_call)),
+        "leaves_per_call": env.leaves / env.expand_calls,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sims", type=int, default=200, help="simulations per move (uniform evaluator part)")
+    parser.add_argument("--positions", type=int, default=8, help="9x9 positions searched (uniform part)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
+    parser.add_argument("--roots", type=int, default=64, help="roots searched together (network part)")
+    parser.add_argument("--net-sims", type=int, default=32, help="simulations per root (network part)")
+    parser.add_argument("--channels", type=int, default=32, help="conv channels of the small network")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPU cores)")
+    args = parser.parse_args()
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    game = pyspiel.load_game("go", {"board_size": 9})
+    print(
+        f"tree_search benchmark — python {platform.python_version()}, numpy {np.__version__}, "
+        f"torch {torch.__version__}, {len(os.sched_getaffinity(0))} CPU cores available, torch threads {threads}"
+    )
+
+    positions = go_positions(game, args.positions, seed=0)
+    ours, theirs, batched = bench_uniform(game, positions, args.sims, args.repeats)
+    print(
+        f"\n[1] 9x9 Go, uniform evaluator (uniform prior over legal moves, value 0), {args.sims} simulations "
+        f"per move, {len(positions)} positions (0-40 random moves in), median of {args.repeats} repeats"
+    )
+    print(f"    tree_search.search, one root at a time : {ours:9.0f} simulations/s")
+    print(f"    OpenSpiel MCTSBot (Python), same work  : {theirs:9.0f} simulations/s")
+    print(
+        f"    ratio                                  : {ours / theirs:9.2f}x   (target >= 2x: "
+        f"{'met' if ours / theirs >= 2 else 'MISSED'})"
+    )
+    print(f"    tree_search.search, {len(positions)} roots batched  : {batched:9.0f} simulations/s")
+
+    roots = go_positions(game, args.roots, seed=1)
+    net = bench_network(game, roots, args.net_sims, args.repeats, args.channels)
+    print(
+        f"\n[2] 9x9 Go, {args.roots} roots searched together, {args.net_sims} simulations each, expand = a "
+        f"3-layer {args.channels}-channel conv net (torch, {threads} threads) on the observation tensor, "
+        f"median of {args.repeats} repeats"
+    )
+    print(
+        f"    evaluator call: {net['expand_ms']:.1f} ms for {net['leaves_per_call']:.1f} leaves on average; "
+        f"{net['sims_per_s']:.0f} simulations/s overall"
+    )
+    print(
+        f"    wall time outside the evaluator (selection, env.step, backup): {100 * net['outside_share']:.1f}%"
+        f"   (target <= 25%: {'met' if net['outside_share'] <= 0.25 else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -135,9 +135,10 @@ class Position:
         """Area score, black minus white minus komi (exact Tromp–Taylor count of the current board)."""
         return area_score(self.board, self.komi)
 
-    def winner(self) -> int:
-        """BLACK or WHITE by area score (komi is fractional in every recipe; a draw counts as WHITE)."""
-        return BLACK if self.score() > 0 else WHITE
+    def result(self) -> int:
+        """The game result for black by area score: +1 black wins, −1 white wins, 0 a draw (integer komi)."""
+        s = self.score()
+        return 0 if s == 0 else (BLACK if s > 0 else WHITE)
 
     def __str__(self) -> str:
         return board_to_ascii(self.board)

@@ -1,0 +1,283 @@
+"""The arena: games between players (network, random, earlier checkpoints, GnuGo), win rates with Wilson
+intervals, Elo differences, and an SGF of every game.
+
+Colours alternate game by game. Games are played to the end under OpenSpiel's rules (two passes, a repeated
+position, or the move cap) and scored exactly by area (Tromp–Taylor: dead stones must be captured); a
+``resign`` from GnuGo or an illegal move by a player ends the game as a loss for that player.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from go_baseline.board import BLACK, Position, action_to_vertex, new_position, vertex_to_action
+from go_baseline.gnugo import GnuGo
+from go_baseline.network import PolicyValueNet
+from go_baseline.selfplay import GoSearchEnv
+from go_baseline.sgf import game_to_sgf, write_sgf
+from tree_search import search
+
+__all__ = [
+    "GameOutcome",
+    "GnuGoPlayer",
+    "MatchResult",
+    "NetPlayer",
+    "Player",
+    "RandomPlayer",
+    "elo_from_rate",
+    "play_game",
+    "play_match",
+    "wilson_interval",
+]
+
+
+class Player(Protocol):
+    name: str
+
+    def new_game(self, board_size: int, komi: float) -> None: ...
+
+    def observe(self, color: int, action: int) -> None:
+        """The opponent (or anyone) played ``action`` as ``color``."""
+
+    def genmove(self, pos: Position) -> int | None:
+        """A move for the side to move in ``pos``; None means resign."""
+
+    def close(self) -> None: ...
+
+
+class RandomPlayer:
+    """Uniform over legal board moves (passes only when no board move is legal)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.name = "random"
+        self.rng = np.random.default_rng(seed)
+
+    def new_game(self, board_size: int, komi: float) -> None:
+        pass
+
+    def observe(self, color: int, action: int) -> None:
+        pass
+
+    def genmove(self, pos: Position) -> int:
+        legal = [a for a in pos.legal_actions() if a != pos.pass_action]
+        return int(self.rng.choice(legal)) if legal else pos.pass_action
+
+    def close(self) -> None:
+        pass
+
+
+class NetPlayer:
+    """A network, with ``num_simulations`` of PUCT search per move (0: the raw policy's most likely move)."""
+
+    def __init__(
+        self,
+        net: PolicyValueNet,
+        *,
+        history: int,
+        num_simulations: int = 16,
+        name: str = "net",
+        c_puct_init: float = 1.25,
+    ) -> None:
+        self.net, self.history, self.num_simulations, self.name = net, history, num_simulations, name
+        self.c_puct_init = c_puct_init
+        self.env = GoSearchEnv(net, history)
+
+    def new_game(self, board_size: int, komi: float) -> None:
+        if board_size != self.net.cfg.board_size:
+            raise ValueError(
+                f"{self.name} was trained on {self.net.cfg.board_size}x{self.net.cfg.board_size}"
+            )
+
+    def observe(self, color: int, action: int) -> None:
+        pass
+
+    def genmove(self, pos: Position) -> int:
+        if self.num_simulations <= 0:
+            exp = self.env.expand([pos])[0]
+            return int(exp.actions[int(np.argmax(exp.prior))])
+        (res,) = search(
+            [pos],
+            self.env,
+            num_simulations=self.num_simulations,
+            two_player=True,
+            value_bounds=(-1.0, 1.0),
+            c_puct_init=self.c_puct_init,
+            rng=0,
+        )
+        return int(res.actions[int(np.argmax(res.visit_counts))])
+
+    def close(self) -> None:
+        pass
+
+
+class GnuGoPlayer:
+    """GnuGo over GTP (Chinese rules); kept in sync by replaying every move with ``play``."""
+
+    def __init__(self, level: int = 10, *, seed: int | None = None) -> None:
+        self.name = f"gnugo-L{level}"
+        self.level = level
+        self.engine = GnuGo(level, seed=seed)
+        self.board_size = 0
+
+    def new_game(self, board_size: int, komi: float) -> None:
+        self.board_size = board_size
+        self.engine.send(f"boardsize {board_size}")
+        self.engine.send("clear_board")
+        self.engine.send(f"komi {komi:g}")
+
+    def observe(self, color: int, action: int) -> None:
+        self.engine.send(f"play {'B' if color == BLACK else 'W'} {action_to_vertex(action, self.board_size)}")
+
+    def genmove(self, pos: Position) -> int | None:
+        reply = self.engine.send(f"genmove {'B' if pos.to_play == BLACK else 'W'}")
+        if reply.lower() == "resign":
+            return None
+        return vertex_to_action(reply, self.board_size)
+
+    def final_score(self) -> str:
+        return self.engine.send("final_score")
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+@dataclass(frozen=True)
+class GameOutcome:
+    """One arena game: ``result`` +1 black won / −1 white / 0 draw; ``score`` the area margin (NaN if decided
+    by resignation or forfeit); ``ended_by``: ``score``, ``resign`` or ``illegal``."""
+
+    black: str
+    white: str
+    moves: tuple[int, ...]
+    result: int
+    score: float
+    ended_by: str
+
+
+def play_game(
+    black: Player, white: Player, *, board_size: int, komi: float, max_game_length: int | None = None
+) -> GameOutcome:
+    """Play one game to the end; both players are told every move."""
+    pos = new_position(board_size, komi, history=8, max_game_length=max_game_length)
+    for p in (black, white):
+        p.new_game(board_size, komi)
+    moves: list[int] = []
+    while not pos.is_terminal:
+        mover, other = (black, white) if pos.to_play == BLACK else (white, black)
+        action = mover.genmove(pos)
+        if action is None or not pos.is_legal(action):
+            ended = "resign" if action is None else "illegal"
+            return GameOutcome(black.name, white.name, tuple(moves), -pos.to_play, float("nan"), ended)
+        color = pos.to_play
+        pos = pos.play(action)
+        moves.append(action)
+        other.observe(color, action)
+    return GameOutcome(black.name, white.name, tuple(moves), pos.result(), pos.score(), "score")
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (draws count half); (0, 1) when ``n == 0``."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def elo_from_rate(rate: float, n: int) -> float:
+    """Elo difference implied by a win rate, clipped to ±(what half a game out of ``n`` would imply)."""
+    eps = 0.5 / max(n, 1)
+    p = min(max(rate, eps), 1 - eps)
+    return 400.0 * math.log10(p / (1 - p))
+
+
+@dataclass
+class MatchResult:
+    """``player`` against ``opponent``: wins/losses/draws from ``player``'s view, with 95% intervals."""
+
+    player: str
+    opponent: str
+    wins: int = 0
+    losses: int = 0
+    draws: int = 0
+    games: list[GameOutcome] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.losses + self.draws
+
+    @property
+    def win_rate(self) -> float:
+        return (self.wins + 0.5 * self.draws) / self.n if self.n else float("nan")
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson_interval(self.wins + 0.5 * self.draws, self.n)
+
+    @property
+    def elo(self) -> float:
+        return elo_from_rate(self.win_rate, self.n)
+
+    def summary(self) -> dict:
+        lo, hi = self.ci
+        return {
+            "player": self.player,
+            "opponent": self.opponent,
+            "games": self.n,
+            "wins": self.wins,
+            "losses": self.losses,
+            "draws": self.draws,
+            "win_rate": self.win_rate,
+            "ci95": [lo, hi],
+            "elo": self.elo,
+            "elo_ci95": [elo_from_rate(lo, self.n), elo_from_rate(hi, self.n)],
+        }
+
+
+def play_match(
+    player: Player,
+    opponent: Player,
+    *,
+    games: int,
+    board_size: int,
+    komi: float,
+    sgf_dir: str | Path | None = None,
+    sgf_prefix: str = "eval",
+    max_game_length: int | None = None,
+    player_colors: str = "alternate",
+) -> MatchResult:
+    """``games`` games, colours alternating (``player`` black first) or fixed (``"black"`` / ``"white"``)."""
+    out = MatchResult(player.name, opponent.name)
+    for g in range(games):
+        player_black = {"alternate": g % 2 == 0, "black": True, "white": False}[player_colors]
+        black, white = (player, opponent) if player_black else (opponent, player)
+        game = play_game(black, white, board_size=board_size, komi=komi, max_game_length=max_game_length)
+        out.games.append(game)
+        mine = game.result * (1 if player_black else -1)
+        if mine > 0:
+            out.wins += 1
+        elif mine < 0:
+            out.losses += 1
+        else:
+            out.draws += 1
+        if sgf_dir is not None:
+            sgf = game_to_sgf(
+                game.moves,
+                board_size=board_size,
+                komi=komi,
+                result=game.result,
+                score=game.score,
+                resigned=(-game.result if game.ended_by != "score" else 0),
+                black=black.name,
+                white=white.name,
+                comment=f"ended by {game.ended_by}",
+            )
+            write_sgf(Path(sgf_dir) / f"{sgf_prefix}_{g:04d}.sgf", sgf)
+    return out

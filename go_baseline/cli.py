@@ -1,0 +1,202 @@
+"""``go-baseline selfplay | train | eval | gtp | compare`` — every subcommand takes a recipe plus overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from relabel_rl.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _load(recipe: str | None, overrides: list[str]):
+    from go_baseline.config import GoConfig
+
+    return load_config(GoConfig, recipe, overrides)
+
+
+def _cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
+    from go_baseline.loop import run
+
+    cfg = _load(a.recipe, overrides)
+    last = run(cfg, progress=not a.quiet)
+    print(json.dumps(last, indent=2))
+    return 0
+
+
+def _cmd_selfplay(a: argparse.Namespace, overrides: list[str]) -> int:
+    """Play games with a checkpoint (or a fresh net) and report self-play throughput."""
+    import numpy as np
+    import torch
+
+    from go_baseline.network import PolicyValueNet
+    from go_baseline.selfplay import play_selfplay_games
+    from go_baseline.sgf import game_to_sgf, write_sgf
+    from go_baseline.train import load_net
+
+    cfg = _load(a.recipe, overrides)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    net = (
+        load_net(a.checkpoint)[0]
+        if a.checkpoint
+        else PolicyValueNet(cfg.net.net_config(cfg.board.size)).eval()
+    )
+    records, stats = play_selfplay_games(
+        net,
+        num_games=a.games,
+        board_size=cfg.board.size,
+        komi=cfg.board.komi,
+        history=cfg.net.history,
+        cfg=cfg.selfplay,
+        rng=np.random.default_rng(cfg.seed),
+        max_game_length=cfg.board.max_game_length,
+    )
+    if a.sgf_dir:
+        for i, r in enumerate(records):
+            write_sgf(
+                Path(a.sgf_dir) / f"selfplay_{i:04d}.sgf",
+                game_to_sgf(
+                    r.moves,
+                    board_size=r.board_size,
+                    komi=r.komi,
+                    result=r.result,
+                    score=r.score,
+                    resigned=r.resigned,
+                ),
+            )
+    out = {
+        "games": stats.games,
+        "moves": stats.moves,
+        "seconds": round(stats.seconds, 3),
+        "positions_per_second": round(stats.moves_per_second, 2),
+        "net_evaluations_per_second": round(stats.evaluations / max(stats.seconds, 1e-9), 1),
+        "num_simulations": cfg.selfplay.num_simulations,
+        "games_in_flight": cfg.selfplay.games_in_flight,
+        "board_size": cfg.board.size,
+        "threads": cfg.threads,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
+    import torch
+
+    from go_baseline.arena import GnuGoPlayer, NetPlayer, RandomPlayer, play_match
+    from go_baseline.train import load_net
+
+    cfg = _load(a.recipe, overrides)
+    torch.set_num_threads(cfg.threads)
+    net, meta = load_net(a.checkpoint)
+    sims = cfg.eval.num_simulations if a.simulations is None else a.simulations
+    me = NetPlayer(net, history=net.cfg.history, num_simulations=sims, name=Path(a.checkpoint).stem)
+    if a.opponent == "random":
+        opp = RandomPlayer(seed=cfg.seed)
+    elif a.opponent == "gnugo":
+        opp = GnuGoPlayer(a.gnugo_level if a.gnugo_level is not None else cfg.eval.gnugo_level, seed=cfg.seed)
+    else:
+        onet, _ = load_net(a.opponent)
+        opp = NetPlayer(onet, history=onet.cfg.history, num_simulations=sims, name=Path(a.opponent).stem)
+    try:
+        res = play_match(
+            me,
+            opp,
+            games=a.games or cfg.eval.games,
+            board_size=net.cfg.board_size,
+            komi=cfg.board.komi,
+            sgf_dir=a.sgf_dir,
+            sgf_prefix=f"{me.name}_vs_{opp.name}",
+            player_colors=a.colors,
+            max_game_length=cfg.board.max_game_length,
+        )
+    finally:
+        opp.close()
+    summary = res.summary()
+    scores = [g.score for g in res.games]
+    summary["scores_black_minus_white"] = scores
+    summary["ended_by"] = [g.ended_by for g in res.games]
+    summary["num_simulations"] = sims
+    summary["komi"] = cfg.board.komi
+    if a.target_score is not None:
+        hit = [abs(s - a.target_score) < 1e-9 for s in scores]
+        summary["target_score"] = a.target_score
+        summary["target_hits"] = int(sum(hit))
+    print(json.dumps(summary, indent=2))
+    if a.out:
+        Path(a.out).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_gtp(a: argparse.Namespace, overrides: list[str]) -> int:
+    from go_baseline.gtp import GtpEngine
+
+    engine = GtpEngine.from_checkpoint(a.checkpoint, num_simulations=a.simulations, threads=a.threads)
+    engine.serve(sys.stdin, sys.stdout)
+    return 0
+
+
+def _cmd_compare(a: argparse.Namespace, overrides: list[str]) -> int:
+    from go_baseline.compare import compare
+
+    out = compare(a.az_run, a.pg_run, out_dir=a.out, probe_positions=a.probe_positions)
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="go-baseline", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="run (or resume) the self-play/train/eval loop of a recipe")
+    t.add_argument("recipe")
+    t.add_argument("--quiet", action="store_true")
+    s = sub.add_parser("selfplay", help="play self-play games and report positions/s")
+    s.add_argument("recipe")
+    s.add_argument("--checkpoint")
+    s.add_argument("--games", type=int, default=32)
+    s.add_argument("--sgf-dir")
+    e = sub.add_parser("eval", help="a checkpoint against random, gnugo or another checkpoint")
+    e.add_argument("recipe")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--opponent", default="random", help="random | gnugo | PATH to a checkpoint")
+    e.add_argument("--games", type=int)
+    e.add_argument("--gnugo-level", type=int)
+    e.add_argument("--simulations", type=int)
+    e.add_argument("--colors", choices=["alternate", "black", "white"], default="alternate")
+    e.add_argument("--target-score", type=float, help="count games ending exactly at this score (e.g. 17.5)")
+    e.add_argument("--sgf-dir")
+    e.add_argument("--out")
+    g = sub.add_parser("gtp", help="a GTP v2 engine on stdin/stdout")
+    g.add_argument("--checkpoint", required=True)
+    g.add_argument("--simulations", type=int, default=32)
+    g.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("compare", help="AZ vs PG report from two run directories")
+    c.add_argument("az_run")
+    c.add_argument("pg_run")
+    c.add_argument("--out", default=None)
+    c.add_argument("--probe-positions", type=int, default=64)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args, rest = _parser().parse_known_args(argv)
+    try:
+        return {
+            "train": _cmd_train,
+            "selfplay": _cmd_selfplay,
+            "eval": _cmd_eval,
+            "gtp": _cmd_gtp,
+            "compare": _cmd_compare,
+        }[args.cmd](args, rest)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The comparison arm: the same network trained by REINFORCE on self-play game outcomes only.
+
+Read top to bottom, this is the whole algorithm:
+
+1. Play a batch of self-play games with the *raw* policy (no search): every move is sampled from the softmax of
+   the policy logits over the legal moves (one batched forward pass per move for all games in flight).
+2. Each game yields one scalar: its outcome ``z`` (+1 / −1 / 0 for a draw), which every move of the winner
+   shares with sign +1 and every move of the loser with sign −1. No per-move target exists.
+3. One gradient step on ``−(z − b) · log π(a_t | s_t)`` averaged over all moves of the batch of games
+   (``b`` = 0, or the value head's prediction with ``train.pg_baseline``), plus the same value loss as the
+   AlphaZero arm so that both nets have a value head of the same kind when evaluated with search.
+
+The games are on-policy: each batch is used for exactly one step, then discarded from training (they stay on
+disk as records and SGFs). The AlphaZero arm, given the same number of games, gets a visit-count target for
+every move instead of one outcome per game — that is the comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from go_baseline.board import new_position
+from go_baseline.features import encode_batch
+from go_baseline.network import PolicyValueNet
+from go_baseline.replay import Batch
+from go_baseline.selfplay import GameRecord, SelfPlayStats
+
+__all__ = ["per_sample_reinforce_loss", "play_policy_games", "reinforce_loss"]
+
+
+def play_policy_games(
+    net: PolicyValueNet,
+    *,
+    num_games: int,
+    board_size: int,
+    komi: float,
+    history: int,
+    games_in_flight: int,
+    temperature: float,
+    rng: np.random.Generator,
+    max_game_length: int | None = None,
+    on_game: Callable[[GameRecord], None] | None = None,
+) -> tuple[list[GameRecord], SelfPlayStats]:
+    """Self-play with moves sampled from the policy. Records store the legal-move mask as ``policy_targets``."""
+    stats = SelfPlayStats()
+    start = time.perf_counter()
+    n_actions = board_size * board_size + 1
+    finished: list[GameRecord] = []
+    games: list[tuple[Any, GameRecord]] = []
+    started = 0
+    while started < num_games or games:
+        while started < num_games and len(games) < games_in_flight:
+            games.append(
+                (
+                    new_position(board_size, komi, history=history, max_game_length=max_game_length),
+                    GameRecord(board_size, komi),
+                )
+            )
+            started += 1
+        logits, _ = net.predict(encode_batch([p for p, _ in games], history))
+        stats.evaluations += len(games)
+        keep = []
+        for (pos, rec), lg in zip(games, logits):
+            legal = np.asarray(pos.legal_actions(), dtype=np.int64)
+            z = lg[legal] / temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            action = int(legal[rng.choice(len(legal), p=p)])
+            mask = np.zeros(n_actions, dtype=np.float64)
+            mask[legal] = 1.0
+            rec.add(pos, history, mask, action)
+            rec.moves.append(action)
+            stats.moves += 1
+            pos = pos.play(action)
+            if pos.is_terminal:
+                rec.result, rec.score = pos.result(), pos.score()
+                finished.append(rec)
+                stats.games += 1
+                if on_game is not None:
+                    on_game(rec)
+            else:
+                keep.append((pos, rec))
+        games = keep
+    stats.seconds = time.perf_counter() - start
+    return finished, stats
+
+
+def records_to_batch(records: list[GameRecord]) -> Batch:
+    """All moves of ``records`` as one batch (outcome from the mover's view)."""
+    planes = np.concatenate([np.stack(r.planes) for r in records]).astype(np.float32)
+    mask = np.concatenate([np.stack(r.policy_targets) for r in records]).astype(np.float32)
+    played = np.concatenate([np.asarray(r.played) for r in records]).astype(np.int64)
+    outcome = np.concatenate([np.asarray(r.to_play, np.float32) * r.result for r in records]).astype(
+        np.float32
+    )
+    game = np.concatenate([np.full(len(r.played), i) for i, r in enumerate(records)]).astype(np.int64)
+    return Batch(planes, mask, played, outcome, game)
+
+
+def per_sample_reinforce_loss(
+    net: PolicyValueNet, batch: Batch, device: Any, *, baseline: bool, value_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(policy term, value term)`` per move: ``−(z − b)·log π(a|s)`` over legal moves, and ``(z − v)²``."""
+    planes = torch.from_numpy(batch.planes).to(device)
+    legal = torch.from_numpy(batch.policy).to(device) > 0
+    played = torch.from_numpy(batch.played).to(device)
+    z = torch.from_numpy(batch.outcome).to(device)
+    logits, value = net(planes)
+    logp = F.log_softmax(logits.masked_fill(~legal, -1e9), dim=-1).gather(1, played[:, None]).squeeze(1)
+    advantage = z - value.detach() if baseline else z
+    return -(advantage * logp), value_weight * (value - z) ** 2
+
+
+def reinforce_loss(
+    net: PolicyValueNet, batch: Batch, device: Any, *, baseline: bool, value_weight: float
+) -> tuple[torch.Tensor, dict]:
+    pg, v = per_sample_reinforce_loss(net, batch, device, baseline=baseline, value_weight=value_weight)
+    loss = pg.mean() + v.mean()
+    return loss, {
+        "loss": loss.item(),
+        "pg_loss": pg.mean().item(),
+        "value_mse": v.mean().item() / max(value_weight, 1e-12),
+    }

@@ -1,0 +1,129 @@
+"""The replay buffer on disk: one ``.npz`` per finished game, training samples from the last ``window`` games.
+
+Every game is written the moment it finishes (temp file + rename, so a ``kill -9`` leaves either the whole game
+or nothing). The files are the buffer: a resumed run counts them and goes on, losing no finished game. Games
+are numbered in finishing order; the window is the ``window_games`` highest numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from go_baseline.selfplay import GameRecord
+
+__all__ = ["Batch", "ReplayBuffer"]
+
+_NAME = re.compile(r"^game_(\d{8})\.npz$")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Training samples: planes ``[B, C, N, N]`` float32, policy targets ``[B, A]``, played moves ``[B]``,
+    outcomes ``[B]`` from the mover's view (+1 win, −1 loss, 0 draw), and the game each sample came from."""
+
+    planes: np.ndarray
+    policy: np.ndarray
+    played: np.ndarray
+    outcome: np.ndarray
+    game: np.ndarray
+
+
+class ReplayBuffer:
+    """Games under ``directory``; :meth:`sample` draws positions uniformly from the last ``window_games``."""
+
+    def __init__(self, directory: str | Path, window_games: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.window_games = int(window_games)
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def indices(self) -> list[int]:
+        """Numbers of the games on disk, ascending (stray temp files of a killed run are ignored)."""
+        out = []
+        for name in os.listdir(self.directory):
+            m = _NAME.match(name)
+            if m:
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    @property
+    def num_games(self) -> int:
+        return len(self.indices())
+
+    def add(self, rec: GameRecord) -> int:
+        """Write ``rec`` as the next game; returns its number."""
+        idx = self.indices()
+        number = (idx[-1] + 1) if idx else 0
+        planes = np.stack(rec.planes) if rec.planes else np.zeros((0,), np.uint8)
+        to_play = np.asarray(rec.to_play, dtype=np.int8)
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            planes=planes,
+            policy=np.stack(rec.policy_targets) if rec.policy_targets else np.zeros((0,), np.float32),
+            played=np.asarray(rec.played, dtype=np.int64),
+            to_play=to_play,
+            outcome=(to_play * rec.result).astype(np.float32),
+            moves=np.asarray(rec.moves, dtype=np.int64),
+            result=np.int64(rec.result),
+            score=np.float64(rec.score),
+            resigned=np.int64(rec.resigned),
+            no_resign=np.bool_(rec.no_resign),
+            would_have_resigned=np.int64(rec.would_have_resigned),
+        )
+        target = self.directory / f"game_{number:08d}.npz"
+        tmp = self.directory / f".game_{number:08d}.npz.tmp"
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(target)
+        return number
+
+    def load(self, number: int) -> dict[str, np.ndarray]:
+        if number not in self._cache:
+            with np.load(self.directory / f"game_{number:08d}.npz") as z:
+                self._cache[number] = {k: z[k] for k in z.files}
+        return self._cache[number]
+
+    def window(self) -> list[int]:
+        """Numbers of the games in the training window (the most recent ``window_games``)."""
+        idx = self.indices()[-self.window_games :]
+        for k in list(self._cache):
+            if k not in idx:
+                del self._cache[k]
+        return idx
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """``batch_size`` positions drawn uniformly from all recorded positions of the window's games."""
+        games = [g for g in self.window() if len(self.load(g)["played"]) > 0]
+        if not games:
+            raise ValueError(f"the replay buffer under {self.directory} has no positions to train on")
+        sizes = np.array([len(self.load(g)["played"]) for g in games])
+        flat = rng.integers(0, sizes.sum(), size=batch_size)
+        bounds = np.cumsum(sizes)
+        which = np.searchsorted(bounds, flat, side="right")
+        offsets = flat - (bounds[which] - sizes[which])
+        planes, policy, played, outcome = [], [], [], []
+        for w, o in zip(which, offsets):
+            d = self.load(games[w])
+            planes.append(d["planes"][o])
+            policy.append(d["policy"][o])
+            played.append(d["played"][o])
+            outcome.append(d["outcome"][o])
+        return Batch(
+            planes=np.stack(planes).astype(np.float32),
+            policy=np.stack(policy).astype(np.float32),
+            played=np.asarray(played, dtype=np.int64),
+            outcome=np.asarray(outcome, dtype=np.float32),
+            game=np.asarray([games[w] for w in which], dtype=np.int64),
+        )
+
+    def games(self, numbers: list[int]) -> list[dict[str, np.ndarray]]:
+        return [self.load(n) for n in numbers]

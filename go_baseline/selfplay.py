@@ -1,0 +1,221 @@
+"""AlphaZero self-play: many games in flight, one batched network call per search round for all of them.
+
+:class:`GoSearchEnv` is the :class:`tree_search.SearchEnv` for Go: ``expand`` encodes every leaf of every game in
+flight and runs one forward pass; ``step`` plays a move on the OpenSpiel state and scores finished games exactly
+(area scoring). Values are the mover's view, terminal rewards the view of the player who moved (tree_search's
+two-player convention).
+
+The policy target is the root visit distribution (AlphaZero). Options, each recorded per game:
+
+* Dirichlet noise at the root of full searches; visit-proportional sampling for the first ``temperature_moves``.
+* Resignation below ``resign_threshold``; a ``no_resign_fraction`` of games never resign, and in those we record
+  whether the player that *would* have resigned went on to win (a false resignation).
+* KataGo's playout-cap randomisation: most moves get a cheap search and are not trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from go_baseline.board import Position, new_position
+from go_baseline.config import SelfPlaySection
+from go_baseline.features import encode, encode_batch
+from go_baseline.network import PolicyValueNet, masked_policy
+from tree_search import Expansion, Node, Transition, advance, search, select_action
+
+__all__ = ["GameRecord", "GoSearchEnv", "SelfPlayStats", "play_selfplay_games"]
+
+
+class GoSearchEnv:
+    """``tree_search.SearchEnv`` over :class:`Position`: batched net evaluation, exact terminal scoring."""
+
+    def __init__(self, net: PolicyValueNet, history: int) -> None:
+        self.net = net
+        self.history = history
+        self.positions_evaluated = 0
+
+    def expand(self, states: Sequence[Position]) -> list[Expansion]:
+        if not states:
+            return []
+        logits, values = self.net.predict(encode_batch(states, self.history))
+        self.positions_evaluated += len(states)
+        out = []
+        for pos, lg, v in zip(states, logits, values):
+            legal = np.asarray(pos.legal_actions(), dtype=np.int64)
+            out.append(
+                Expansion(actions=tuple(legal.tolist()), prior=masked_policy(lg, legal), value=float(v))
+            )
+        return out
+
+    def step(self, state: Position, action: int) -> Transition:
+        child = state.play(int(action))
+        if child.is_terminal:
+            return Transition(child, reward=float(child.result() * state.to_play), terminal=True)
+        return Transition(child, 0.0, False)
+
+
+@dataclass
+class GameRecord:
+    """One finished game, as written to the replay buffer.
+
+    Attributes:
+      board_size / komi: the game.
+      moves: every move played (OpenSpiel actions), black first.
+      planes: ``[T, C, N, N]`` uint8 input planes of the *recorded* positions (full searches; all moves in PG).
+      policy_targets: ``[T, N*N+1]`` float32 visit distributions (AZ) or one-hot played moves (PG).
+      played: ``[T]`` the move played at each recorded position.
+      to_play: ``[T]`` int8 colour to move at each recorded position (+1 black).
+      result: +1 black won, −1 white won, 0 draw (by resignation or by area score).
+      score: the area score (black − white − komi) of the final board (NaN after a resignation).
+      resigned: the colour that resigned, or 0.
+      no_resign: the game was in the no-resign set.
+      would_have_resigned: in a no-resign game, the first colour whose root value fell below the threshold (0 if
+        none); a false resignation when that colour won.
+    """
+
+    board_size: int
+    komi: float
+    moves: list[int] = field(default_factory=list)
+    planes: list[np.ndarray] = field(default_factory=list)
+    policy_targets: list[np.ndarray] = field(default_factory=list)
+    played: list[int] = field(default_factory=list)
+    to_play: list[int] = field(default_factory=list)
+    result: int = 0
+    score: float = float("nan")
+    resigned: int = 0
+    no_resign: bool = False
+    would_have_resigned: int = 0
+
+    @property
+    def num_positions(self) -> int:
+        return len(self.played)
+
+    @property
+    def false_resignation(self) -> bool:
+        return self.no_resign and self.would_have_resigned != 0 and self.would_have_resigned == self.result
+
+    def add(self, pos: Position, history: int, target: np.ndarray, action: int) -> None:
+        self.planes.append(encode(pos, history).astype(np.uint8))
+        self.policy_targets.append(target.astype(np.float32))
+        self.played.append(int(action))
+        self.to_play.append(int(pos.to_play))
+
+
+@dataclass
+class SelfPlayStats:
+    """Throughput of a self-play call: moves played, positions the net evaluated, wall seconds."""
+
+    games: int = 0
+    moves: int = 0
+    evaluations: int = 0
+    seconds: float = 0.0
+
+    @property
+    def moves_per_second(self) -> float:
+        return self.moves / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Slot:
+    pos: Position
+    root: Position | Node
+    record: GameRecord
+
+
+def play_selfplay_games(
+    net: PolicyValueNet,
+    *,
+    num_games: int,
+    board_size: int,
+    komi: float,
+    history: int,
+    cfg: SelfPlaySection,
+    rng: np.random.Generator,
+    max_game_length: int | None = None,
+    on_game: Callable[[GameRecord], None] | None = None,
+) -> tuple[list[GameRecord], SelfPlayStats]:
+    """Play ``num_games`` AlphaZero self-play games, ``cfg.games_in_flight`` at a time.
+
+    ``on_game`` is called as soon as each game finishes (the loop writes it to disk there, so a killed run loses
+    no finished game). Returns the records (in finishing order) and throughput statistics.
+    """
+    env = GoSearchEnv(net, history)
+    stats = SelfPlayStats()
+    start = time.perf_counter()
+    finished: list[GameRecord] = []
+    started = 0
+    slots: list[_Slot] = []
+    num_actions = board_size * board_size + 1
+
+    def new_slot() -> _Slot:
+        pos = new_position(board_size, komi, history=history, max_game_length=max_game_length)
+        rec = GameRecord(board_size, komi, no_resign=bool(rng.random() < cfg.no_resign_fraction))
+        return _Slot(pos, pos, rec)
+
+    def finish(slot: _Slot, result: int, resigned: int = 0) -> None:
+        rec = slot.record
+        rec.result, rec.resigned = result, resigned
+        rec.score = float("nan") if resigned else slot.pos.score()
+        finished.append(rec)
+        stats.games += 1
+        if on_game is not None:
+            on_game(rec)
+
+    while started < num_games or slots:
+        while started < num_games and len(slots) < cfg.games_in_flight:
+            slots.append(new_slot())
+            started += 1
+        full = rng.random(len(slots)) < cfg.playout_cap_fraction
+        results: list = [None] * len(slots)
+        for is_full in (True, False):
+            idx = [i for i in range(len(slots)) if bool(full[i]) == is_full]
+            if not idx:
+                continue
+            searched = search(
+                [slots[i].root for i in idx],
+                env,
+                num_simulations=cfg.num_simulations if is_full else cfg.fast_simulations,
+                two_player=True,
+                c_puct_init=cfg.c_puct_init,
+                dirichlet_alpha=cfg.dirichlet_alpha,
+                dirichlet_fraction=cfg.dirichlet_fraction if is_full else 0.0,
+                value_bounds=(-1.0, 1.0),
+                rng=rng,
+            )
+            for i, r in zip(idx, searched):
+                results[i] = r
+        keep: list[_Slot] = []
+        for slot, res, is_full in zip(slots, results, full):
+            pos, rec = slot.pos, slot.record
+            mover = pos.to_play
+            if res.root_value < cfg.resign_threshold and pos.move_number >= cfg.resign_min_moves:
+                if not rec.no_resign:
+                    finish(slot, result=-mover, resigned=mover)
+                    continue
+                if rec.would_have_resigned == 0:
+                    rec.would_have_resigned = mover
+            temperature = cfg.temperature if pos.move_number < cfg.temperature_moves else 0.0
+            index = select_action(res.visit_counts, temperature=temperature, rng=rng)
+            action = int(res.actions[index])
+            if is_full:
+                target = np.zeros(num_actions, dtype=np.float64)
+                target[list(res.actions)] = res.visit_counts / max(1, res.visit_counts.sum())
+                rec.add(pos, history, target, action)
+            rec.moves.append(action)
+            stats.moves += 1
+            node = advance(res, index, env=env)  # the searched child (its Position is already played)
+            child: Position = node.state
+            slot.pos = child
+            if child.is_terminal:
+                finish(slot, result=child.result())
+                continue
+            slot.root = node if cfg.reuse_tree else child
+            keep.append(slot)
+        slots = keep
+    stats.evaluations = env.positions_evaluated
+    stats.seconds = time.perf_counter() - start
+    return finished, stats

@@ -1,0 +1,192 @@
+"""Training the policy/value net with `accelerate`, plus checkpoints a killed run resumes from.
+
+The AlphaZero loss per position is ``CE(visit distribution, policy) + value_weight * (z − v)²`` (L2 through the
+optimiser's weight decay), on samples drawn from the replay window, each under a random board symmetry. The
+optimiser is SGD with momentum, as in AlphaZero. ``accelerate`` places the model and optimiser (CPU, one GPU,
+or several processes with ``accelerate launch``); on CPU it is a thin wrapper.
+
+Checkpoints (``checkpoints/ckpt_XXXXX.pt``) hold the model, optimiser, step counter, games trained on and the
+RNG state; they are written to a temp file and renamed, so a ``kill -9`` never leaves a torn checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.nn import functional as F
+
+from go_baseline.config import GoConfig
+from go_baseline.network import NetConfig, PolicyValueNet
+from go_baseline.replay import Batch
+from go_baseline.symmetry import NUM_SYMMETRIES, action_permutation, transform_planes, transform_policy
+
+__all__ = [
+    "Checkpoint",
+    "Trainer",
+    "augment_batch",
+    "az_loss",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_net",
+    "per_sample_az_loss",
+]
+
+_CKPT = re.compile(r"^ckpt_(\d{5})\.pt$")
+
+
+def augment_batch(batch: Batch, board_size: int, rng: np.random.Generator) -> Batch:
+    """A random one of the 8 symmetries per sample, applied to planes, move vectors and played moves alike."""
+    ks = rng.integers(0, NUM_SYMMETRIES, size=len(batch.played))
+    planes = np.stack([transform_planes(p, int(k)) for p, k in zip(batch.planes, ks)])
+    policy = np.stack([transform_policy(p, board_size, int(k)) for p, k in zip(batch.policy, ks)])
+    played = np.array([action_permutation(board_size, int(k))[a] for a, k in zip(batch.played, ks)])
+    return Batch(planes, policy, played, batch.outcome, batch.game)
+
+
+def per_sample_az_loss(
+    net: PolicyValueNet,
+    planes: torch.Tensor,
+    policy: torch.Tensor,
+    outcome: torch.Tensor,
+    value_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(total, policy CE, value MSE)`` per sample, shape ``[B]`` each."""
+    logits, value = net(planes)
+    ce = -(policy * F.log_softmax(logits, dim=-1)).sum(-1)
+    mse = (value - outcome) ** 2
+    return ce + value_weight * mse, ce, mse
+
+
+def az_loss(net: PolicyValueNet, batch: Batch, value_weight: float, device: Any) -> tuple[torch.Tensor, dict]:
+    """Mean AlphaZero loss over ``batch`` and its parts (for logging)."""
+    total, ce, mse = per_sample_az_loss(
+        net,
+        torch.from_numpy(batch.planes).to(device),
+        torch.from_numpy(batch.policy).to(device),
+        torch.from_numpy(batch.outcome).to(device),
+        value_weight,
+    )
+    return total.mean(), {
+        "loss": total.mean().item(),
+        "policy_ce": ce.mean().item(),
+        "value_mse": mse.mean().item(),
+    }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint file holds (see :meth:`Trainer.save`)."""
+
+    path: Path
+    iteration: int
+    step: int
+    games: int
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if _CKPT.match(p.name))
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def load_net(path: str | Path, device: str = "cpu") -> tuple[PolicyValueNet, dict]:
+    """A network from a checkpoint file (in eval mode), and the checkpoint's metadata."""
+    blob = torch.load(Path(path), map_location=device, weights_only=False)
+    net = PolicyValueNet(NetConfig(**blob["net_config"])).to(device)
+    net.load_state_dict(blob["model"])
+    net.eval()
+    return net, {k: blob[k] for k in ("iteration", "step", "games", "board", "algo") if k in blob}
+
+
+class Trainer:
+    """The network, its optimiser and step counter, placed by ``accelerate``."""
+
+    def __init__(self, cfg: GoConfig) -> None:
+        self.cfg = cfg
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.net_config = cfg.net.net_config(cfg.board.size)
+        net = PolicyValueNet(self.net_config)
+        opt = torch.optim.SGD(
+            net.parameters(),
+            lr=cfg.train.lr,
+            momentum=cfg.train.momentum,
+            weight_decay=cfg.train.weight_decay,
+        )
+        self.net, self.optimizer = self.accelerator.prepare(net, opt)
+        self.step = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def model(self) -> PolicyValueNet:
+        """The bare network (for self-play and evaluation)."""
+        return self.accelerator.unwrap_model(self.net)
+
+    def update(self, loss: torch.Tensor) -> float:
+        """One optimiser step on ``loss``; returns the gradient norm before clipping."""
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        return float(norm)
+
+    def train_az(self, sample: Any, steps: int, rng: np.random.Generator) -> dict:
+        """``steps`` AlphaZero steps on batches from ``sample(batch_size, rng)``; returns mean losses."""
+        logs: list[dict] = []
+        for _ in range(steps):
+            batch = sample(self.cfg.train.batch_size, rng)
+            if self.cfg.train.augment:
+                batch = augment_batch(batch, self.cfg.board.size, rng)
+            self.net.train()
+            loss, parts = az_loss(self.net, batch, self.cfg.train.value_weight, self.device)
+            parts["grad_norm"] = self.update(loss)
+            logs.append(parts)
+        return {k: float(np.mean([d[k] for d in logs])) for k in logs[0]} if logs else {}
+
+    def save(self, directory: str | Path, *, iteration: int, games: int, rng: np.random.Generator) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        target = d / f"ckpt_{iteration:05d}.pt"
+        tmp = d / f".ckpt_{iteration:05d}.pt.tmp"
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "net_config": self.net_config.__dict__,
+                "iteration": iteration,
+                "step": self.step,
+                "games": games,
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "board": {"size": self.cfg.board.size, "komi": self.cfg.board.komi},
+                "algo": self.cfg.train.algo,
+            },
+            tmp,
+        )
+        tmp.replace(target)
+        return target
+
+    def load(self, path: str | Path, rng: np.random.Generator) -> Checkpoint:
+        blob = torch.load(Path(path), map_location=self.device, weights_only=False)
+        self.model.load_state_dict(blob["model"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.step = int(blob["step"])
+        rng.bit_generator.state = blob["rng"]
+        torch.set_rng_state(blob["torch_rng"])
+        return Checkpoint(Path(path), int(blob["iteration"]), self.step, int(blob["games"]))

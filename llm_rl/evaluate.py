@@ -1,0 +1,163 @@
+"""Held-out evaluation: greedy pass@1, sampled pass@k, mean score — never charged to a training budget.
+
+Every arm reports the same numbers computed the same way, so the comparison is apples to apples:
+
+* ``pass@1``: the fraction of examples whose *greedy* completion the verifier scores as a success (deterministic);
+* ``pass@k``: the unbiased estimator of Chen et al. (2021) from ``k`` samples at ``temperature`` (with exactly
+  ``k`` samples this is the fraction of examples with at least one success);
+* ``mean_score``: the mean verifier score of those samples (the expected reward the RL arms maximise);
+* ``greedy_mean_score``, ``sample_pass@1`` (mean success of a single sample) and ``n`` (examples) as well.
+
+The samples are drawn from a generator seeded with ``seed`` (not the training RNG), so the same policy gives the
+same numbers, and evaluating does not perturb training's random stream. Scoring goes through a fresh
+`verifiers.ContainedVerifier`, so a broken verifier scores 0 (counted in ``verifier_failures``) and never crashes
+a run; evaluation's verifier calls are not counted in any training budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from llm_rl.generation import GenerationBackend, HFBackend
+from llm_rl.policy import Policy
+
+if TYPE_CHECKING:
+    from verifiers import Verifier
+
+__all__ = ["evaluate", "pass_at_k"]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` succeed: ``1 - C(n-c, k) / C(n, k)``."""
+    if not 0 <= c <= n or k < 1 or k > n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def evaluate(
+    policy_or_backend: Policy | GenerationBackend,
+    verifier: Verifier,
+    dataset: Any,
+    *,
+    k: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 160,
+    batch_size: int = 32,
+    num_examples: int | None = None,
+    success_threshold: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    return_completions: bool = False,
+) -> dict[str, Any]:
+    """Evaluate on ``dataset`` (rows with a ``prompt`` column and whatever the verifier reads).
+
+    Args:
+      policy_or_backend: a `Policy` (an uncounted `HFBackend` is made) or a backend (its budget, if any, is
+        detached while evaluating).
+      verifier: scores completions (wrapped in a fresh `ContainedVerifier`).
+      dataset: a ``datasets.Dataset`` or a sequence of dict rows.
+      k: samples per example for pass@k (0: greedy only; ``pass@k`` is then None).
+      temperature: sampling temperature for the k samples.
+      max_new_tokens: the completion length limit (generation stops at EOS).
+      batch_size: prompts per generation call.
+      num_examples: evaluate the first ``num_examples`` rows only (None: all).
+      success_threshold: a score at or above this counts as a success.
+      seed: seeds the sampling generator.
+      progress: show a progress bar.
+      return_completions: add ``"completions"``: per example, the greedy text and the sampled texts + scores.
+
+    Returns:
+      ``{"pass@1", "pass@k", "k", "mean_score", "greedy_mean_score", "sample_pass@1", "n",
+      "verifier_failures"}`` (plus ``"completions"`` on request).
+    """
+    from verifiers import ContainedVerifier
+
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows: Sequence[dict] = dataset if num_examples is None else _head(dataset, num_examples)
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise ValueError("evaluate: the dataset is empty")
+    backend = (
+        HFBackend(policy_or_backend, None) if isinstance(policy_or_backend, Policy) else policy_or_backend
+    )
+    saved_budget = backend.budget
+    backend.budget = None
+    contained = ContainedVerifier(verifier)
+    generator = torch.Generator().manual_seed(seed)
+    greedy_scores: list[float] = []
+    sample_scores: list[list[float]] = []
+    completions: list[dict[str, Any]] = []
+    try:
+        bar = tqdm(total=len(rows), desc="eval", leave=False, disable=not progress)
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            prompts = [r["prompt"] for r in batch]
+            greedy = backend.greedy(prompts, max_new_tokens=max_new_tokens, stop=None)
+            g_scores = [contained.score(c.text, r) for c, r in zip(greedy, batch)]
+            greedy_scores += g_scores
+            samples: list[list[Any]] = [[] for _ in batch]
+            if k > 0:
+                samples = backend.sample(
+                    prompts,
+                    n=k,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    stop=None,
+                    generator=generator,
+                )
+                sample_scores += [
+                    [contained.score(c.text, r) for c in group] for group, r in zip(samples, batch)
+                ]
+            if return_completions:
+                for i, (g, r) in enumerate(zip(greedy, batch)):
+                    s_scores = sample_scores[start + i] if k > 0 else []
+                    completions.append(
+                        {
+                            "prompt": r["prompt"],
+                            "greedy": g.text,
+                            "greedy_score": g_scores[i],
+                            "samples": [c.text for c in samples[i]],
+                            "sample_scores": s_scores,
+                        }
+                    )
+            bar.update(len(batch))
+        bar.close()
+    finally:
+        backend.budget = saved_budget
+        contained.close()
+    n = len(rows)
+    result: dict[str, Any] = {
+        "pass@1": sum(s >= success_threshold for s in greedy_scores) / n,
+        "greedy_mean_score": sum(greedy_scores) / n,
+        "k": k,
+        "n": n,
+        "verifier_failures": contained.stats.as_dict(),
+    }
+    if k > 0:
+        successes = [sum(s >= success_threshold for s in group) for group in sample_scores]
+        result["pass@k"] = sum(pass_at_k(k, c, k) for c in successes) / n
+        result["mean_score"] = sum(sum(group) for group in sample_scores) / (n * k)
+        result["sample_pass@1"] = sum(successes) / (n * k)
+    else:
+        result["pass@k"] = None
+        result["mean_score"] = result["greedy_mean_score"]
+        result["sample_pass@1"] = None
+    if return_completions:
+        result["completions"] = completions
+    return result
+
+
+def _head(dataset: Any, n: int) -> Sequence[dict]:
+    if hasattr(dataset, "select"):
+        return dataset.select(range(min(n, len(dataset))))
+    return list(dataset)[:n]

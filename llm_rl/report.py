@@ -1,0 +1,529 @@
+"""The `llm-rl compare` report: what each arm bought, with confidence intervals, from the runs' own records.
+
+Everything here is computed from files on disk — each run's ``metrics.jsonl`` (the ``kind: "eval"`` records the
+arms log at every budget interval, with the budget counters flattened in) and ``final_metrics.json``, plus the
+variance probe's ``variance.json`` — so a report can be re-rendered from a finished (or half-finished) output
+directory with ``llm-rl compare RECIPE --report-only``.
+
+Layout read (written by `llm_rl.compare`)::
+
+    OUTPUT_DIR/runs/<arm>-seed<k>/               one warm start
+    OUTPUT_DIR/runs/ws<rate>/<arm>-seed<k>/      the low-pass-rate regime: one folder per warm-start target
+
+Written: ``report.md``, ``summary.json``, ``evals.jsonl`` (every eval record of every run, tagged with arm, seed
+and warm start: one file to load into a dataframe) and PNGs (pass@1 against generated tokens, verifier calls and
+wall time; relative gradient variance against task length).
+
+The verdict sentences are computed, never canned: a difference is called a difference only when its 95 % Welch
+interval excludes zero, and a variance trend is called growing only when the slope of log10 relative variance
+on length has a 95 % interval above zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_rl.verdicts import ARM_LABELS, SEED_CLAIM, performance_sentence, variance_sentence
+from relabel_rl.report import (
+    MeanCI,
+    first_crossing,
+    format_ci,
+    markdown_table,
+    mean_ci,
+    plot_mean_ci,
+)
+from relabel_rl.rundir import read_metrics
+
+__all__ = [
+    "ARM_LABELS",
+    "RunRecord",
+    "arm_summary",
+    "load_runs",
+    "performance_sentence",
+    "variance_sentence",
+    "write_report",
+]
+
+# The x axes of the learning-curve plots: (record key, axis label, file stem).
+CURVE_AXES = (
+    ("generated_tokens", "generated tokens", "pass1_vs_generated_tokens"),
+    ("verifier_calls", "verifier calls", "pass1_vs_verifier_calls"),
+    ("wall_time", "wall time (s)", "pass1_vs_wall_time"),
+)
+SPEND_AXES = ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps", "wall_time")
+_RUN_NAME = re.compile(r"^(?P<arm>[A-Za-z_][A-Za-z0-9_]*)-seed(?P<seed>-?\d+)$")
+_WS_NAME = re.compile(r"^ws(?P<rate>[0-9.]+)$")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One (arm, seed, warm start) run as read back from disk.
+
+    Attributes:
+      arm, seed: from the directory name ``<arm>-seed<k>``.
+      warm_start: the warm-start target pass rate of its folder ``ws<rate>``; None for the single warm start.
+      path: the run directory.
+      evals: its ``kind == "eval"`` records in logged order.
+      final: ``final_metrics.json`` (what the arm's ``train`` returned); empty while the run is unfinished.
+    """
+
+    arm: str
+    seed: int
+    warm_start: float | None
+    path: Path
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.final)
+
+    def curve(self, axis: str, metric: str = "pass@1") -> tuple[list[float], list[float]]:
+        pts = [
+            (float(r[axis]), float(r[metric])) for r in self.evals if r.get(axis) is not None and metric in r
+        ]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def last_eval(self) -> dict[str, Any]:
+        return self.evals[-1] if self.evals else {}
+
+
+def load_runs(output_dir: str | Path) -> list[RunRecord]:
+    """Every run under ``output_dir/runs`` (finished or not), sorted by warm start, arm, seed."""
+    root = Path(output_dir) / "runs"
+    found: list[RunRecord] = []
+    if not root.is_dir():
+        return found
+    candidates: list[tuple[Path, float | None]] = []
+    for child in sorted(root.iterdir()):
+        ws = _WS_NAME.match(child.name)
+        if child.is_dir() and ws:
+            candidates += [(grand, float(ws["rate"])) for grand in sorted(child.iterdir())]
+        else:
+            candidates.append((child, None))
+    for path, ws_rate in candidates:
+        m = _RUN_NAME.match(path.name)
+        if not (path.is_dir() and m):
+            continue
+        evals = [r for r in read_metrics(path / "metrics.jsonl") if r.get("kind") == "eval"]
+        final_file = path / "final_metrics.json"
+        final = json.loads(final_file.read_text()) if final_file.exists() else {}
+        found.append(RunRecord(m["arm"], int(m["seed"]), ws_rate, path, evals, final))
+    order = {name: i for i, name in enumerate(ARM_LABELS)}
+    found.sort(
+        key=lambda r: (
+            r.warm_start if r.warm_start is not None else -1.0,
+            order.get(r.arm, 99),
+            r.arm,
+            r.seed,
+        )
+    )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-arm statistics
+
+
+def _final(run: RunRecord, key: str) -> float | None:
+    value = run.final.get(key, run.last_eval().get(key))
+    return None if value is None else float(value)
+
+
+def _start(run: RunRecord, key: str) -> float | None:
+    return float(run.evals[0][key]) if run.evals and key in run.evals[0] else None
+
+
+def arm_summary(runs: Sequence[RunRecord], *, axis: str, threshold: float) -> dict[str, Any]:
+    """Statistics over the seeds of one arm (one warm start): final pass@1 / pass@k, gain over the start, budget
+    to reach ``threshold`` on ``axis``, and the spend on every axis."""
+    finals = [_final(r, "pass@1") for r in runs]
+    finals_k = [_final(r, "pass@k") for r in runs]
+    starts = [_start(r, "pass@1") for r in runs]
+    gains = [f - s for f, s in zip(finals, starts) if f is not None and s is not None]
+    reach = [first_crossing(*r.curve(axis), threshold) for r in runs]
+    reached = [b for b in reach if b is not None]
+    spend = {a: mean_ci([v for r in runs if (v := _final_spend(r, a)) is not None]) for a in SPEND_AXES}
+    ks = {int(r.last_eval().get("k", 0)) for r in runs if r.evals}
+    return {
+        "seeds": [r.seed for r in runs],
+        "finished": sum(r.finished for r in runs),
+        "final_pass@1": mean_ci([f for f in finals if f is not None]),
+        "final_pass@k": mean_ci([f for f in finals_k if f is not None]),
+        "k": max(ks) if ks else None,
+        "start_pass@1": mean_ci([s for s in starts if s is not None]),
+        "gain_pass@1": mean_ci(gains),
+        "budget_to_threshold": mean_ci(reached),
+        "budget_to_threshold_per_seed": reach,
+        "seeds_reaching_threshold": len(reached),
+        "spend": spend,
+        "per_seed_final_pass@1": finals,
+    }
+
+
+def _final_spend(run: RunRecord, axis: str) -> float | None:
+    budget = run.final.get("budget") if isinstance(run.final.get("budget"), Mapping) else None
+    for source in (budget or {}, run.final, run.last_eval()):
+        if source.get(axis) is not None:
+            return float(source[axis])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _ci_dict(ci: MeanCI) -> dict[str, Any]:
+    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "std": ci.std}
+
+
+def _fmt_budget(v: float, axis: str) -> str:
+    if math.isnan(v):
+        return "–"
+    return f"{v:.1f}" if axis == "wall_time" else f"{v:,.0f}"
+
+
+def _ratio(a: MeanCI, b: MeanCI) -> str:
+    if math.isnan(a.mean) or math.isnan(b.mean) or b.mean == 0:
+        return "–"
+    return f"{a.mean / b.mean:.2f}x"
+
+
+def _group(runs: Sequence[RunRecord]) -> dict[float | None, dict[str, list[RunRecord]]]:
+    groups: dict[float | None, dict[str, list[RunRecord]]] = {}
+    for r in runs:
+        groups.setdefault(r.warm_start, {}).setdefault(r.arm, []).append(r)
+    return groups
+
+
+def write_report(
+    output_dir: str | Path,
+    *,
+    axis: str,
+    limit: float,
+    threshold: float,
+    task: str,
+    runs: Sequence[RunRecord] | None = None,
+    variance: Mapping[str, Any] | None = None,
+    warm_starts: Sequence[Mapping[str, Any]] = (),
+    baseline: str = "grpo",
+    title: str = "relabel-rl comparison",
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Write ``report.md``, ``summary.json``, ``evals.jsonl`` and the PNGs into ``output_dir``; return the summary.
+
+    Args:
+      output_dir: the compare output directory (runs are read from ``output_dir/runs`` unless ``runs`` is given).
+      axis, limit: the budget axis and the per-run limit on it (the report's "equal budget").
+      threshold: the held-out pass@1 whose first crossing is reported as "budget to threshold".
+      task: the verifier name, for the text.
+      variance: the probe's ``variance.json`` content, if it ran.
+      warm_starts: ``{"target", "pass_rate", "steps", "path"}`` per warm start, for the text.
+      baseline: the arm the ratios are taken against.
+      plots: draw the PNGs (False: text and JSON only).
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = list(load_runs(out) if runs is None else runs)
+    groups = _group(runs)
+    budget_text = f"{_fmt_budget(limit, axis)} {axis.replace('_', ' ')} per run"
+    lines = [f"# {title}", ""]
+    lines.append(
+        f"Task `{task}`; every arm trains from the same warm-started checkpoint until it has spent {budget_text}. "
+        f"Pass@1 is greedy, on a held-out split never trained on; intervals are 95% Student-t over seeds. "
+        f'"Budget to {threshold:g}" is the {axis.replace("_", " ")} at the first evaluation with pass@1 ≥ '
+        f"{threshold:g}, averaged over the seeds that reached it."
+    )
+    lines.append("")
+    if warm_starts:
+        rows = [
+            [_fmt_rate(w.get("target")), f"{float(w.get('pass_rate', math.nan)):.3f}", w.get("steps", "–")]
+            for w in warm_starts
+        ]
+        lines += [
+            "## Warm start",
+            "",
+            markdown_table(["target pass@1", "reached pass@1", "SFT steps"], rows, align="rrr"),
+            "",
+        ]
+    summary: dict[str, Any] = {
+        "axis": axis,
+        "limit": limit,
+        "threshold": threshold,
+        "task": task,
+        "warm_starts": list(warm_starts),
+        "groups": {},
+        "sentences": [],
+        "plots": [],
+    }
+    for ws, by_arm in groups.items():
+        suffix = "" if ws is None else f"_ws{ws:g}"
+        heading = "## Results" if ws is None else f"## Warm start target pass@1 = {ws:g}"
+        stats = {arm: arm_summary(rs, axis=axis, threshold=threshold) for arm, rs in by_arm.items()}
+        k = next((s["k"] for s in stats.values() if s["k"]), None)
+        headers = [
+            "arm",
+            "seeds (done)",
+            "final pass@1",
+            f"final pass@{k or 'k'}",
+            "gain over start",
+            f"budget to {threshold:g}",
+            "generated tok",
+            "prefill tok",
+            "verifier calls",
+            "opt steps",
+            "wall (s)",
+        ]
+        rows = []
+        for arm, s in stats.items():
+            reach = s["seeds_reaching_threshold"]
+            btt = format_ci(s["budget_to_threshold"], digits=0) if reach else "never"
+            rows.append(
+                [
+                    ARM_LABELS.get(arm, arm),
+                    f"{len(s['seeds'])} ({s['finished']})",
+                    format_ci(s["final_pass@1"]),
+                    format_ci(s["final_pass@k"]),
+                    format_ci(s["gain_pass@1"]),
+                    f"{btt} ({reach}/{len(s['seeds'])} seeds)",
+                    *[_fmt_budget(s["spend"][a].mean, a) for a in SPEND_AXES],
+                ]
+            )
+        lines += [heading, "", markdown_table(headers, rows, align="llrrrrrrrrr"), ""]
+        sentences = []
+        if baseline in stats and len(stats) > 1:
+            ratio_rows = []
+            for arm, s in stats.items():
+                if arm == baseline:
+                    continue
+                b = stats[baseline]
+                all_reached = s["seeds_reaching_threshold"] == len(s["seeds"]) and b[
+                    "seeds_reaching_threshold"
+                ] == len(b["seeds"])
+                ratio_rows.append(
+                    [
+                        f"{ARM_LABELS.get(arm, arm)} / {ARM_LABELS.get(baseline, baseline)}",
+                        _ratio(s["final_pass@1"], b["final_pass@1"]),
+                        _ratio(s["gain_pass@1"], b["gain_pass@1"]),
+                        _ratio(s["budget_to_threshold"], b["budget_to_threshold"])
+                        if all_reached
+                        else "– (not all seeds reached it)",
+                        _ratio(s["spend"]["wall_time"], b["spend"]["wall_time"]),
+                        _ratio(s["spend"]["verifier_calls"], b["spend"]["verifier_calls"]),
+                    ]
+                )
+                sentence, verdict = performance_sentence(arm, baseline, stats, budget_text=budget_text)
+                if arm == "relabel" and baseline == "grpo":
+                    sentence += " " + SEED_CLAIM[verdict["verdict"]]
+                sentences.append(sentence)
+                summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
+            lines += [
+                "Ratios (means; budget ratio <1 means the arm reached the threshold with less):",
+                "",
+                markdown_table(
+                    [
+                        "arms",
+                        "final pass@1",
+                        "gain",
+                        f"budget to {threshold:g}",
+                        "wall time",
+                        "verifier calls",
+                    ],
+                    ratio_rows,
+                    align="lrrrrr",
+                ),
+                "",
+            ]
+        if "relabel" in stats and "mc_value" in stats:
+            sentence, verdict = performance_sentence("relabel", "mc_value", stats, budget_text=budget_text)
+            sentences.append(sentence + " (If MC values match the tree, the tree is not what helps.)")
+            summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
+        lines += [f"- {s}" for s in sentences] + ([""] if sentences else [])
+        plot_names = []
+        for key, label, stem in CURVE_AXES if plots else ():
+            curves = {ARM_LABELS.get(a, a): [r.curve(key) for r in rs] for a, rs in by_arm.items()}
+            if not any(xs for runs_ in curves.values() for xs, _ in runs_):
+                continue
+            name = f"{stem}{suffix}.png"
+            plot_mean_ci(
+                out / name,
+                curves,
+                xlabel=label,
+                ylabel="held-out pass@1 (greedy)",
+                title=f"pass@1 vs {label}" + ("" if ws is None else f" (warm start {ws:g})"),
+                hline=threshold,
+                hline_label=f"threshold {threshold:g}",
+                clip=(0.0, 1.0),
+            )
+            plot_names.append(name)
+        lines += [f"![{n}]({n})" for n in plot_names] + [""]
+        summary["plots"] += plot_names
+        summary["groups"]["single" if ws is None else f"{ws:g}"] = {
+            arm: {
+                key: (_ci_dict(v) if isinstance(v, MeanCI) else v) for key, v in s.items() if key != "spend"
+            }
+            | {"spend": {a: _ci_dict(c) for a, c in s["spend"].items()}}
+            for arm, s in stats.items()
+        }
+    if len(groups) > 1 and all(ws is not None for ws in groups):
+        lines += _regime_section(groups, out, axis=axis, threshold=threshold, summary=summary, plots=plots)
+    if variance:
+        lines += _variance_section(variance, out, summary, plots=plots)
+    if not runs:
+        lines += ["_No runs found yet._", ""]
+    lines += [
+        "## Files",
+        "",
+        "`summary.json` (every number above), `evals.jsonl` (all eval records, tagged), `runs/*/metrics.jsonl` "
+        "(per-run logs: train and eval records with the budget counters), `variance.json` (the probe).",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+    with open(out / "evals.jsonl", "w") as f:
+        for r in runs:
+            for e in r.evals:
+                f.write(json.dumps({"arm": r.arm, "seed": r.seed, "warm_start": r.warm_start, **e}) + "\n")
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    return summary
+
+
+def _fmt_rate(v: Any) -> str:
+    return "–" if v is None else f"{float(v):g}"
+
+
+def _regime_section(
+    groups: Mapping[float | None, Mapping[str, Sequence[RunRecord]]],
+    out: Path,
+    *,
+    axis: str,
+    threshold: float,
+    summary: dict[str, Any],
+    plots: bool = True,
+) -> list[str]:
+    """The low-pass-rate regime: each arm's gain in pass@1 as a function of the warm start's pass rate."""
+    curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    rows = []
+    for ws, by_arm in sorted(groups.items(), key=lambda kv: kv[0] or 0.0):
+        for arm, rs in by_arm.items():
+            s = arm_summary(rs, axis=axis, threshold=threshold)
+            rows.append(
+                [
+                    f"{ws:g}",
+                    ARM_LABELS.get(arm, arm),
+                    format_ci(s["start_pass@1"]),
+                    format_ci(s["gain_pass@1"]),
+                ]
+            )
+    # one "run" per seed index: x = warm-start target, y = that seed's gain
+    order = list(ARM_LABELS)
+    all_arms = {a for by_arm in groups.values() for a in by_arm}
+    for arm in sorted(all_arms, key=lambda a: (order.index(a) if a in order else len(order), a)):
+        per_seed: dict[int, tuple[list[float], list[float]]] = {}
+        for ws, by_arm in sorted(groups.items(), key=lambda kv: kv[0] or 0.0):
+            for r in by_arm.get(arm, []):
+                f, s0 = _final(r, "pass@1"), _start(r, "pass@1")
+                if f is not None and s0 is not None:
+                    xs, ys = per_seed.setdefault(r.seed, ([], []))
+                    xs.append(float(ws or 0.0))
+                    ys.append(f - s0)
+        curves[ARM_LABELS.get(arm, arm)] = list(per_seed.values())
+    name = "gain_vs_warm_start.png"
+    text = [
+        "## Low-pass-rate regime",
+        "",
+        markdown_table(["warm start", "arm", "start pass@1", "gain"], rows, align="rlrr"),
+        "",
+    ]
+    if plots:
+        plot_mean_ci(
+            out / name,
+            curves,
+            xlabel="warm-start target pass@1",
+            ylabel="pass@1 gained by training",
+            title="Learning from a low pass rate",
+            markers=True,
+        )
+        summary["plots"].append(name)
+        text += [f"![{name}]({name})", ""]
+    return text
+
+
+def _variance_section(
+    variance: Mapping[str, Any], out: Path, summary: dict[str, Any], *, plots: bool = True
+) -> list[str]:
+    from llm_rl.variance_probe import plot_variance
+
+    sentence, verdict = variance_sentence(variance)
+    summary["variance"] = verdict
+    summary["sentences"].append({"kind": "variance", **verdict, "text": sentence})
+    rows = []
+    for arm, data in variance.get("arms", {}).items():
+        for b in data.get("bins", []):
+            rows.append(
+                [
+                    ARM_LABELS.get(arm, arm),
+                    b["length"],
+                    _fmt_float(b.get("relative_variance_geomean")),
+                    f"[{_fmt_float(b.get('relative_variance_low'))}, {_fmt_float(b.get('relative_variance_high'))}]",
+                    _fmt_float(b.get("relative_variance_median")),
+                    _fmt_float(b.get("snr_mean")),
+                    f"{b.get('n_defined', 0)}/{b.get('n_prompts', 0)}",
+                    _fmt_float(b.get("zero_gradient_fraction")),
+                ]
+            )
+    name = "variance_vs_length.png"
+    if plots:
+        plot_variance(variance, out / name)
+        summary["plots"].append(name)
+    return [
+        "## Gradient variance vs task length",
+        "",
+        f"Per-prompt gradient estimates at the checkpoint `{variance.get('checkpoint', '?')}` "
+        f"({variance.get('repeats', '?')} independent estimates per prompt, all policy parameters). Relative variance "
+        "is E‖g − ḡ‖² / ‖ḡ‖² (unbiased trace of the covariance over the squared norm of the mean); SNR is "
+        "‖ḡ‖ / √(E‖g − ḡ‖²). Prompts whose mean gradient is exactly zero (e.g. a GRPO group with equal rewards) "
+        "have no relative variance and are counted apart.",
+        "",
+        markdown_table(
+            [
+                "arm",
+                "length",
+                "rel. variance (geo-mean)",
+                "95% CI",
+                "median",
+                "SNR (mean)",
+                "defined",
+                "zero-grad share",
+            ],
+            rows,
+            align="lrrrrrrr",
+        ),
+        "",
+        f"- {sentence}",
+        "",
+    ] + ([f"![{name}]({name})", ""] if plots else [])
+
+
+def _fmt_float(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    v = float(v)
+    return f"{v:.3g}"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x

@@ -155,21 +155,23 @@ def run_rounds(
         path: list[tuple[Node, int]] = []
         is_root = True
         while True:
+            if node._q is None:
+                node.alloc_stats()
             a = select(tree, node, is_root)
             is_root = False
             path.append((node, a))
             if use_vl:
-                node.set_edge(a, node.visit_counts[a] + 1, node.value_sums[a] - virtual_loss)
+                node.set_edge(a, node._visit_counts[a] + 1, node._value_sums[a] - virtual_loss)
                 node.visit_count += 1
                 node.value_sum -= virtual_loss
-            child = node.children[a]
+            child = node._children[a]
             if child is None:
                 transition = step(node.state, node.actions[a])
                 terminal = bool(transition.terminal)
                 child = Node(transition.state, is_terminal=terminal)
-                node.children[a] = child
-                node.rewards[a] = transition.reward
-                node.terminal[a] = terminal
+                node._children[a] = child
+                node._rewards[a] = transition.reward
+                node._terminal[a] = terminal
                 return path, child, (_TERMINAL if terminal else _EXPAND)
             if child.is_terminal:
                 return path, child, _TERMINAL
@@ -181,7 +183,7 @@ def run_rounds(
 
     def revert_virtual_loss(path: list) -> None:
         for node, a in path:
-            node.set_edge(a, node.visit_counts[a] - 1, node.value_sums[a] + virtual_loss)
+            node.set_edge(a, node._visit_counts[a] - 1, node._value_sums[a] + virtual_loss)
             node.visit_count -= 1
             node.value_sum += virtual_loss
 
@@ -189,15 +191,15 @@ def run_rounds(
         g = value
         q_min, q_max = tree.q_min, tree.q_max
         for node, a in reversed(path):
-            g = float(node.rewards[a]) + sign_discount * g
-            n = int(node.visit_counts[a]) + 1
-            s = float(node.value_sums[a]) + g
+            g = float(node._rewards[a]) + sign_discount * g
+            n = int(node._visit_counts[a]) + 1
+            s = float(node._value_sums[a]) + g
             q = s / n
-            node.visit_counts[a] = n
-            node.value_sums[a] = s
+            node._visit_counts[a] = n
+            node._value_sums[a] = s
             node._q[a] = q
             node._unvisited[a] = 0.0
-            node._inv1pn[a] = 1.0 / (1.0 + n)
+            node._pu[a] = node._sel_prior[a] / (1.0 + n)
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:

@@ -112,6 +112,7 @@ def search(
             prior = prior.copy()
             prior[support] = (1.0 - dirichlet_fraction) * prior[support] + dirichlet_fraction * noise
         tree.root_prior = prior
+        tree.root.use_prior(prior)
         tree.init_min_max()
 
     fixed = value_bounds is not None
@@ -119,20 +120,22 @@ def search(
     log, sqrt, neg_inf = math.log, math.sqrt, -np.inf
 
     def select(tree: Tree, node: Node, is_root: bool) -> int:
-        # puct_scores() minus a per-node constant (argmax-equivalent, tested against it), computed from the
-        # node's cached arrays: this runs once per tree level per simulation, so it is kept to ~7 array ops.
-        # visited: (q - lo) * inv  ->  q * inv;   unvisited: clip((fpu - lo) * inv)  ->  that + lo * inv.
+        # puct_scores() times the Q range, minus a per-node constant (same argmax; tested against it), from the
+        # node's cached arrays. This runs once per tree level per simulation, so it is four array operations:
+        #   visited:   (q - lo) / scale + U          ->  q + U * scale
+        #   unvisited: clip((fpu - lo) / scale) + U  ->  clip(...) * scale + lo + U * scale
         n_parent = node.visit_count
         fpu_value = node.value_sum / n_parent - fpu_reduction if fpu is None else fpu
         lo, hi = (lo_fixed, hi_fixed) if fixed else (tree.q_min, tree.q_max)
-        inv = 1.0 / max(hi - lo, 1e-8)
-        fpu_norm = min(max((fpu_value - lo) * inv, 0.0), 1.0)
+        scale = hi - lo
+        if scale < 1e-8:
+            scale = 1e-8
+        fpu_norm = (fpu_value - lo) / scale
+        fpu_norm = 0.0 if fpu_norm < 0.0 else (1.0 if fpu_norm > 1.0 else fpu_norm)
         c = log((1.0 + n_parent + c_puct_base) / c_puct_base) + c_puct_init
-        prior = tree.root_prior if is_root else node.prior
-        scores = node._q * inv
-        scores += node._unvisited * (fpu_norm + lo * inv)
-        u = prior * (c * sqrt(n_parent))
-        u *= node._inv1pn
+        scores = node._unvisited * (fpu_norm * scale + lo)
+        scores += node._q
+        u = node._pu * (c * sqrt(n_parent) * scale)
         scores += u
         if node._has_pruned:
             scores[node._pruned_index] = neg_inf

@@ -34,6 +34,8 @@ class Node:
       rewards: ``[A]`` float64 reward of each edge (filled when the child is first created).
       terminal: ``[A]`` bool, the edge leads to a terminal state (filled when the child is first created).
       children: list of ``Node | None`` (``None`` until the edge is first traversed).
+      (``visit_counts``, ``value_sums``, ``rewards``, ``terminal`` and ``children`` are read-only properties whose
+      arrays are allocated on first use; mutate them in place only through :meth:`set_edge`.)
       info: the ``Expansion.info`` payload of the evaluator.
       value: the evaluator's value estimate for this state (``None`` until expanded; 0 for terminal nodes).
       visit_count: visits of the node itself (1 for the expansion + 1 per simulation through it).
@@ -42,25 +44,26 @@ class Node:
     """
 
     __slots__ = (
+        "_children",
         "_has_pruned",
-        "_inv1pn",
         "_pending",
         "_pruned_index",
+        "_pu",
         "_q",
+        "_rewards",
+        "_sel_prior",
+        "_terminal",
         "_unvisited",
+        "_value_sums",
+        "_visit_counts",
         "actions",
-        "children",
         "info",
         "is_terminal",
         "prior",
-        "rewards",
         "state",
-        "terminal",
         "value",
         "value_sum",
-        "value_sums",
         "visit_count",
-        "visit_counts",
     )
 
     def __init__(self, state: Any, *, is_terminal: bool = False) -> None:
@@ -68,11 +71,6 @@ class Node:
         self.is_terminal = is_terminal
         self.actions: tuple | None = None
         self.prior: np.ndarray | None = None
-        self.visit_counts: np.ndarray | None = None
-        self.value_sums: np.ndarray | None = None
-        self.rewards: np.ndarray | None = None
-        self.terminal: np.ndarray | None = None
-        self.children: list[Node | None] = []
         self.info: Any = None
         self.value: float | None = 0.0 if is_terminal else None
         self.visit_count = 0
@@ -80,11 +78,20 @@ class Node:
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
         self._has_pruned = False  # some prior is exactly 0: those actions are never selected
         self._pruned_index: np.ndarray | None = None  # indices of the zero-prior actions
+        # Per-edge arrays are allocated lazily (alloc_stats), the first time the search selects below the node:
+        # most expanded leaves are never selected from, and allocation dominated the cost of an expansion.
+        self._visit_counts: np.ndarray | None = None
+        self._value_sums: np.ndarray | None = None
+        self._rewards: np.ndarray | None = None
+        self._terminal: np.ndarray | None = None
+        self._children: list[Node | None] | None = None
         # Caches kept in step with visit_counts/value_sums by the search (see set_edge), so that PUCT needs only
-        # a handful of vectorised operations per node: mean Q (0 if unvisited), 1.0 if unvisited, 1 / (1 + n).
+        # four vectorised operations per node: mean Q (0 if unvisited), 1.0 if unvisited, and
+        # prior / (1 + n) for the prior in use (the node's own, or the noised one while it is a search root).
         self._q: np.ndarray | None = None
         self._unvisited: np.ndarray | None = None
-        self._inv1pn: np.ndarray | None = None
+        self._pu: np.ndarray | None = None
+        self._sel_prior: np.ndarray | None = None
 
     # -- construction -----------------------------------------------------------------------------------------
     def expand(
@@ -97,38 +104,78 @@ class Node:
         has_pruned: bool | None = None,
     ) -> None:
         """Attach an evaluator's answer (validated by the caller) and count it as the node's first visit."""
-        num_actions = len(actions)
         self.actions = tuple(actions)
         self.prior = prior
-        self.visit_counts = np.zeros(num_actions, dtype=np.int64)
-        self.value_sums = np.zeros(num_actions, dtype=np.float64)
-        self.rewards = np.zeros(num_actions, dtype=np.float64)
-        self.terminal = np.zeros(num_actions, dtype=bool)
-        self.children = [None] * num_actions
         self.info = info
-        self.value = float(value)
+        self.value = value = float(value)
         self.visit_count += 1
-        self.value_sum += float(value)
+        self.value_sum += value
+        if has_pruned is None:
+            has_pruned = bool(len(self.actions)) and bool((prior <= 0.0).any())
+        self._has_pruned = has_pruned
+        self._sel_prior = prior
+
+    def alloc_stats(self) -> None:
+        """Allocate the per-edge arrays (idempotent; done lazily by the search and by the public accessors)."""
+        if self._visit_counts is not None or self.actions is None:
+            return
+        num_actions = len(self.actions)
+        self._visit_counts = np.zeros(num_actions, dtype=np.int64)
+        self._value_sums = np.zeros(num_actions, dtype=np.float64)
+        self._rewards = np.zeros(num_actions, dtype=np.float64)
+        self._terminal = np.zeros(num_actions, dtype=bool)
+        self._children = [None] * num_actions
         self._q = np.zeros(num_actions, dtype=np.float64)
         self._unvisited = np.empty(num_actions, dtype=np.float64)
         self._unvisited.fill(1.0)
-        self._inv1pn = self._unvisited.copy()
-        if has_pruned is None:
-            has_pruned = bool(num_actions) and bool((prior <= 0.0).any())
-        self._has_pruned = has_pruned
-        self._pruned_index = np.flatnonzero(prior <= 0.0) if has_pruned else None
+        self._pu = self._sel_prior.copy()
+        if self._has_pruned:
+            self._pruned_index = np.flatnonzero(self.prior <= 0.0)
 
     def set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
         """Overwrite one edge's statistics, keeping the PUCT caches in step."""
-        self.visit_counts[index] = visit_count
-        self.value_sums[index] = value_sum
+        self.alloc_stats()
+        self._visit_counts[index] = visit_count
+        self._value_sums[index] = value_sum
         if visit_count > 0:
             self._q[index] = value_sum / visit_count
             self._unvisited[index] = 0.0
         else:
             self._q[index] = 0.0
             self._unvisited[index] = 1.0
-        self._inv1pn[index] = 1.0 / (1.0 + visit_count)
+        self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
+
+    def use_prior(self, prior: np.ndarray) -> None:
+        """Select below this node with ``prior`` (e.g. the Dirichlet-noised root prior); ``node.prior`` is kept."""
+        self.alloc_stats()
+        self._sel_prior = prior
+        self._pu = prior / (1.0 + self._visit_counts)
+
+    # -- per-edge arrays (None until expanded) ------------------------------------------------------------------
+    @property
+    def visit_counts(self) -> np.ndarray | None:
+        self.alloc_stats()
+        return self._visit_counts
+
+    @property
+    def value_sums(self) -> np.ndarray | None:
+        self.alloc_stats()
+        return self._value_sums
+
+    @property
+    def rewards(self) -> np.ndarray | None:
+        self.alloc_stats()
+        return self._rewards
+
+    @property
+    def terminal(self) -> np.ndarray | None:
+        self.alloc_stats()
+        return self._terminal
+
+    @property
+    def children(self) -> list[Node | None]:
+        self.alloc_stats()
+        return [] if self._children is None else self._children
 
     # -- inspection -------------------------------------------------------------------------------------------
     @property
@@ -226,5 +273,5 @@ def advance(result_or_node: Any, index: int, *, env: Any = None) -> Node:
     child = Node(transition.state, is_terminal=bool(transition.terminal))
     root.children[index] = child
     root.rewards[index] = float(transition.reward)
-    root.terminal[index] = bool(transition.terminal)
+    root.terminal[index] = bool(transition.terminal)  # the arrays exist: child() above allocated them
     return child

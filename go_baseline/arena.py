@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from go_baseline.board import BLACK, Position, action_to_vertex, new_position, vertex_to_action
-from go_baseline.gnugo import GnuGo
+from go_baseline.gnugo import GnuGo, GtpClient
 from go_baseline.network import PolicyValueNet
 from go_baseline.selfplay import GoSearchEnv
 from go_baseline.sgf import game_to_sgf, write_sgf
@@ -25,6 +25,7 @@ from tree_search import search
 __all__ = [
     "GameOutcome",
     "GnuGoPlayer",
+    "GtpPlayer",
     "MatchResult",
     "NetPlayer",
     "Player",
@@ -115,14 +116,11 @@ class NetPlayer:
         pass
 
 
-class GnuGoPlayer:
-    """GnuGo over GTP (Chinese rules); kept in sync by replaying every move with ``play``."""
+class GtpPlayer:
+    """Any GTP engine (a :class:`GtpClient`) as a player; kept in sync by sending every move with ``play``."""
 
-    def __init__(self, level: int = 10, *, seed: int | None = None) -> None:
-        self.name = f"gnugo-L{level}"
-        self.level = level
-        self.engine = GnuGo(level, seed=seed)
-        self.board_size = 0
+    def __init__(self, client: GtpClient, name: str) -> None:
+        self.engine, self.name, self.board_size = client, name, 0
 
     def new_game(self, board_size: int, komi: float) -> None:
         self.board_size = board_size
@@ -144,6 +142,14 @@ class GnuGoPlayer:
 
     def close(self) -> None:
         self.engine.close()
+
+
+class GnuGoPlayer(GtpPlayer):
+    """GnuGo over GTP with Chinese rules at ``level``."""
+
+    def __init__(self, level: int = 10, *, seed: int | None = None) -> None:
+        super().__init__(GnuGo(level, seed=seed), f"gnugo-L{level}")
+        self.level = level
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
 
     cfg = _load(a.recipe, overrides)
     torch.set_num_threads(cfg.threads)
-    net, meta = load_net(a.checkpoint)
+    net, _meta = load_net(a.checkpoint)
     sims = cfg.eval.num_simulations if a.simulations is None else a.simulations
     me = NetPlayer(net, history=net.cfg.history, num_simulations=sims, name=Path(a.checkpoint).stem)
     if a.opponent == "random":

@@ -6,6 +6,7 @@ The client also drives our own engine (``go-baseline gtp``) in the round-trip te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,12 +67,11 @@ class GtpClient:
             raise GtpError(f"malformed GTP reply to {command!r}: {text!r}")
         ok = text[0] == "="
         body = text[1:]
-        # strip an optional numeric id
-        stripped = body.lstrip()
+        # an optional numeric id follows '=' / '?' directly ("=12 C3"); the response follows a space
         i = 0
-        while i < len(stripped) and stripped[i].isdigit():
+        while i < len(body) and body[i].isdigit():
             i += 1
-        body = stripped[i:].strip() if i and (i == len(stripped) or stripped[i].isspace()) else body.strip()
+        body = body[i:].strip()
         return ok, body
 
     def send(self, command: str) -> str:
@@ -82,10 +82,8 @@ class GtpClient:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(GtpError, OSError, BrokenPipeError):
                 self.send_raw("quit")
-            except (GtpError, OSError, BrokenPipeError):
-                pass
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -475,6 +475,7 @@ def _variance_section(
                     _fmt_float(b.get("snr_mean")),
                     f"{b.get('n_defined', 0)}/{b.get('n_prompts', 0)}",
                     _fmt_float(b.get("zero_gradient_fraction")),
+                    _fmt_float(b.get("noise_dominated_fraction")),
                 ]
             )
     name = "variance_vs_length.png"
@@ -488,7 +489,8 @@ def _variance_section(
         f"({variance.get('repeats', '?')} independent estimates per prompt, all policy parameters). Relative variance "
         "is E‖g − ḡ‖² / ‖ḡ‖² (unbiased trace of the covariance over the squared norm of the mean); SNR is "
         "‖ḡ‖ / √(E‖g − ḡ‖²). Prompts whose mean gradient is exactly zero (e.g. a GRPO group with equal rewards) "
-        "have no relative variance and are counted apart.",
+        "have no relative variance and are counted apart; a prompt is noise-dominated when ‖ḡ‖² ≤ tr Σ̂ / R (its "
+        "mean gradient cannot be told from noise at R repeats, and its relative variance is an underestimate).",
         "",
         markdown_table(
             [
@@ -500,9 +502,10 @@ def _variance_section(
                 "SNR (mean)",
                 "defined",
                 "zero-grad share",
+                "noise-dominated share",
             ],
             rows,
-            align="lrrrrrrr",
+            align="lrrrrrrrr",
         ),
         "",
         f"- {sentence}",

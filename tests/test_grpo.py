@@ -1,0 +1,225 @@
+"""The GRPO arm (TRL's GRPOTrainer): recipe validation, exact budget counting, records, determinism, resume, and the
+per-prompt GRPO loss of ``gradient_sample``."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+
+from llm_rl.arms import grpo
+from llm_rl.config import BudgetConfig, EvalConfig, ExperimentConfig, GrpoArmConfig, OptimConfig, TaskConfig
+from relabel_rl.config import ConfigError, load_config
+from relabel_rl.rundir import RunDir
+from verifiers.base import Verifier
+
+TRL_SMALL = {
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-3,
+    "beta": 0.0,
+    "loss_type": "dapo",
+    "scale_rewards": "group",
+    "temperature": 1.0,
+}
+
+
+def small_cfg(**budget) -> ExperimentConfig:
+    return ExperimentConfig(
+        arm="grpo",
+        seed=0,
+        task=TaskConfig(train_size=16, test_size=4, max_completion_tokens=24),
+        budget=BudgetConfig(**{"axis": "generated_tokens", "limit": 900, "eval_every": 400, **budget}),
+        eval=EvalConfig(num_examples=4, pass_k=2),
+        optim=OptimConfig(checkpoint_every=1),
+        grpo=GrpoArmConfig(trl=dict(TRL_SMALL)),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from llm_rl.models import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("grpo_tiny") / "base", hidden_size=32, num_layers=1,
+                                num_heads=2))  # fmt: skip
+
+
+# --- validation ---------------------------------------------------------------------------------------------
+
+
+def test_recipe_validation_names_the_bad_trl_key(tmp_path) -> None:
+    def build(trl):
+        cfg = load_config(ExperimentConfig, data={"arm": "grpo", "grpo": {"trl": trl}})
+        return grpo.grpo_config(cfg, tmp_path)
+
+    with pytest.raises(
+        ConfigError, match=r"grpo\.trl\.num_generatons.*did you mean 'grpo\.trl\.num_generations'"
+    ):
+        build({"num_generatons": 4})
+    with pytest.raises(ConfigError, match=r"'grpo\.trl\.seed' is set by the GRPO arm"):
+        build({"seed": 3})
+    with pytest.raises(ConfigError, match=r"'grpo\.trl\.max_completion_length'.*task\.max_completion_tokens"):
+        build({"max_completion_length": 64})
+    with pytest.raises(ConfigError, match=r"grpo\.trl: TRL rejected.*divisible by num_generations"):
+        build({"num_generations": 3, "per_device_train_batch_size": 8})
+    with pytest.raises(ConfigError, match=r"grpo\.trl\.loss_type"):
+        build({"loss_type": "ppo"})
+    args = build({"num_generations": 2, "loss_type": "grpo", "scale_rewards": False})
+    assert (args.num_generations, args.loss_type, args.scale_rewards) == (2, "grpo", "none")
+    assert args.report_to == [] and args.max_completion_length == 160 and args.bf16 is False
+
+
+# --- end to end ---------------------------------------------------------------------------------------------
+
+
+def _run(cfg, path, init_model, monkeypatch=None, seen=None):
+    if monkeypatch is not None and seen is not None:
+        real = grpo._counting_reward
+
+        def spy(contained, budget, _seen=None):
+            inner = real(contained, budget, seen["completion_lengths"])
+
+            def reward(prompts, completions, completion_ids=None, **columns):
+                seen["prompts"].extend(prompts)
+                return inner(prompts, completions, completion_ids=completion_ids, **columns)
+
+            reward.__name__ = inner.__name__
+            return reward
+
+        monkeypatch.setattr(grpo, "_counting_reward", spy)
+    run = RunDir.create(path, config=cfg)
+    final = grpo.train(cfg, run, init_model=init_model)
+    return run, final
+
+
+def _comparable(records):
+    drop = {"wall_time", "gen_tokens_per_s"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+def test_grpo_end_to_end_counts_exactly_and_is_deterministic(tmp_path, tiny_model, monkeypatch) -> None:
+    from transformers import AutoTokenizer
+
+    cfg = small_cfg()
+    seen = {"completion_lengths": [], "prompts": []}
+    run, final = _run(cfg, tmp_path / "a", tiny_model, monkeypatch, seen)
+    records = run.metrics()
+    evals = [r for r in records if r["kind"] == "eval"]
+    trains = [r for r in records if r["kind"] == "train"]
+    assert evals[0]["step"] == 0 and evals[0]["generated_tokens"] == 0
+    assert evals[-1].get("final") and final["step"] == trains[-1]["step"]
+    assert len(evals) >= 3  # step 0, at least one eval_every crossing, final
+    for r in evals:
+        assert set(r) >= {"pass@1", "pass@k", "k", "mean_score", "generated_tokens", "verifier_calls"}
+    assert trains and all("loss" in r and "reward" in r for r in trains)
+    assert [r["step"] for r in trains] == list(range(1, len(trains) + 1))
+    assert trains[-1]["generated_tokens"] >= cfg.budget.limit  # stopped at the budget ...
+    assert trains[-2]["generated_tokens"] < cfg.budget.limit  # ... and not before
+    assert (run.path / "final" / "config.json").exists()
+    # Exact counts: tokens TRL passed to the reward function, prompt tokens x times prefilled, one call per score.
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert final["generated_tokens"] == sum(seen["completion_lengths"])
+    assert final["prefill_tokens"] == sum(len(tok(p)["input_ids"]) for p in seen["prompts"])
+    assert final["verifier_calls"] == len(seen["completion_lengths"])
+    assert final["optimizer_steps"] == trains[-1]["step"]
+    assert len(seen["prompts"]) == 8 * len(trains)  # one generation batch per step
+    assert all(r["gen_tokens_per_s"] > 0 for r in trains)
+
+    # Same seed, new directory: identical records (wall time aside). TRL seeds torch/numpy/random from args.seed.
+    monkeypatch.undo()
+    run_b, _ = _run(cfg, tmp_path / "b", tiny_model)
+    assert _comparable(run_b.metrics()) == _comparable(records)
+
+
+def test_grpo_resume_continues_the_counters(tmp_path, tiny_model) -> None:
+    cfg = small_cfg()
+    cfg = dataclasses.replace(
+        cfg, grpo=GrpoArmConfig(trl={**TRL_SMALL, "save_total_limit": None})
+    )  # keep all
+    run, final = _run(cfg, tmp_path / "full", tiny_model)
+    full = _comparable(run.metrics())
+    steps = final["step"]
+    assert steps >= 3
+    # Simulate a kill after step 2: keep checkpoint-2 and the records up to it, drop everything later.
+    killed = tmp_path / "killed"
+    shutil.copytree(run.path, killed)
+    for ckpt in (killed / "checkpoints").glob("checkpoint-*"):
+        if int(ckpt.name.split("-")[1]) > 2:
+            shutil.rmtree(ckpt)
+    shutil.rmtree(killed / "final")
+    kept = [r for r in run.metrics() if r["step"] <= 2 and not r.get("final") and r["kind"] != "verifier"]
+    (killed / "metrics.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in kept))
+    resumed_run, resumed_final = _run(cfg, killed, tiny_model)
+    records = resumed_run.metrics()
+    trains = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in trains] == list(range(1, steps + 1))
+    assert (
+        trains[2]["generated_tokens"] > trains[1]["generated_tokens"]
+    )  # continued from checkpoint-2's counters
+    assert resumed_final["optimizer_steps"] == steps
+    # TRL restores the RNG state of checkpoint-2 and the sampler is seeded: the resumed run retraces the full one.
+    assert _comparable(records) == full
+
+
+# --- gradient_sample ----------------------------------------------------------------------------------------
+
+
+class EvenLength(Verifier):
+    """A scripted reward (1 for an even-length completion) so that a group's advantages are not all zero."""
+
+    name = "even_length"
+    trusted = True
+
+    def score(self, completion: str, example: dict) -> float:
+        return float(len(completion) % 2 == 0)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "bnpo", "dr_grpo"])
+def test_gradient_sample_matches_the_grpo_loss_by_hand(tiny_model, loss_type) -> None:
+    from llm_rl.generation import HFBackend
+    from llm_rl.models import load_policy
+
+    policy = load_policy(tiny_model)
+    verifier = EvenLength()
+    example = {"prompt": "Start 3. Add 4.\n", "answer": "7"}
+    cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, "loss_type": loss_type}))
+    loss = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(5))
+    loss.backward()
+    got = [p.grad.clone() for p in policy.model.parameters()]
+    policy.zero_grad()
+
+    # By hand, from the same samples: A = (r - mean) / (std + 1e-4); per-token -A * log p (ratio 1 on-policy).
+    (samples,) = HFBackend(policy).sample([example["prompt"]], n=4, max_new_tokens=24, temperature=1.0, stop=None,
+                                          generator=torch.Generator().manual_seed(5))  # fmt: skip
+    rewards = torch.tensor([verifier.score(s.text, example) for s in samples])
+    assert 0 < rewards.sum() < 4, "pick a seed whose group has mixed rewards"
+    adv = (rewards - rewards.mean()) / (rewards.std() + 1e-4)
+    scored = policy.token_logprobs([example["prompt"]] * 4, [list(s.token_ids) for s in samples])
+    lp, mask = scored.logprobs, scored.mask
+    per_token = -adv[:, None] * lp * mask
+    expected = {
+        "grpo": (per_token.sum(1) / mask.sum(1)).mean(),
+        "dapo": per_token.sum() / mask.sum(),
+        "bnpo": per_token.sum() / mask.sum(),
+        "dr_grpo": per_token.sum() / (4 * 24),
+    }[loss_type]
+    expected.backward()
+    for g, p in zip(got, policy.model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
+    # The surrogate's value: -A * ratio with ratio = 1 (the same normalisation).
+    value = {"grpo": (-adv[:, None] * mask).sum(1) / mask.sum(1)}
+    if loss_type == "grpo":
+        assert float(loss) == pytest.approx(float(value["grpo"].mean()), abs=1e-5)
+    policy.zero_grad()
+
+
+def test_gradient_sample_rejects_settings_it_does_not_mirror(tiny_model) -> None:
+    from llm_rl.models import load_policy
+
+    policy = load_policy(tiny_model)
+    for trl in ({"beta": 0.04}, {"loss_type": "sapo"}):
+        cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, **trl}))
+        with pytest.raises(ValueError, match="gradient_sample"):
+            grpo.gradient_sample(cfg, policy, EvenLength(), {"prompt": "x\n"}, generator=None)

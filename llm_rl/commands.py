@@ -406,8 +406,6 @@ def cmd_eval(argv: Sequence[str]) -> int:
 
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str = "test") -> dict[str, Any]:
     """Held-out pass@1 / pass@k of the policy in ``checkpoint`` (never counted in any training budget)."""
-    import torch
-
     import verifiers
     from llm_rl.evaluate import evaluate
     from llm_rl.models import load_policy
@@ -417,20 +415,18 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str =
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
     contained = verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
     data = contained.generate(cfg.eval.num_examples, seed=cfg.seed, split=split, **cfg.task.difficulty)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        result = evaluate(
-            policy,
-            contained,
-            data,
-            k=cfg.eval.pass_k,
-            temperature=cfg.eval.temperature,
-            max_new_tokens=cfg.task.max_completion_tokens,
-            batch_size=max(1, min(len(data), 64)),
-        )
+    result = evaluate(
+        policy,
+        contained,
+        data,
+        k=cfg.eval.pass_k,
+        temperature=cfg.eval.temperature,
+        max_new_tokens=cfg.task.max_completion_tokens,
+        batch_size=max(1, min(len(data), 64)),
+        seed=cfg.seed,
+    )
     return {
         "checkpoint": str(checkpoint),
         "split": split,
         **{k: v for k, v in dict(result).items() if not isinstance(v, list)},
-        "verifier": contained.stats.as_dict(),
     }

@@ -20,8 +20,6 @@ from tree_search.tree import Node
 from tree_search.types import Expansion
 
 _EXPAND, _TERMINAL, _DEADEND, _COLLIDE = 0, 1, 2, 3
-_PRIOR_TOLERANCE = 1e-3
-_sum, _min = np.add.reduce, np.minimum.reduce
 
 
 class Tree:
@@ -83,31 +81,24 @@ def as_root_nodes(roots: Sequence[Any]) -> list[Node]:
 
 
 def attach_expansion(node: Node, expansion: Expansion) -> None:
-    """Validate an evaluator answer (clear errors) and expand ``node`` with it."""
+    """Check an evaluator answer's shape and value (clear errors) and expand ``node`` with it.
+
+    The prior's content (non-negative, sums to 1, distinct actions) is checked by ``Node.alloc_stats`` when the
+    search first selects below the node: at once for roots, and never for a leaf that is never searched below
+    (its prior is never used). That keeps the per-leaf cost low.
+    """
     if not isinstance(expansion, Expansion):
         raise TypeError(f"env.expand must return Expansion objects, got {type(expansion).__name__}")
     actions = expansion.actions
-    num_actions = len(actions)
     prior = expansion.prior
-    if type(prior) is not np.ndarray or prior.dtype != np.float64:
+    if type(prior) is not np.ndarray or prior.dtype.char != "d":
         prior = np.asarray(prior, dtype=np.float64)
-    if prior.shape != (num_actions,):
-        raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {num_actions} actions")
+    if prior.shape != (len(actions),):
+        raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {len(actions)} actions")
     value = float(expansion.value)
     if not math.isfinite(value):
         raise ValueError(f"Expansion: value must be finite, got {expansion.value}")
-    has_pruned = False
-    if num_actions:
-        total = float(_sum(prior))
-        smallest = float(_min(prior))
-        if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or smallest < 0.0:
-            raise ValueError(f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}")
-        if total != 1.0:
-            prior = prior / total
-        if len(set(actions)) != num_actions:
-            raise ValueError("Expansion: actions must be distinct (use sampled_prior() to merge raw samples)")
-        has_pruned = smallest <= 0.0
-    node.expand(actions, prior, value, expansion.info, has_pruned=has_pruned)
+    node.expand(actions, prior, value, expansion.info)
 
 
 def expand_batch(env: Any, nodes: list[Node]) -> None:
@@ -126,6 +117,7 @@ def expand_roots(trees: list[Tree], env: Any) -> None:
     for i, t in enumerate(trees):
         if t.root.num_actions == 0:
             raise ValueError(f"roots[{i}]: the evaluator returned no actions for a non-terminal root")
+        t.root.alloc_stats()  # validates the root's prior now
 
 
 SelectFn = Callable[[Tree, Node, bool], int]
@@ -147,6 +139,7 @@ def run_rounds(
     sign_discount = -discount if two_player else discount
     use_vl = leaves_per_round > 1
     step = env.step
+    expand = env.expand
     for t in trees:
         t.sims_done = 0
 
@@ -198,7 +191,6 @@ def run_rounds(
             node._visit_counts[a] = n
             node._value_sums[a] = s
             node._q[a] = q
-            node._unvisited[a] = 0.0
             node._pu[a] = node._sel_prior[a] / (1.0 + n)
             node.visit_count += 1
             node.value_sum += g
@@ -232,8 +224,13 @@ def run_rounds(
                     revert_virtual_loss(path)
                 backup(tree, path, value)
         if pending:
-            expand_batch(env, [leaf for _, _, leaf in pending])
-            for tree, path, leaf in pending:
+            expansions = expand([leaf.state for _, _, leaf in pending])
+            if len(expansions) != len(pending):
+                raise ValueError(
+                    f"env.expand returned {len(expansions)} expansions for {len(pending)} states"
+                )
+            for (tree, path, leaf), expansion in zip(pending, expansions):
+                attach_expansion(leaf, expansion)
                 leaf._pending = False
                 if use_vl:
                     revert_virtual_loss(path)

@@ -117,13 +117,15 @@ def search(
 
     fixed = value_bounds is not None
     lo_fixed, hi_fixed = (float(value_bounds[0]), float(value_bounds[1])) if fixed else (0.0, 0.0)
-    log, sqrt, neg_inf = math.log, math.sqrt, -np.inf
+    log, sqrt = math.log, math.sqrt
 
     def select(tree: Tree, node: Node, is_root: bool) -> int:
-        # puct_scores() times the Q range, minus a per-node constant (same argmax; tested against it), from the
-        # node's cached arrays. This runs once per tree level per simulation, so it is four array operations:
+        # puct_scores() times the Q range, minus a per-node constant (same argmax; tested against it):
         #   visited:   (q - lo) / scale + U          ->  q + U * scale
         #   unvisited: clip((fpu - lo) / scale) + U  ->  clip(...) * scale + lo + U * scale
+        # Unvisited edges share the FPU, so only the one with the highest prior (node._order) can win among them:
+        # two array operations over the visited edges (unvisited have _q = -inf) plus one scalar candidate.
+        # Ties go to the lower index, as np.argmax over puct_scores() would.
         n_parent = node.visit_count
         fpu_value = node.value_sum / n_parent - fpu_reduction if fpu is None else fpu
         lo, hi = (lo_fixed, hi_fixed) if fixed else (tree.q_min, tree.q_max)
@@ -132,14 +134,22 @@ def search(
             scale = 1e-8
         fpu_norm = (fpu_value - lo) / scale
         fpu_norm = 0.0 if fpu_norm < 0.0 else (1.0 if fpu_norm > 1.0 else fpu_norm)
-        c = log((1.0 + n_parent + c_puct_base) / c_puct_base) + c_puct_init
-        scores = node._unvisited * (fpu_norm * scale + lo)
+        coef = (log((1.0 + n_parent + c_puct_base) / c_puct_base) + c_puct_init) * sqrt(n_parent) * scale
+        scores = node._pu * coef
         scores += node._q
-        u = node._pu * (c * sqrt(n_parent) * scale)
-        scores += u
-        if node._has_pruned:
-            scores[node._pruned_index] = neg_inf
-        return int(scores.argmax())
+        best = int(scores.argmax())
+        best_score = scores[best]
+        order, i, visits = node._order, node._next, node._visit_counts
+        n_order = len(order)
+        while i < n_order and visits[order[i]] > 0:
+            i += 1
+        node._next = i
+        if i < n_order:
+            a = order[i]
+            candidate = (fpu_norm * scale + lo) + node._sel_prior[a] * coef
+            if candidate > best_score or (candidate == best_score and a < best):
+                return a
+        return best
 
     run_rounds(
         trees,

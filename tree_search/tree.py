@@ -14,12 +14,15 @@ then every simulation through the node adds its return.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = ["Node", "advance"]
+
+_PRIOR_TOLERANCE = 1e-3  # |sum(prior) - 1| above this is an error; below it the prior is renormalised
 
 
 class Node:
@@ -45,15 +48,14 @@ class Node:
 
     __slots__ = (
         "_children",
-        "_has_pruned",
+        "_next",
+        "_order",
         "_pending",
-        "_pruned_index",
         "_pu",
         "_q",
         "_rewards",
         "_sel_prior",
         "_terminal",
-        "_unvisited",
         "_value_sums",
         "_visit_counts",
         "actions",
@@ -76,8 +78,6 @@ class Node:
         self.visit_count = 0
         self.value_sum = 0.0
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
-        self._has_pruned = False  # some prior is exactly 0: those actions are never selected
-        self._pruned_index: np.ndarray | None = None  # indices of the zero-prior actions
         # Per-edge arrays are allocated lazily (alloc_stats), the first time the search selects below the node:
         # most expanded leaves are never selected from, and allocation dominated the cost of an expansion.
         self._visit_counts: np.ndarray | None = None
@@ -85,52 +85,72 @@ class Node:
         self._rewards: np.ndarray | None = None
         self._terminal: np.ndarray | None = None
         self._children: list[Node | None] | None = None
-        # Caches kept in step with visit_counts/value_sums by the search (see set_edge), so that PUCT needs only
-        # four vectorised operations per node: mean Q (0 if unvisited), 1.0 if unvisited, and
+        # Caches kept in step with visit_counts/value_sums by the search (see set_edge), so that PUCT needs two
+        # vectorised operations per node: ``_q`` = mean Q of visited edges (-inf if unvisited) and ``_pu`` =
         # prior / (1 + n) for the prior in use (the node's own, or the noised one while it is a search root).
+        # All unvisited edges share one Q (the FPU), so the best of them is the unvisited one with the highest
+        # prior: ``_order`` lists the non-zero-prior actions by decreasing prior, ``_next`` points at the first
+        # unvisited one. Zero-prior actions are in neither, so they are never selected (pruning).
         self._q: np.ndarray | None = None
-        self._unvisited: np.ndarray | None = None
         self._pu: np.ndarray | None = None
         self._sel_prior: np.ndarray | None = None
+        self._order: list[int] | None = None
+        self._next = 0
 
     # -- construction -----------------------------------------------------------------------------------------
-    def expand(
-        self,
-        actions: Sequence,
-        prior: np.ndarray,
-        value: float,
-        info: Any = None,
-        *,
-        has_pruned: bool | None = None,
-    ) -> None:
-        """Attach an evaluator's answer (validated by the caller) and count it as the node's first visit."""
-        self.actions = tuple(actions)
+    def expand(self, actions: Sequence, prior: np.ndarray, value: float, info: Any = None) -> None:
+        """Attach an evaluator's answer and count it as the node's first visit.
+
+        ``prior`` must be a float64 array of ``len(actions)``; its content is validated by :meth:`alloc_stats`.
+        """
+        self.actions = actions if type(actions) is tuple else tuple(actions)
         self.prior = prior
         self.info = info
         self.value = value = float(value)
         self.visit_count += 1
         self.value_sum += value
-        if has_pruned is None:
-            has_pruned = bool(len(self.actions)) and bool((prior <= 0.0).any())
-        self._has_pruned = has_pruned
         self._sel_prior = prior
 
     def alloc_stats(self) -> None:
-        """Allocate the per-edge arrays (idempotent; done lazily by the search and by the public accessors)."""
+        """Validate the prior and allocate the per-edge arrays.
+
+        Idempotent; done lazily, when the search first selects below the node (or an accessor needs the arrays).
+        """
         if self._visit_counts is not None or self.actions is None:
             return
         num_actions = len(self.actions)
+        prior = self.prior
+        if num_actions:
+            total = float(prior.sum())
+            smallest = float(prior.min())
+            if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or smallest < 0.0:
+                raise ValueError(
+                    f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}"
+                )
+            if len(set(self.actions)) != num_actions:
+                raise ValueError(
+                    "Expansion: actions must be distinct (use sampled_prior() to merge raw samples)"
+                )
+            if total != 1.0:
+                renormalised = prior / total
+                if self._sel_prior is prior:
+                    self._sel_prior = renormalised
+                self.prior = prior = renormalised
         self._visit_counts = np.zeros(num_actions, dtype=np.int64)
         self._value_sums = np.zeros(num_actions, dtype=np.float64)
         self._rewards = np.zeros(num_actions, dtype=np.float64)
         self._terminal = np.zeros(num_actions, dtype=bool)
         self._children = [None] * num_actions
-        self._q = np.zeros(num_actions, dtype=np.float64)
-        self._unvisited = np.empty(num_actions, dtype=np.float64)
-        self._unvisited.fill(1.0)
+        self._q = np.empty(num_actions, dtype=np.float64)
+        self._q.fill(-np.inf)
         self._pu = self._sel_prior.copy()
-        if self._has_pruned:
-            self._pruned_index = np.flatnonzero(self.prior <= 0.0)
+        self._set_order()
+
+    def _set_order(self) -> None:
+        prior = self._sel_prior
+        order = np.argsort(-prior, kind="stable")
+        self._order = order[: int((prior > 0.0).sum())].tolist()
+        self._next = 0
 
     def set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
         """Overwrite one edge's statistics, keeping the PUCT caches in step."""
@@ -139,10 +159,9 @@ class Node:
         self._value_sums[index] = value_sum
         if visit_count > 0:
             self._q[index] = value_sum / visit_count
-            self._unvisited[index] = 0.0
         else:
-            self._q[index] = 0.0
-            self._unvisited[index] = 1.0
+            self._q[index] = -np.inf
+            self._next = 0  # this edge is unvisited again (a virtual loss reverted): rescan
         self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
 
     def use_prior(self, prior: np.ndarray) -> None:
@@ -150,6 +169,7 @@ class Node:
         self.alloc_stats()
         self._sel_prior = prior
         self._pu = prior / (1.0 + self._visit_counts)
+        self._set_order()
 
     # -- per-edge arrays (None until expanded) ------------------------------------------------------------------
     @property

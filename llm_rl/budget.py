@@ -10,6 +10,8 @@ resumed run continues from the spend it had, wall time included.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,9 +81,32 @@ class Budget:
         self.tick()
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore saved counters *into this object* (so closures holding it see the resumed spend)."""
+        restored = Budget.from_state_dict(state)
+        for name in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps", "wall_time"):
+            setattr(self, name, getattr(restored, name))
+        self._wall_at_start, self._session_start = restored._wall_at_start, restored._session_start
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Exclude the time spent inside (evaluation, checkpointing) from ``wall_time``."""
+        self.tick()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._session_start += time.perf_counter() - start
+            self.tick()
+
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Budget:
-        b = cls(**{k: state[k] for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps")})
+        b = cls(
+            **{
+                k: state[k]
+                for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps")
+            }
+        )
         b.wall_time = b._wall_at_start = float(state.get("wall_time", 0.0))
         b._session_start = time.perf_counter()
         return b

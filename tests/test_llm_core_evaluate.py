@@ -12,6 +12,15 @@ from llm_rl.generation import Continuation, HFBackend
 from llm_rl.models import build_tiny_model, load_policy
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _c(text: str) -> Continuation:
     return Continuation(
         text=text, token_ids=(1,) * max(1, len(text)), logprob=0.0, finished=True, stopped=False

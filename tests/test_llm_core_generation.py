@@ -12,6 +12,15 @@ from llm_rl.models import build_tiny_model, load_policy
 PREFIXES = ["Start 3. Add 4.\n", "ab", "Start 12. Add 5, times 3.\n3 + 4 = 7\n"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
     path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", hidden_size=32, num_layers=2, num_heads=2)

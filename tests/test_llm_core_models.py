@@ -12,6 +12,15 @@ from llm_rl.models import build_tiny_model, load_policy, resolve_model_path
 from llm_rl.policy import Policy
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return build_tiny_model(

@@ -303,15 +303,7 @@ def make_backend(kind: str, policy: Policy, budget: Budget | None = None) -> Gen
     if kind == "hf":
         return HFBackend(policy, budget)
     if kind == "vllm":
-        try:
-            import vllm  # noqa: F401
-        except ImportError as e:
-            raise ImportError(
-                "model.generation_backend 'vllm' needs vLLM: pip install 'relabel-rl[vllm]' (GPU only); "
-                "or use generation_backend: hf"
-            ) from e
-        raise NotImplementedError(
-            "a vLLM backend (weight sync + prefix caching with exact token counts) is not implemented yet; "
-            "use generation_backend: hf"
-        )
+        from llm_rl.vllm_backend import VLLMBackend  # imports vllm lazily; a clear error names the extra
+
+        return VLLMBackend(policy, budget)
     raise ValueError(f"unknown generation backend {kind!r}; choose 'hf' or 'vllm'")

@@ -41,7 +41,6 @@ Where it departs from AlphaZero, and why:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -296,10 +295,43 @@ def gradient_sample(
     return loss
 
 
-def train(cfg: ExperimentConfig, run: Any, *, init_model: str) -> dict:
-    """Train the relabeller from ``init_model`` until the budget is spent (resumes from ``run``)."""
-    raise NotImplementedError  # wired to llm_rl.loop.run_training below once it lands
+def train(cfg: ExperimentConfig, run: Any, *, init_model: str, progress: bool = True) -> dict:
+    """Train the relabeller from ``init_model`` until the budget is spent, resuming from ``run``'s checkpoint.
 
+    The outer loop (prompt batches, AdamW, evaluation, checkpoints, resume, ``run.path / "final"``) is
+    `llm_rl.loop.run_training`; this module supplies the algorithm as ``collect`` (steps 1-4) and ``loss_fn``
+    (step 5). Returns the final evaluation record.
+    """
+    from llm_rl.budget import Budget
+    from llm_rl.loop import load_task, run_training
+    from llm_rl.models import load_policy
+    from relabel_rl.rundir import seed_everything
 
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
+    task = load_task(cfg)  # the contained verifier and the train/test rows (validated before the model loads)
+    seed_everything(cfg.seed)  # a fresh value head (base model without one) is initialised from the seed
+    policy = load_policy(
+        init_model, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
+    )
+    budget = Budget()  # restored in place by the loop on resume; the env charges verifier calls to it
+
+    def collect(examples: list[dict], policy: Any, backend: Any, generator: torch.Generator) -> RelabelBatch:
+        env = make_env(
+            cfg,
+            examples,
+            verifier=task.verifier,
+            backend=backend,
+            policy=policy,
+            budget=budget,
+            generator=generator,
+        )
+        with torch.no_grad():
+            episodes = relabel_episodes(env, list(range(len(examples))), cfg.relabel, _numpy_rng(generator))
+        return RelabelBatch(episodes, env.stats.as_dict())
+
+    def loss_fn(batch: RelabelBatch, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, metrics = relabel_loss(batch.episodes, policy, cfg.relabel)
+        return loss, {**metrics, **batch.stats}
+
+    return run_training(
+        cfg, run, policy, collect=collect, loss_fn=loss_fn, budget=budget, task=task, progress=progress
+    )

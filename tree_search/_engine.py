@@ -40,9 +40,10 @@ class Tree:
         """MuZero-style min-max statistics, seeded with the root's value and its visited edges' Q (reuse)."""
         root = self.root
         self.q_min = self.q_max = root.mean_value
-        visited = root.visit_counts > 0
+        visits = root.visit_counts
+        visited = visits > 0
         if visited.any():
-            q = root.value_sums[visited] / root.visit_counts[visited]
+            q = root.value_sums[visited] / visits[visited]
             self.q_min = min(self.q_min, float(q.min()))
             self.q_max = max(self.q_max, float(q.max()))
 
@@ -154,7 +155,7 @@ def run_rounds(
             is_root = False
             path.append((node, a))
             if use_vl:
-                node.set_edge(a, node._visit_counts[a] + 1, node._value_sums[a] - virtual_loss)
+                node.set_edge(a, node._n[a] + 1, node._w[a] - virtual_loss)
                 node.visit_count += 1
                 node.value_sum -= virtual_loss
             child = node._children[a]
@@ -163,8 +164,8 @@ def run_rounds(
                 terminal = bool(transition.terminal)
                 child = Node(transition.state, is_terminal=terminal)
                 node._children[a] = child
-                node._rewards[a] = transition.reward
-                node._terminal[a] = terminal
+                node._r[a] = float(transition.reward)
+                node._t[a] = terminal
                 return path, child, (_TERMINAL if terminal else _EXPAND)
             if child.is_terminal:
                 return path, child, _TERMINAL
@@ -176,7 +177,7 @@ def run_rounds(
 
     def revert_virtual_loss(path: list) -> None:
         for node, a in path:
-            node.set_edge(a, node._visit_counts[a] - 1, node._value_sums[a] + virtual_loss)
+            node.set_edge(a, node._n[a] - 1, node._w[a] + virtual_loss)
             node.visit_count -= 1
             node.value_sum += virtual_loss
 
@@ -184,14 +185,14 @@ def run_rounds(
         g = value
         q_min, q_max = tree.q_min, tree.q_max
         for node, a in reversed(path):
-            g = float(node._rewards[a]) + sign_discount * g
-            n = int(node._visit_counts[a]) + 1
-            s = float(node._value_sums[a]) + g
+            g = node._r[a] + sign_discount * g
+            n = node._n[a] + 1
+            s = node._w[a] + g
             q = s / n
-            node._visit_counts[a] = n
-            node._value_sums[a] = s
+            node._n[a] = n
+            node._w[a] = s
             node._q[a] = q
-            node._pu[a] = node._sel_prior[a] / (1.0 + n)
+            node._pu[a] = node._sp[a] / (1.0 + n)
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:
@@ -199,7 +200,7 @@ def run_rounds(
                     q_min = q
                 if q > q_max:
                     q_max = q
-        tree.q_min, tree.q_max = float(q_min), float(q_max)
+        tree.q_min, tree.q_max = q_min, q_max
 
     while True:
         active = [t for t in trees if t.sims_done < num_simulations]

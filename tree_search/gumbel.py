@@ -157,13 +157,14 @@ def gumbel_search(
         if is_root:
             gumbel_logits, _, schedule = tree.extra
             scores = gumbel_logits + sigma  # -inf where the prior is 0
-            allowed = node.visit_counts == schedule[tree.sims_done]
+            allowed = np.asarray(node._n) == schedule[tree.sims_done]
             if allowed.any():
                 scores = np.where(allowed, scores, -np.inf)
             return int(scores.argmax())
         logits = _logits(node.prior)
         improved = _softmax(logits + sigma)
-        scores = improved - node.visit_counts / (1.0 + node.visit_counts.sum())
+        visits = node.visit_counts
+        scores = improved - visits / (1.0 + visits.sum())
         return int(np.where(node.prior > 0.0, scores, -np.inf).argmax())
 
     run_rounds(

@@ -139,14 +139,14 @@ def search(
         scores += node._q
         best = int(scores.argmax())
         best_score = scores[best]
-        order, i, visits = node._order, node._next, node._visit_counts
+        order, i, visits = node._order, node._next, node._n
         n_order = len(order)
         while i < n_order and visits[order[i]] > 0:
             i += 1
         node._next = i
         if i < n_order:
             a = order[i]
-            candidate = (fpu_norm * scale + lo) + node._sel_prior[a] * coef
+            candidate = (fpu_norm * scale + lo) + node._sp[a] * coef
             if candidate > best_score or (candidate == best_score and a < best):
                 return a
         return best

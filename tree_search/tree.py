@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = ["Node", "advance"]
 
+_sum, _min = np.add.reduce, np.minimum.reduce
 _PRIOR_TOLERANCE = 1e-3  # |sum(prior) - 1| above this is an error; below it the prior is renormalised
 
 
@@ -37,8 +38,8 @@ class Node:
       rewards: ``[A]`` float64 reward of each edge (filled when the child is first created).
       terminal: ``[A]`` bool, the edge leads to a terminal state (filled when the child is first created).
       children: list of ``Node | None`` (``None`` until the edge is first traversed).
-      (``visit_counts``, ``value_sums``, ``rewards``, ``terminal`` and ``children`` are read-only properties whose
-      arrays are allocated on first use; mutate them in place only through :meth:`set_edge`.)
+      (``visit_counts``, ``value_sums``, ``rewards`` and ``terminal`` are read-only properties that return fresh
+      NumPy copies; change edge statistics only through :meth:`set_edge`.)
       info: the ``Expansion.info`` payload of the evaluator.
       value: the evaluator's value estimate for this state (``None`` until expanded; 0 for terminal nodes).
       visit_count: visits of the node itself (1 for the expansion + 1 per simulation through it).
@@ -48,16 +49,17 @@ class Node:
 
     __slots__ = (
         "_children",
+        "_n",
         "_next",
         "_order",
         "_pending",
         "_pu",
         "_q",
-        "_rewards",
+        "_r",
         "_sel_prior",
-        "_terminal",
-        "_value_sums",
-        "_visit_counts",
+        "_sp",
+        "_t",
+        "_w",
         "actions",
         "info",
         "is_terminal",
@@ -78,12 +80,14 @@ class Node:
         self.visit_count = 0
         self.value_sum = 0.0
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
-        # Per-edge arrays are allocated lazily (alloc_stats), the first time the search selects below the node:
-        # most expanded leaves are never selected from, and allocation dominated the cost of an expansion.
-        self._visit_counts: np.ndarray | None = None
-        self._value_sums: np.ndarray | None = None
-        self._rewards: np.ndarray | None = None
-        self._terminal: np.ndarray | None = None
+        # Per-edge statistics are allocated lazily (alloc_stats), the first time the search selects below the
+        # node: most expanded leaves are never selected from, and allocation dominated the cost of an expansion.
+        # Scalar statistics live in Python lists (the backup reads and writes single entries, which is several
+        # times faster on lists than on NumPy arrays); the public properties return NumPy copies.
+        self._n: list[int] | None = None  # visit count per edge
+        self._w: list[float] | None = None  # value sum per edge
+        self._r: list[float] | None = None  # reward per edge
+        self._t: list[bool] | None = None  # terminal flag per edge
         self._children: list[Node | None] | None = None
         # Caches kept in step with visit_counts/value_sums by the search (see set_edge), so that PUCT needs two
         # vectorised operations per node: ``_q`` = mean Q of visited edges (-inf if unvisited) and ``_pu`` =
@@ -94,6 +98,7 @@ class Node:
         self._q: np.ndarray | None = None
         self._pu: np.ndarray | None = None
         self._sel_prior: np.ndarray | None = None
+        self._sp: list[float] | None = None  # _sel_prior as a list
         self._order: list[int] | None = None
         self._next = 0
 
@@ -116,13 +121,13 @@ class Node:
 
         Idempotent; done lazily, when the search first selects below the node (or an accessor needs the arrays).
         """
-        if self._visit_counts is not None or self.actions is None:
+        if self._n is not None or self.actions is None:
             return
         num_actions = len(self.actions)
         prior = self.prior
         if num_actions:
-            total = float(prior.sum())
-            smallest = float(prior.min())
+            total = float(_sum(prior))
+            smallest = float(_min(prior))
             if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or smallest < 0.0:
                 raise ValueError(
                     f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}"
@@ -136,10 +141,10 @@ class Node:
                 if self._sel_prior is prior:
                     self._sel_prior = renormalised
                 self.prior = prior = renormalised
-        self._visit_counts = np.zeros(num_actions, dtype=np.int64)
-        self._value_sums = np.zeros(num_actions, dtype=np.float64)
-        self._rewards = np.zeros(num_actions, dtype=np.float64)
-        self._terminal = np.zeros(num_actions, dtype=bool)
+        self._n = [0] * num_actions
+        self._w = [0.0] * num_actions
+        self._r = [0.0] * num_actions
+        self._t = [False] * num_actions
         self._children = [None] * num_actions
         self._q = np.empty(num_actions, dtype=np.float64)
         self._q.fill(-np.inf)
@@ -148,49 +153,50 @@ class Node:
 
     def _set_order(self) -> None:
         prior = self._sel_prior
+        self._sp = prior.tolist()
         order = np.argsort(-prior, kind="stable")
-        self._order = order[: int((prior > 0.0).sum())].tolist()
+        self._order = order[: np.count_nonzero(prior)].tolist()  # prior >= 0 was validated
         self._next = 0
 
     def set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
         """Overwrite one edge's statistics, keeping the PUCT caches in step."""
         self.alloc_stats()
-        self._visit_counts[index] = visit_count
-        self._value_sums[index] = value_sum
+        self._n[index] = visit_count = int(visit_count)
+        self._w[index] = value_sum = float(value_sum)
         if visit_count > 0:
             self._q[index] = value_sum / visit_count
         else:
             self._q[index] = -np.inf
             self._next = 0  # this edge is unvisited again (a virtual loss reverted): rescan
-        self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
+        self._pu[index] = self._sp[index] / (1.0 + visit_count)
 
     def use_prior(self, prior: np.ndarray) -> None:
         """Select below this node with ``prior`` (e.g. the Dirichlet-noised root prior); ``node.prior`` is kept."""
         self.alloc_stats()
         self._sel_prior = prior
-        self._pu = prior / (1.0 + self._visit_counts)
+        self._pu = prior / (1.0 + np.asarray(self._n, dtype=np.float64))
         self._set_order()
 
-    # -- per-edge arrays (None until expanded) ------------------------------------------------------------------
+    # -- per-edge arrays: fresh NumPy copies (None until expanded) ---------------------------------------------
     @property
     def visit_counts(self) -> np.ndarray | None:
         self.alloc_stats()
-        return self._visit_counts
+        return None if self._n is None else np.array(self._n, dtype=np.int64)
 
     @property
     def value_sums(self) -> np.ndarray | None:
         self.alloc_stats()
-        return self._value_sums
+        return None if self._w is None else np.array(self._w, dtype=np.float64)
 
     @property
     def rewards(self) -> np.ndarray | None:
         self.alloc_stats()
-        return self._rewards
+        return None if self._r is None else np.array(self._r, dtype=np.float64)
 
     @property
     def terminal(self) -> np.ndarray | None:
         self.alloc_stats()
-        return self._terminal
+        return None if self._t is None else np.array(self._t, dtype=bool)
 
     @property
     def children(self) -> list[Node | None]:
@@ -219,8 +225,9 @@ class Node:
         """``[A]`` mean return per edge; NaN for unvisited edges."""
         if self.actions is None:
             return np.zeros(0)
+        visits = self.visit_counts
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.visit_counts > 0, self.value_sums / self.visit_counts, np.nan)
+            return np.where(visits > 0, self.value_sums / visits, np.nan)
 
     def child(self, index: int) -> Node | None:
         """The child under action ``actions[index]``, or ``None`` if that edge was never traversed."""
@@ -262,10 +269,9 @@ class Node:
             return f"Node(terminal, N={self.visit_count})"
         if self.actions is None:
             return "Node(unexpanded)"
-        order = np.argsort(-self.visit_counts, kind="stable")[:3]
-        top = ", ".join(
-            f"{self.actions[i]!r}:N={int(self.visit_counts[i])}" for i in order if self.visit_counts[i] > 0
-        )
+        visits = self.visit_counts
+        order = np.argsort(-visits, kind="stable")[:3]
+        top = ", ".join(f"{self.actions[i]!r}:N={int(visits[i])}" for i in order if visits[i] > 0)
         return (
             f"Node(N={self.visit_count}, V={self.mean_value:+.3f}, value={self.value:+.3f}, "
             f"actions={len(self.actions)}, top=[{top}])"
@@ -291,7 +297,7 @@ def advance(result_or_node: Any, index: int, *, env: Any = None) -> Node:
         )
     transition = env.step(root.state, root.actions[index])
     child = Node(transition.state, is_terminal=bool(transition.terminal))
-    root.children[index] = child
-    root.rewards[index] = float(transition.reward)
-    root.terminal[index] = bool(transition.terminal)  # the arrays exist: child() above allocated them
+    root._children[index] = child  # the statistics exist: child() above allocated them
+    root._r[index] = float(transition.reward)
+    root._t[index] = bool(transition.terminal)
     return child

@@ -33,7 +33,10 @@ def parse_operations(text: str) -> list[tuple[str, int]]:
 
 @register
 class ChainArithmetic(Verifier):
-    """Start value + k operations; rows carry ``start`` (int) and ``operations`` (str, e.g. ``"+5 *3 -4"``)."""
+    """Start value + k operations (+ - *), one checkable line each; the quickstart task.
+
+    Rows carry ``start`` (int) and ``operations`` (str, e.g. ``"+5 *3 -4"``).
+    """
 
     name = "chain_arithmetic"
     trusted = True

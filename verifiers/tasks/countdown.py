@@ -28,7 +28,10 @@ __all__ = ["Countdown"]
 
 @register
 class Countdown(Verifier):
-    """Rows carry ``numbers`` (list[int]) and ``target`` (int)."""
+    """Reach a target from given numbers with + - * / (TinyZero-style); each equation checkable.
+
+    Rows carry ``numbers`` (list[int]) and ``target`` (int).
+    """
 
     name = "countdown"
     trusted = True

@@ -66,7 +66,10 @@ def scratchpad(a: int, op: str, b: int) -> list[str]:
 
 @register
 class LongArithmetic(Verifier):
-    """Rows carry ``a`` (int), ``op`` (``"+"`` or ``"*"``) and ``b`` (int)."""
+    """Multi-digit addition/multiplication with a written scratchpad, each line checkable.
+
+    Rows carry ``a`` (int), ``op`` (``"+"`` or ``"*"``) and ``b`` (int).
+    """
 
     name = "long_arithmetic"
     trusted = True

@@ -26,7 +26,10 @@ def _gold_text(answer: str) -> str:
 
 @register
 class MathAnswer(Verifier):
-    """Rows carry ``answer`` (the gold final answer, LaTeX or plain; GSM8K ``#### x`` accepted)."""
+    """GSM8K/MATH-style final answers checked by math-verify (bring your own rows).
+
+    Rows carry ``answer`` (the gold final answer, LaTeX or plain; GSM8K ``#### x`` accepted).
+    """
 
     name = "math"
     trusted = False

@@ -36,7 +36,9 @@ def extract_code(completion: str) -> str:
 
 @register
 class PythonCode(Verifier):
-    """Rows carry ``tests`` (Python ``assert`` statements, one test per top-level statement) and ``entry_point``.
+    """Python functions scored by unit tests in a sandboxed subprocess.
+
+    Rows carry ``tests`` (Python ``assert`` statements, one test per top-level statement) and ``entry_point``.
 
     Args:
       limits: the sandbox limits; keyword knobs (``wall_seconds=2``, ...) may be given instead.

@@ -154,7 +154,7 @@ class Node:
     def _set_order(self) -> None:
         prior = self._sel_prior
         self._sp = prior.tolist()
-        order = np.argsort(-prior, kind="stable")
+        order = (-prior).argsort(kind="stable")
         self._order = order[: np.count_nonzero(prior)].tolist()  # prior >= 0 was validated
         self._next = 0
 

@@ -41,6 +41,10 @@ def select_action(
     """
     policy = visit_policy(visit_counts, temperature)
     if temperature == 0.0:
-        return int(np.argmax(policy))
+        return int(policy.argmax())
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return int(generator.choice(policy.size, p=policy))
+    cumulative = policy.cumsum()  # inverse-CDF sampling (Generator.choice with p= costs ~10x more)
+    index = int(cumulative.searchsorted(generator.random() * cumulative[-1], side="right"))
+    if index >= policy.size or policy[index] == 0.0:  # u * total rounded up to the total: the last non-zero
+        index = int(np.flatnonzero(policy)[-1])
+    return index

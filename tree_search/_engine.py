@@ -203,12 +203,17 @@ def run_rounds(
         tree.q_min, tree.q_max = q_min, q_max
 
     while True:
-        active = [t for t in trees if t.sims_done < num_simulations]
-        if not active:
-            return
         pending: list[tuple[Tree, list, Node]] = []
-        for tree in active:
-            for _ in range(min(leaves_per_round, num_simulations - tree.sims_done)):
+        active = False
+        for tree in trees:
+            budget = num_simulations - tree.sims_done
+            if budget <= 0:
+                continue
+            active = True
+            if budget > leaves_per_round:
+                budget = leaves_per_round
+            while budget:
+                budget -= 1
                 path, leaf, kind = descend(tree)
                 if kind == _COLLIDE:  # another descent of this round already waits on this leaf
                     revert_virtual_loss(path)
@@ -218,12 +223,14 @@ def run_rounds(
                     leaf._pending = True
                     pending.append((tree, path, leaf))
                     continue
-                value = 0.0 if kind == _TERMINAL else float(leaf.value)
+                value = 0.0 if kind == _TERMINAL else leaf.value
                 leaf.visit_count += 1
                 leaf.value_sum += value
                 if use_vl:
                     revert_virtual_loss(path)
                 backup(tree, path, value)
+        if not active:
+            return
         if pending:
             expansions = expand([leaf.state for _, _, leaf in pending])
             if len(expansions) != len(pending):

@@ -39,6 +39,7 @@ __all__ = ["DEFAULT_TIMEOUT", "ContainedVerifier", "ScoreOutcome", "VerifierStat
 
 DEFAULT_TIMEOUT = 5.0  # seconds per call for untrusted verifiers
 WORKER_START_TIMEOUT = 120.0  # seconds for a spawned worker to import its verifier (not charged to a call)
+MAX_FAILED_STARTS = 3  # a verifier that cannot even load in a worker fails fast after this many tries
 _LOG_FIRST = 3  # log the first few failures of each kind per verifier, then every _LOG_EVERY-th
 _LOG_EVERY = 1000
 
@@ -109,6 +110,7 @@ class _Worker:
         self._verifier = verifier
         self._process: Any = None
         self._conn: Any = None
+        self._failed_starts = 0  # consecutive; after MAX_FAILED_STARTS the worker stops respawning
 
     def _start(self) -> str | None:
         ctx = multiprocessing.get_context("spawn")
@@ -137,9 +139,16 @@ class _Worker:
     def call(self, method: str, args: tuple, timeout: float) -> tuple[str, Any]:
         if self._process is None or not self._process.is_alive():
             self.close()
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                return (
+                    "worker_died",
+                    f"worker failed to start {MAX_FAILED_STARTS} times in a row; not retrying",
+                )
             error = self._start()
             if error is not None:
+                self._failed_starts += 1
                 return "worker_died", error
+            self._failed_starts = 0
         try:
             self._conn.send((method, args))
             if not self._conn.poll(timeout):

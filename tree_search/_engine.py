@@ -192,7 +192,7 @@ def run_rounds(
             node._n[a] = n
             node._w[a] = s
             node._q[a] = q
-            node._pu[a] = node._sp[a] / (1.0 + n)
+            node._pu[a] = node._sel_prior[a] / (1.0 + n)
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:

@@ -123,7 +123,7 @@ def search(
         # puct_scores() times the Q range, minus a per-node constant (same argmax; tested against it):
         #   visited:   (q - lo) / scale + U          ->  q + U * scale
         #   unvisited: clip((fpu - lo) / scale) + U  ->  clip(...) * scale + lo + U * scale
-        # Unvisited edges share the FPU, so only the one with the highest prior (node._order) can win among them:
+        # Unvisited edges share the FPU, so only the one with the highest prior (node._first/_order) can win among them:
         # two array operations over the visited edges (unvisited have _q = -inf) plus one scalar candidate.
         # Ties go to the lower index, as np.argmax over puct_scores() would.
         n_parent = node.visit_count
@@ -139,14 +139,20 @@ def search(
         scores += node._q
         best = int(scores.argmax())
         best_score = scores[best]
-        order, i, visits = node._order, node._next, node._n
-        n_order = len(order)
-        while i < n_order and visits[order[i]] > 0:
-            i += 1
-        node._next = i
-        if i < n_order:
-            a = order[i]
-            candidate = (fpu_norm * scale + lo) + node._sp[a] * coef
+        visits = node._n
+        order = node._order
+        if order is None:  # until the highest-prior action is visited, it is the candidate
+            a = node._first
+            if visits[a] > 0:
+                order = node.build_order()
+        if order is not None:
+            i, n_order = node._next, len(order)
+            while i < n_order and visits[order[i]] > 0:
+                i += 1
+            node._next = i
+            a = order[i] if i < n_order else -1
+        if a >= 0:
+            candidate = (fpu_norm * scale + lo) + node._sel_prior[a] * coef
             if candidate > best_score or (candidate == best_score and a < best):
                 return a
         return best

@@ -49,6 +49,7 @@ class Node:
 
     __slots__ = (
         "_children",
+        "_first",
         "_n",
         "_next",
         "_order",
@@ -57,7 +58,6 @@ class Node:
         "_q",
         "_r",
         "_sel_prior",
-        "_sp",
         "_t",
         "_w",
         "actions",
@@ -93,12 +93,13 @@ class Node:
         # vectorised operations per node: ``_q`` = mean Q of visited edges (-inf if unvisited) and ``_pu`` =
         # prior / (1 + n) for the prior in use (the node's own, or the noised one while it is a search root).
         # All unvisited edges share one Q (the FPU), so the best of them is the unvisited one with the highest
-        # prior: ``_order`` lists the non-zero-prior actions by decreasing prior, ``_next`` points at the first
+        # prior: ``_first`` is the highest-prior action; once it is visited, ``_order`` (built then, by
+        # build_order) lists the non-zero-prior actions by decreasing prior, ``_next`` points at the first
         # unvisited one. Zero-prior actions are in neither, so they are never selected (pruning).
         self._q: np.ndarray | None = None
         self._pu: np.ndarray | None = None
         self._sel_prior: np.ndarray | None = None
-        self._sp: list[float] | None = None  # _sel_prior as a list
+        self._first = 0
         self._order: list[int] | None = None
         self._next = 0
 
@@ -152,11 +153,17 @@ class Node:
         self._set_order()
 
     def _set_order(self) -> None:
+        self._first = int(self._sel_prior.argmax())  # ties: the lowest index, as in the stable order below
+        self._order = None
+        self._next = 0
+
+    def build_order(self) -> list[int]:
+        """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited."""
         prior = self._sel_prior
-        self._sp = prior.tolist()
         order = (-prior).argsort(kind="stable")
         self._order = order[: np.count_nonzero(prior)].tolist()  # prior >= 0 was validated
         self._next = 0
+        return self._order
 
     def set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
         """Overwrite one edge's statistics, keeping the PUCT caches in step."""
@@ -168,7 +175,7 @@ class Node:
         else:
             self._q[index] = -np.inf
             self._next = 0  # this edge is unvisited again (a virtual loss reverted): rescan
-        self._pu[index] = self._sp[index] / (1.0 + visit_count)
+        self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
 
     def use_prior(self, prior: np.ndarray) -> None:
         """Select below this node with ``prior`` (e.g. the Dirichlet-noised root prior); ``node.prior`` is kept."""

@@ -344,6 +344,9 @@ def write_report(
             sentence, verdict = performance_sentence("relabel", "mc_value", stats, budget_text=budget_text)
             sentences.append(sentence + " (If MC values match the tree, the tree is not what helps.)")
             summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
+        overshoot = _overshoot_notes(stats, axis=axis, limit=limit)
+        summary.setdefault("overshoot", []).extend({"warm_start": ws, **o} for o in overshoot)
+        sentences += [o["text"] for o in overshoot]
         lines += [f"- {s}" for s in sentences] + ([""] if sentences else [])
         plot_names = []
         for key, label, stem in CURVE_AXES if plots else ():
@@ -391,6 +394,32 @@ def write_report(
                 f.write(json.dumps({"arm": r.arm, "seed": r.seed, "warm_start": r.warm_start, **e}) + "\n")
     (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
     return summary
+
+
+def _overshoot_notes(
+    stats: Mapping[str, Mapping[str, Any]], *, axis: str, limit: float
+) -> list[dict[str, Any]]:
+    """Arms whose final spend on the budget axis passed the limit by more than 10 %: their optimizer step is coarse
+    against the budget (a step in flight finishes), so "equal budget" holds only roughly for the final numbers."""
+    notes = []
+    for arm, s in stats.items():
+        spent = s["spend"].get(axis)
+        if spent is None or math.isnan(spent.mean) or spent.mean <= 1.1 * limit:
+            continue
+        pct = 100.0 * (spent.mean / limit - 1.0)
+        notes.append(
+            {
+                "arm": arm,
+                "mean_spend": spent.mean,
+                "text": (
+                    f"Note: {ARM_LABELS.get(arm, arm)} spent {_fmt_budget(spent.mean, axis)} "
+                    f"{axis.replace('_', ' ')} on average, {pct:.0f}% over the limit of {_fmt_budget(limit, axis)} "
+                    "(its last step finished past the limit): read its curve at equal spend, or raise budget.limit "
+                    "so that one step is a small part of it."
+                ),
+            }
+        )
+    return notes
 
 
 def _fmt_rate(v: Any) -> str:

@@ -85,6 +85,11 @@ def test_report_table_threshold_and_sentence(tmp_path):
     evals = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
     assert len(evals) == 18 and {e["arm"] for e in evals} == {"grpo", "relabel"}
     assert json.loads((tmp_path / "summary.json").read_text())["threshold"] == 0.5
+    assert not s.get("overshoot")  # every run spent exactly the limit
+    over = write_report(tmp_path, axis="generated_tokens", limit=150, threshold=0.5, task="t", plots=False)
+    assert {o["arm"] for o in over["overshoot"]} == {"grpo", "relabel"} and "33% over" in over["overshoot"][
+        0
+    ]["text"]
 
 
 @pytest.mark.parametrize(

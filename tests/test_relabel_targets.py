@@ -172,3 +172,12 @@ def test_value_targets_modes() -> None:
     assert value_targets(episodes, "mix") == pytest.approx([0.85])
     with pytest.raises(ValueError, match="value_target"):
         value_targets(episodes, "nope")
+
+
+def test_all_rejected_candidates_are_left_unpruned() -> None:
+    env, _ = make_env([ONE_OP], {ONE_OP["prompt"]: ["Answer: 6", "Answer: 7"]}, k=2)
+    (expansion,) = env.expand([StepState(0, ())])
+    assert expansion.prior.tolist() == [0.5, 0.5]  # a node needs a move: nothing is pruned
+    assert expansion.info["rejected"].tolist() == [True, True]
+    assert env.stats.all_rejected_nodes == 1
+    assert expansion.value == 0.5 and expansion.info["token_ids"][0] == tuple(range(10))

@@ -45,23 +45,30 @@ def go_positions(game: pyspiel.Game, count: int, seed: int) -> list[pyspiel.Stat
 
 
 class GoEnv:
-    """The SearchEnv for OpenSpiel Go: two-player, reward = the mover's return at terminal states."""
+    """The SearchEnv for OpenSpiel Go: two-player, reward = the mover's return at terminal states.
+
+    ``evaluate=None`` is the uniform evaluator (uniform prior over legal moves, value 0), the same work as
+    :class:`UniformEvaluator` does for OpenSpiel's MCTS. ``evaluate=f`` calls ``f(states)`` and accumulates the
+    time spent in it.
+    """
 
     def __init__(self, evaluate=None) -> None:
-        self.evaluate = evaluate  # None = uniform prior, value 0
+        self.evaluate = evaluate
         self.expand_seconds = 0.0
         self.expand_calls = 0
         self.leaves = 0
 
     def expand(self, states):
-        t0 = time.perf_counter()
         if self.evaluate is None:
             out = []
             for state in states:
                 legal = state.legal_actions()
-                out.append(Expansion(legal, np.full(len(legal), 1.0 / len(legal)), 0.0))
-        else:
-            out = self.evaluate(states)
+                prior = np.empty(len(legal))
+                prior.fill(1.0 / len(legal))
+                out.append(Expansion(legal, prior, 0.0))
+            return out
+        t0 = time.perf_counter()
+        out = self.evaluate(states)
         self.expand_seconds += time.perf_counter() - t0
         self.expand_calls += 1
         self.leaves += len(states)

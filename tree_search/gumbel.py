@@ -190,7 +190,7 @@ def gumbel_search(
         results.append(
             SearchResult(
                 root=root,
-                actions=root.actions,
+                actions=tuple(root.actions),
                 visit_counts=visits,
                 improved_policy=improved,
                 q_values=_mixed_completed_q(root),

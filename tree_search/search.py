@@ -179,7 +179,7 @@ def search(
         results.append(
             SearchResult(
                 root=root,
-                actions=root.actions,
+                actions=tuple(root.actions),
                 visit_counts=visits,
                 improved_policy=improved,
                 q_values=completed_root_q(root),

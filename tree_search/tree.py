@@ -31,7 +31,7 @@ class Node:
 
     Attributes:
       state: the caller's state at this node.
-      actions: the candidate actions (a tuple) once expanded, else ``None``.
+      actions: the candidate actions (the evaluator's sequence, not copied) once expanded, else ``None``.
       prior: ``[A]`` float64 prior used below this node (the evaluator's; root noise is not written here).
       visit_counts: ``[A]`` int64 number of simulations through each edge.
       value_sums: ``[A]`` float64 sum of returns through each edge (this node's player's view).
@@ -73,7 +73,7 @@ class Node:
     def __init__(self, state: Any, *, is_terminal: bool = False) -> None:
         self.state = state
         self.is_terminal = is_terminal
-        self.actions: tuple | None = None
+        self.actions: Sequence | None = None
         self.prior: np.ndarray | None = None
         self.info: Any = None
         self.value: float | None = 0.0 if is_terminal else None
@@ -109,7 +109,7 @@ class Node:
 
         ``prior`` must be a float64 array of ``len(actions)``; its content is validated by :meth:`alloc_stats`.
         """
-        self.actions = actions if type(actions) is tuple else tuple(actions)
+        self.actions = actions  # kept as given (a fresh list per call from most evaluators); results copy it
         self.prior = prior
         self.info = info
         self.value = value = float(value)

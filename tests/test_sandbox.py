@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,22 @@ def test_huge_output_is_capped():
     result = run_python_tests(code, "assert True", limits=FAST)
     assert not result.passed
     assert 0 < len(result.stdout) <= FAST.output_bytes
+
+
+@pytest.mark.skipif(not ROOT_ISOLATION, reason="the per-run uid sweep needs root")
+def test_children_that_leave_the_process_group_are_killed():
+    code = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)"
+    )
+    result = run_python_tests(code, "assert True", limits=FAST)
+    assert result.passed  # the parent itself behaved
+    escaped = int(result.stdout.split()[0])
+    status = f"/proc/{escaped}/status"
+    alive = os.path.exists(status) and "zombie" not in Path(status).read_text()
+    assert not alive, f"escaped child {escaped} survived the run"

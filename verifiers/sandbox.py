@@ -12,9 +12,11 @@ What the child gets (``SandboxLimits`` holds the numbers):
 * no network: when run as root, a fresh network namespace (``unshare(CLONE_NEWNET)`` via libc) — the child sees
   only a down loopback. Otherwise ``socket`` is replaced by a raiser inside the child (weaker: code can reach the
   ``_socket`` C module), see ``network_isolation()``;
-* when run as root, privileges dropped to ``nobody`` (uid/gid 65534) after the namespace is made: files outside
-  the fresh temporary working directory that ``nobody`` cannot write are safe from ``rm -rf``, and
-  ``RLIMIT_NPROC`` is enforced (the kernel does not enforce it for root);
+* when run as root, privileges dropped to a fresh unprivileged uid/gid (random, in a high range no account uses;
+  "nobody" below) after the namespace is made: files outside the temporary working directory are safe from
+  ``rm -rf`` by permissions, ``RLIMIT_NPROC`` is enforced (the kernel does not enforce it for root) and counts
+  only this run's processes, and after the run *every* process of that uid is SIGKILLed — including children that
+  left the process group with ``setsid``;
 * a temporary working directory (deleted afterwards), a cleared environment, ``python -I -S`` (no user site, no
   site-packages, no ``PYTHON*`` variables), stdin closed, and destructive ``os``/``shutil``/``subprocess``
   functions disabled in-process (defence in depth, bypassable by determined code).
@@ -46,7 +48,8 @@ from pathlib import Path
 __all__ = ["SandboxLimits", "SandboxResult", "network_isolation", "run_python_tests", "sandbox_interpreter"]
 
 _CLONE_NEWNET = 0x40000000
-_NOBODY = 65534
+_UID_BASE = 2_000_000_000  # per-run uids are drawn from [_UID_BASE, _UID_BASE + _UID_SPAN)
+_UID_SPAN = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def _libc_unshare_available() -> bool:
         return False
 
 
-def _make_preexec(limits: SandboxLimits, isolate_network: bool, drop_to_nobody: bool):
+def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | None):
     import resource  # POSIX only; imported here so the module imports anywhere
 
     def preexec() -> None:  # runs in the forked child before exec: keep it to async-signal-safe-ish calls
@@ -153,10 +156,10 @@ def _make_preexec(limits: SandboxLimits, isolate_network: bool, drop_to_nobody: 
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if drop_to_nobody:
+        if run_as is not None:
             os.setgroups([])
-            os.setgid(_NOBODY)
-            os.setuid(_NOBODY)
+            os.setgid(run_as)
+            os.setuid(run_as)
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
 
     return preexec
@@ -171,7 +174,8 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
     ``tests`` is split into top-level statements, each counted as one test; all must pass.
     """
     limits = limits or SandboxLimits()
-    python, drop_to_nobody = sandbox_interpreter()
+    python, drop_privileges = sandbox_interpreter()
+    run_as = _UID_BASE + secrets.randbelow(_UID_SPAN) if drop_privileges else None
     isolate_network = network_isolation() == "namespace"
     nonce = secrets.token_hex(16)
     workdir = Path(tempfile.mkdtemp(prefix="relabel-sandbox-"))
@@ -180,9 +184,9 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
         (workdir / "solution.py").write_text(code)
         (workdir / "tests.py").write_text(tests)
         shutil.copy(_HARNESS, workdir / "harness.py")
-        if drop_to_nobody:
+        if run_as is not None:
             for path in [workdir, *workdir.iterdir()]:
-                os.chown(path, _NOBODY, _NOBODY)
+                os.chown(path, run_as, run_as)
         result_path = private / "result"
         result_fd = os.open(result_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         stdout_path, stderr_path = workdir / "stdout.txt", workdir / "stderr.txt"
@@ -203,7 +207,7 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
                 stderr=stderr,
                 pass_fds=(result_fd,),
                 start_new_session=True,
-                preexec_fn=_make_preexec(limits, isolate_network, drop_to_nobody),
+                preexec_fn=_make_preexec(limits, isolate_network, run_as),
             )
         os.close(result_fd)
         timed_out = False
@@ -217,7 +221,9 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-        _kill_group(process.pid)  # also reaps children the code left behind in its group
+        _kill_group(process.pid)  # children the code left behind in its group
+        if run_as is not None:
+            _kill_uid(run_as)  # and any that escaped the group (setsid, double fork)
         if timed_out:
             process.wait()
         return _read_result(
@@ -231,6 +237,28 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _kill_uid(uid: int, *, rounds: int = 5) -> None:
+    """SIGKILL every process whose real uid is ``uid`` (the run's private uid), until none is left."""
+    for _ in range(rounds):
+        found = False
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            uid_line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
+            state = next((line for line in status.splitlines() if line.startswith("State:")), "")
+            if uid_line.split()[1:2] == [str(uid)] and "zombie" not in state:
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.01)
 
 
 def _read_result(

@@ -20,7 +20,8 @@ from go_baseline.gnugo import GnuGo, GtpClient
 from go_baseline.network import PolicyValueNet
 from go_baseline.selfplay import GoSearchEnv
 from go_baseline.sgf import game_to_sgf, write_sgf
-from tree_search import search
+from relabel_rl.report import wilson_interval
+from tree_search import gumbel_search, search
 
 __all__ = [
     "GameOutcome",
@@ -33,7 +34,6 @@ __all__ = [
     "elo_from_rate",
     "play_game",
     "play_match",
-    "wilson_interval",
 ]
 
 
@@ -73,7 +73,12 @@ class RandomPlayer:
 
 
 class NetPlayer:
-    """A network, with ``num_simulations`` of PUCT search per move (0: the raw policy's most likely move)."""
+    """A network with ``num_simulations`` of search per move (0: the raw policy's most likely move).
+
+    ``search="gumbel"``: Gumbel search without noise, playing the sequential-halving winner (strong with few
+    simulations); ``"puct"``: PUCT, playing the most visited move. ``score_weight`` must match training (the
+    terminal rewards of the search are on the value net's scale).
+    """
 
     def __init__(
         self,
@@ -83,10 +88,15 @@ class NetPlayer:
         num_simulations: int = 16,
         name: str = "net",
         c_puct_init: float = 1.25,
+        search: str = "gumbel",
+        max_considered: int = 16,
+        score_weight: float = 0.0,
     ) -> None:
+        if search not in ("gumbel", "puct"):
+            raise ValueError(f"search must be 'gumbel' or 'puct', got {search!r}")
         self.net, self.history, self.num_simulations, self.name = net, history, num_simulations, name
-        self.c_puct_init = c_puct_init
-        self.env = GoSearchEnv(net, history)
+        self.c_puct_init, self.search, self.max_considered = c_puct_init, search, max_considered
+        self.env = GoSearchEnv(net, history, score_weight=score_weight)
 
     def new_game(self, board_size: int, komi: float) -> None:
         if board_size != self.net.cfg.board_size:
@@ -101,6 +111,18 @@ class NetPlayer:
         if self.num_simulations <= 0:
             exp = self.env.expand([pos])[0]
             return int(exp.actions[int(np.argmax(exp.prior))])
+        if self.search == "gumbel":
+            (res,) = gumbel_search(
+                [pos],
+                self.env,
+                num_simulations=self.num_simulations,
+                max_num_considered_actions=self.max_considered,
+                gumbel_scale=0.0,
+                two_player=True,
+                value_bounds=(-1.0, 1.0),
+                rng=0,
+            )
+            return int(res.selected_action)
         (res,) = search(
             [pos],
             self.env,
@@ -186,19 +208,9 @@ def play_game(
     return GameOutcome(black.name, white.name, tuple(moves), pos.result(), pos.score(), "score")
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a proportion (draws count half); (0, 1) when ``n == 0``."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def elo_from_rate(rate: float, n: int) -> float:
-    """Elo difference implied by a win rate, clipped to ±(what half a game out of ``n`` would imply)."""
+    """Elo difference implied by a win rate, clipped to what half a game out of ``n`` would imply (finite, for
+    plotting learning curves; the report's intervals use :func:`relabel_rl.report.elo_difference`)."""
     eps = 0.5 / max(n, 1)
     p = min(max(rate, eps), 1 - eps)
     return 400.0 * math.log10(p / (1 - p))
@@ -225,7 +237,8 @@ class MatchResult:
 
     @property
     def ci(self) -> tuple[float, float]:
-        return wilson_interval(self.wins + 0.5 * self.draws, self.n)
+        r = wilson_interval(self.wins + 0.5 * self.draws, self.n)
+        return r.low, r.high
 
     @property
     def elo(self) -> float:
@@ -236,7 +249,7 @@ class MatchResult:
         return {
             "player": self.player,
             "opponent": self.opponent,
-            "games": self.n,
+            "eval_games": self.n,
             "wins": self.wins,
             "losses": self.losses,
             "draws": self.draws,
@@ -244,6 +257,7 @@ class MatchResult:
             "ci95": [lo, hi],
             "elo": self.elo,
             "elo_ci95": [elo_from_rate(lo, self.n), elo_from_rate(hi, self.n)],
+            "scores": [g.score for g in self.games],
         }
 
 

@@ -94,14 +94,30 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
     torch.set_num_threads(cfg.threads)
     net, _meta = load_net(a.checkpoint)
     sims = cfg.eval.num_simulations if a.simulations is None else a.simulations
-    me = NetPlayer(net, history=net.cfg.history, num_simulations=sims, name=Path(a.checkpoint).stem)
+    me = NetPlayer(
+        net,
+        history=net.cfg.history,
+        num_simulations=sims,
+        name=Path(a.checkpoint).stem,
+        search=cfg.selfplay.search,
+        max_considered=cfg.selfplay.max_considered,
+        score_weight=cfg.selfplay.score_weight,
+    )
     if a.opponent == "random":
         opp = RandomPlayer(seed=cfg.seed)
     elif a.opponent == "gnugo":
         opp = GnuGoPlayer(a.gnugo_level if a.gnugo_level is not None else cfg.eval.gnugo_level, seed=cfg.seed)
     else:
         onet, _ = load_net(a.opponent)
-        opp = NetPlayer(onet, history=onet.cfg.history, num_simulations=sims, name=Path(a.opponent).stem)
+        opp = NetPlayer(
+            onet,
+            history=onet.cfg.history,
+            num_simulations=sims,
+            name=Path(a.opponent).stem,
+            search=cfg.selfplay.search,
+            max_considered=cfg.selfplay.max_considered,
+            score_weight=cfg.selfplay.score_weight,
+        )
     try:
         res = play_match(
             me,
@@ -143,7 +159,7 @@ def _cmd_gtp(a: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_compare(a: argparse.Namespace, overrides: list[str]) -> int:
     from go_baseline.compare import compare
 
-    out = compare(a.az_run, a.pg_run, out_dir=a.out, probe_positions=a.probe_positions)
+    out = compare(a.az, a.pg, out_dir=a.out, probe_positions=a.probe_positions, probe_games=a.probe_games)
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -175,10 +191,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--simulations", type=int, default=32)
     g.add_argument("--threads", type=int, default=1)
     c = sub.add_parser("compare", help="AZ vs PG report from two run directories")
-    c.add_argument("az_run")
-    c.add_argument("pg_run")
-    c.add_argument("--out", default=None)
+    c.add_argument("--az", nargs="+", required=True, help="AlphaZero run directories (one per seed)")
+    c.add_argument("--pg", nargs="+", required=True, help="policy-gradient run directories (one per seed)")
+    c.add_argument("--out", default=None, help="output directory (default: <first AZ run>/../compare)")
     c.add_argument("--probe-positions", type=int, default=64)
+    c.add_argument("--probe-games", type=int, default=64)
     return p
 
 

@@ -5,8 +5,9 @@ play, genmove, final_score, showboard. Every malformed, unknown or illegal comma
 engine keeps running; only ``quit`` (or end of input) stops it. Command ids (``12 genmove b``) are echoed.
 
 The network is trained for one board size; ``boardsize`` to another size is refused with ``? unacceptable size``
-(what GTP prescribes). ``genmove`` runs PUCT search and resigns only never: the engine passes when its best
-move is to pass, and ``final_score`` is the exact area score of the current board.
+(what GTP prescribes). ``genmove`` runs the checkpoint's search (Gumbel or PUCT, as trained) and never
+resigns: the engine passes when its best move is to pass; ``final_score`` is the exact area score of the
+current board (Tromp–Taylor: stones left on the board count).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import IO
 
 import numpy as np
 
+from go_baseline.arena import NetPlayer
 from go_baseline.board import (
     BLACK,
     GTP_COLUMNS,
@@ -27,8 +29,6 @@ from go_baseline.board import (
     vertex_to_action,
 )
 from go_baseline.network import PolicyValueNet
-from go_baseline.selfplay import GoSearchEnv
-from tree_search import search
 
 __all__ = ["GtpEngine", "GtpFailure"]
 
@@ -51,13 +51,29 @@ def _color(arg: str) -> int:
 class GtpEngine:
     """The engine's state: one game, the net, and the search budget per move."""
 
-    def __init__(self, net: PolicyValueNet, *, num_simulations: int = 32, komi: float = 7.5) -> None:
+    def __init__(
+        self,
+        net: PolicyValueNet,
+        *,
+        num_simulations: int = 32,
+        komi: float = 7.5,
+        search: str = "gumbel",
+        max_considered: int = 16,
+        score_weight: float = 0.0,
+    ) -> None:
         self.net = net
         self.history = net.cfg.history
         self.board_size = net.cfg.board_size
         self.num_simulations = num_simulations
         self.komi = komi
-        self.env = GoSearchEnv(net, self.history)
+        self.player = NetPlayer(
+            net,
+            history=self.history,
+            num_simulations=num_simulations,
+            search=search,
+            max_considered=max_considered,
+            score_weight=score_weight,
+        )
         self.pos = new_position(self.board_size, komi, history=self.history)
         self.moves: list[int] = []
         self.done = False
@@ -85,7 +101,12 @@ class GtpEngine:
 
         torch.set_num_threads(threads)
         net, meta = load_net(path)
-        return cls(net, num_simulations=num_simulations, komi=float(meta.get("board", {}).get("komi", 7.5)))
+        return cls(
+            net,
+            num_simulations=num_simulations,
+            komi=float(meta.get("board", {}).get("komi", 7.5)),
+            **meta.get("search", {}),
+        )
 
     # -- commands ---------------------------------------------------------------------------------------------
     def _known_command(self, args: list[str]) -> str:
@@ -174,15 +195,7 @@ class GtpEngine:
         return action_to_vertex(action, self.board_size)
 
     def best_move(self, pos: Position) -> int:
-        (res,) = search(
-            [pos],
-            self.env,
-            num_simulations=max(1, self.num_simulations),
-            two_player=True,
-            value_bounds=(-1.0, 1.0),
-            rng=0,
-        )
-        return int(res.actions[int(np.argmax(res.visit_counts))])
+        return self.player.genmove(pos)
 
     def _showboard(self, args: list[str]) -> str:
         n = self.board_size

@@ -45,6 +45,7 @@ def _record_from_disk(d: dict[str, np.ndarray], board_size: int, komi: float) ->
     rec.to_play = [int(c) for c in d["to_play"]]
     rec.moves = [int(a) for a in d["moves"]]
     rec.result = int(d["result"])
+    rec.utility = float(d["utility"]) if "utility" in d else float(rec.result)
     return rec
 
 
@@ -96,7 +97,13 @@ def _opponents(cfg: GoConfig, run: RunDir, iteration: int) -> list[Player]:
                 net, _ = load_net(prev)
                 out.append(
                     NetPlayer(
-                        net, history=cfg.net.history, num_simulations=cfg.eval.num_simulations, name=prev.stem
+                        net,
+                        history=cfg.net.history,
+                        num_simulations=cfg.eval.num_simulations,
+                        name=prev.stem,
+                        search=cfg.selfplay.search,
+                        max_considered=cfg.selfplay.max_considered,
+                        score_weight=cfg.selfplay.score_weight,
                     )
                 )
         elif name == "gnugo" and find_gnugo() is not None:
@@ -109,7 +116,13 @@ def evaluate_checkpoint(
 ) -> list[dict]:
     """Matches of ``net`` against the configured opponents; logged to metrics and returned."""
     me = NetPlayer(
-        net, history=cfg.net.history, num_simulations=cfg.eval.num_simulations, name=f"ckpt_{iteration:05d}"
+        net,
+        history=cfg.net.history,
+        num_simulations=cfg.eval.num_simulations,
+        name=f"ckpt_{iteration:05d}",
+        search=cfg.selfplay.search,
+        max_considered=cfg.selfplay.max_considered,
+        score_weight=cfg.selfplay.score_weight,
     )
     out = []
     for opp in _opponents(cfg, run, iteration):
@@ -126,7 +139,7 @@ def evaluate_checkpoint(
             )
         finally:
             opp.close()
-        rec = {"kind": "eval", "iteration": iteration, "games": games_played, **res.summary()}
+        rec = {"kind": "eval", "iteration": iteration, "selfplay_games": games_played, **res.summary()}
         run.log(rec)
         out.append(rec)
     return out
@@ -147,7 +160,11 @@ def _play(
     if cfg.train.algo == "az":
         return play_selfplay_games(net, cfg=cfg.selfplay, **common)[1]
     return play_policy_games(
-        net, games_in_flight=cfg.selfplay.games_in_flight, temperature=cfg.selfplay.temperature, **common
+        net,
+        games_in_flight=cfg.selfplay.games_in_flight,
+        temperature=cfg.selfplay.temperature,
+        score_weight=cfg.selfplay.score_weight,
+        **common,
     )[1]
 
 

@@ -4,8 +4,9 @@ Read top to bottom, this is the whole algorithm:
 
 1. Play a batch of self-play games with the *raw* policy (no search): every move is sampled from the softmax of
    the policy logits over the legal moves (one batched forward pass per move for all games in flight).
-2. Each game yields one scalar: its outcome ``z`` (+1 / −1 / 0 for a draw), which every move of the winner
-   shares with sign +1 and every move of the loser with sign −1. No per-move target exists.
+2. Each game yields one scalar: its outcome ``z`` (+1 / −1 / 0 for a draw; with ``selfplay.score_weight`` the
+   same score-aware utility as the AlphaZero arm), which every move of the winner shares with sign +1 and every
+   move of the loser with sign −1. No per-move target exists.
 3. One gradient step on ``−(z − b) · log π(a_t | s_t)`` averaged over all moves of the batch of games
    (``b`` = 0, or the value head's prediction with ``train.pg_baseline``), plus the same value loss as the
    AlphaZero arm so that both nets have a value head of the same kind when evaluated with search.
@@ -29,7 +30,7 @@ from go_baseline.board import new_position
 from go_baseline.features import encode_batch
 from go_baseline.network import PolicyValueNet
 from go_baseline.replay import Batch
-from go_baseline.selfplay import GameRecord, SelfPlayStats
+from go_baseline.selfplay import GameRecord, SelfPlayStats, game_utility
 
 __all__ = ["per_sample_reinforce_loss", "play_policy_games", "reinforce_loss"]
 
@@ -45,6 +46,7 @@ def play_policy_games(
     temperature: float,
     rng: np.random.Generator,
     max_game_length: int | None = None,
+    score_weight: float = 0.0,
     on_game: Callable[[GameRecord], None] | None = None,
 ) -> tuple[list[GameRecord], SelfPlayStats]:
     """Self-play with moves sampled from the policy. Records store the legal-move mask as ``policy_targets``."""
@@ -80,6 +82,7 @@ def play_policy_games(
             pos = pos.play(action)
             if pos.is_terminal:
                 rec.result, rec.score = pos.result(), pos.score()
+                rec.utility = game_utility(rec.result, rec.score, board_size, score_weight)
                 finished.append(rec)
                 stats.games += 1
                 if on_game is not None:
@@ -96,7 +99,7 @@ def records_to_batch(records: list[GameRecord]) -> Batch:
     planes = np.concatenate([np.stack(r.planes) for r in records]).astype(np.float32)
     mask = np.concatenate([np.stack(r.policy_targets) for r in records]).astype(np.float32)
     played = np.concatenate([np.asarray(r.played) for r in records]).astype(np.int64)
-    outcome = np.concatenate([np.asarray(r.to_play, np.float32) * r.result for r in records]).astype(
+    outcome = np.concatenate([np.asarray(r.to_play, np.float32) * r.utility for r in records]).astype(
         np.float32
     )
     game = np.concatenate([np.full(len(r.played), i) for i, r in enumerate(records)]).astype(np.int64)

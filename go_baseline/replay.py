@@ -25,7 +25,8 @@ _NAME = re.compile(r"^game_(\d{8})\.npz$")
 @dataclass(frozen=True)
 class Batch:
     """Training samples: planes ``[B, C, N, N]`` float32, policy targets ``[B, A]``, played moves ``[B]``,
-    outcomes ``[B]`` from the mover's view (+1 win, −1 loss, 0 draw), and the game each sample came from."""
+    outcomes ``[B]`` (the game's utility from the mover's view: ±1 for win/loss, plus the score term when
+    ``selfplay.score_weight`` > 0), and the game each sample came from."""
 
     planes: np.ndarray
     policy: np.ndarray
@@ -69,9 +70,10 @@ class ReplayBuffer:
             policy=np.stack(rec.policy_targets) if rec.policy_targets else np.zeros((0,), np.float32),
             played=np.asarray(rec.played, dtype=np.int64),
             to_play=to_play,
-            outcome=(to_play * rec.result).astype(np.float32),
+            outcome=(to_play * rec.utility).astype(np.float32),
             moves=np.asarray(rec.moves, dtype=np.int64),
             result=np.int64(rec.result),
+            utility=np.float64(rec.utility),
             score=np.float64(rec.score),
             resigned=np.int64(rec.resigned),
             no_resign=np.bool_(rec.no_resign),

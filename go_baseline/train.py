@@ -107,7 +107,7 @@ def load_net(path: str | Path, device: str = "cpu") -> tuple[PolicyValueNet, dic
     net = PolicyValueNet(NetConfig(**blob["net_config"])).to(device)
     net.load_state_dict(blob["model"])
     net.eval()
-    return net, {k: blob[k] for k in ("iteration", "step", "games", "board", "algo") if k in blob}
+    return net, {k: blob[k] for k in ("iteration", "step", "games", "board", "algo", "search") if k in blob}
 
 
 class Trainer:
@@ -176,6 +176,11 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "board": {"size": self.cfg.board.size, "komi": self.cfg.board.komi},
                 "algo": self.cfg.train.algo,
+                "search": {
+                    "search": self.cfg.selfplay.search,
+                    "max_considered": self.cfg.selfplay.max_considered,
+                    "score_weight": self.cfg.selfplay.score_weight,
+                },
             },
             tmp,
         )

@@ -4,6 +4,7 @@ determinism, and resuming after `kill -9` without losing a finished game."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from go_baseline.compare import compare
 from go_baseline.config import GoConfig
 from go_baseline.loop import run
 from go_baseline.replay import ReplayBuffer
@@ -40,9 +42,17 @@ def _cfg(tmp_path, name: str, **over) -> GoConfig:
     return load_config(GoConfig, data={**TINY, "run_dir": str(tmp_path / name)}, overrides=over)
 
 
-def test_tiny_end_to_end_loop(tmp_path):
-    cfg = _cfg(tmp_path, "az")
-    last = run(cfg, progress=False)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One tiny AZ run and one tiny PG run at the same game budget (shared by the tests below)."""
+    tmp = tmp_path_factory.mktemp("go")
+    az = run(_cfg(tmp, "az"), progress=False)
+    pg = run(_cfg(tmp, "pg", **{"train.algo": "pg", "selfplay.games_in_flight": 2}), progress=False)
+    return tmp, az, pg
+
+
+def test_tiny_end_to_end_loop(runs):
+    tmp_path, last, _ = runs
     assert last["games"] == 8 and last["step"] == 6 and last["positions_per_second"] > 0
     replay = ReplayBuffer(tmp_path / "az" / "games", 100)
     assert replay.indices() == list(range(8))
@@ -64,16 +74,36 @@ def test_tiny_end_to_end_loop(tmp_path):
 
 
 def test_same_seed_same_metrics(tmp_path):
-    a = run(_cfg(tmp_path, "a", total_games=4), progress=False)
-    b = run(_cfg(tmp_path, "b", total_games=4), progress=False)
+    over = {
+        "total_games": 2,
+        "games_per_iteration": 2,
+        "eval.opponents": ["random"],
+        "eval.every_iterations": 5,
+    }
+    a = run(_cfg(tmp_path, "a", **over), progress=False)
+    b = run(_cfg(tmp_path, "b", **over), progress=False)
     for key in ("loss", "policy_ce", "value_mse", "mean_game_length", "black_win_rate"):
         assert a[key] == b[key], key
 
 
-def test_pg_arm_runs_at_the_same_game_budget(tmp_path):
-    last = run(_cfg(tmp_path, "pg", **{"train.algo": "pg", "selfplay.games_in_flight": 2}), progress=False)
-    assert last["games"] == 8 and last["step"] == 4  # one REINFORCE step per 2 games
-    assert "pg_loss" in last
+def test_pg_arm_runs_at_the_same_game_budget(runs):
+    _, az, pg = runs
+    assert pg["games"] == az["games"] == 8 and pg["step"] == 4  # one REINFORCE step per 2 games
+    assert "pg_loss" in pg
+
+
+def test_compare_report(runs):
+    tmp_path, _, _ = runs
+    out = compare(
+        [tmp_path / "az"], [tmp_path / "pg"], out_dir=tmp_path / "cmp", probe_positions=8, probe_games=8
+    )
+    report = (out / "report.md").read_text()
+    assert "## Against random" in report and "| AZ | 1 | 8 |" in report and "| PG | 1 | 8 |" in report
+    assert "Gradient-variance probe" in report
+    assert (out / "winrate_vs_games_random.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variance_probe"]["az"]["samples"] == 8 and summary["variance_probe"]["pg"]["samples"] == 8
+    assert summary["opponents"]["random"]["AZ"]["final_games"] == [8]
 
 
 def test_bad_recipe_fails_early_naming_the_key(tmp_path):
@@ -93,7 +123,7 @@ def test_kill_9_then_resume_loses_no_game(tmp_path):
     recipe = tmp_path / "r.yaml"
     import yaml
 
-    data = {**TINY, "run_dir": str(tmp_path / "run"), "total_games": 24, "games_per_iteration": 8}
+    data = {**TINY, "run_dir": str(tmp_path / "run"), "total_games": 12, "games_per_iteration": 4}
     data["eval"] = {**TINY["eval"], "every_iterations": 100, "opponents": ["random"]}
     recipe.write_text(yaml.safe_dump(data))
     games_dir = tmp_path / "run" / "games"
@@ -103,7 +133,7 @@ def test_kill_9_then_resume_loses_no_game(tmp_path):
     )
     deadline = time.time() + 120
     while time.time() < deadline:
-        if games_dir.exists() and len(list(games_dir.glob("game_*.npz"))) >= 11:
+        if games_dir.exists() and len(list(games_dir.glob("game_*.npz"))) >= 5:
             break
         if proc.poll() is not None:
             pytest.fail("the run finished before it could be killed")
@@ -111,7 +141,7 @@ def test_kill_9_then_resume_loses_no_game(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {p.name: _digest(p) for p in games_dir.glob("game_*.npz")}
-    assert 11 <= len(before) < 24
+    assert 5 <= len(before) < 12
     ckpt_before = latest_checkpoint(tmp_path / "run" / "checkpoints")
     _, meta_before = load_net(ckpt_before)
 
@@ -120,11 +150,11 @@ def test_kill_9_then_resume_loses_no_game(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     after = {p.name: _digest(p) for p in games_dir.glob("game_*.npz")}
-    assert sorted(after) == [f"game_{i:08d}.npz" for i in range(24)]
+    assert sorted(after) == [f"game_{i:08d}.npz" for i in range(12)]
     assert all(after[k] == v for k, v in before.items())  # every finished game kept, untouched
     _, meta_after = load_net(latest_checkpoint(tmp_path / "run" / "checkpoints"))
     assert (
-        meta_after["step"] == 3 * 3 and meta_after["step"] > meta_before["step"] and meta_after["games"] == 24
+        meta_after["step"] == 3 * 3 and meta_after["step"] > meta_before["step"] and meta_after["games"] == 12
     )
-    sessions = __import__("json").loads((tmp_path / "run" / "meta.json").read_text())["sessions"]
+    sessions = json.loads((tmp_path / "run" / "meta.json").read_text())["sessions"]
     assert len(sessions) == 2

@@ -1,0 +1,223 @@
+"""`go-baseline compare`: AlphaZero targets against outcome-only policy gradient at equal self-play games.
+
+Reads the runs' ``metrics.jsonl`` (the ``kind: "eval"`` records the loop logs: win rate against fixed opponents
+at a number of self-play games) and writes, in ``OUT``:
+
+* ``report.md`` — a table per fixed opponent (random, GnuGo): final win rate with its 95 % Wilson interval
+  (pooled over the runs of an arm), the Elo difference with its interval, the games played, and the first
+  number of games at which the win rate reached 90 %; then the gradient-variance probe by game length;
+* ``winrate_vs_games_<opponent>.png`` — win rate against self-play games for both arms (mean ± t-interval over
+  runs, thin lines per run), using the shared :mod:`relabel_rl.report` helpers, as `llm-rl compare` does;
+* ``summary.json`` — every number in the report.
+
+Evaluations against earlier checkpoints (``previous``) measure progress within a run and are not comparable
+across arms, so they are left out of the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from go_baseline.replay import ReplayBuffer
+from go_baseline.train import latest_checkpoint, load_net
+from go_baseline.variance import gradient_variance_probe
+from relabel_rl.report import (
+    elo_difference,
+    first_crossing,
+    format_ci,
+    markdown_table,
+    plot_mean_ci,
+    wilson_interval,
+)
+from relabel_rl.rundir import read_metrics
+
+__all__ = ["compare"]
+
+_CKPT_NAME = re.compile(r"^ckpt_\d+$")
+
+
+def _fixed_evals(run: Path) -> dict[str, list[dict]]:
+    """Eval records of one run against fixed opponents, by opponent, in order of games."""
+    out: dict[str, list[dict]] = {}
+    records = read_metrics(run / "metrics.jsonl")
+    games_at = {0: 0, **{r["iteration"]: r["games"] for r in records if r.get("kind") == "train"}}
+    for rec in records:
+        if rec.get("kind") == "eval" and not _CKPT_NAME.match(str(rec.get("opponent", ""))):
+            rec = dict(rec)
+            # records of early versions lacked these two keys; both are recoverable
+            rec.setdefault("selfplay_games", games_at.get(rec["iteration"], 0))
+            rec.setdefault("eval_games", rec["wins"] + rec["losses"] + rec["draws"])
+            out.setdefault(rec["opponent"], []).append(rec)
+    for v in out.values():
+        v.sort(key=lambda r: (r["selfplay_games"], r["iteration"]))
+    return out
+
+
+def _arm_rows(arm: str, runs: Sequence[Path], opponent: str) -> tuple[list[Any], dict[str, Any]]:
+    finals = []
+    curves = []
+    crossings = []
+    for run in runs:
+        recs = _fixed_evals(run).get(opponent, [])
+        if not recs:
+            continue
+        xs, ys = [r["selfplay_games"] for r in recs], [r["win_rate"] for r in recs]
+        curves.append((xs, ys))
+        finals.append(recs[-1])
+        crossings.append(first_crossing(xs, ys, 0.9))
+    if not finals:
+        return [arm, len(runs), "–", "–", "–", "–"], {"runs": 0}
+    wins = sum(r["wins"] for r in finals)
+    draws = sum(r["draws"] for r in finals)
+    n = sum(r["eval_games"] for r in finals)
+    rate = wilson_interval(wins + 0.5 * draws, n)
+    elo = elo_difference(wins, n, draws=draws)
+    games = [r["selfplay_games"] for r in finals]
+    reached = [c for c in crossings if c is not None]
+    row = [
+        arm,
+        len(curves),
+        ", ".join(str(g) for g in games),
+        format_ci(rate, percent=True),
+        format_ci(elo, digits=0),
+        f"{min(reached):g}" if reached else f"not reached ({len(crossings)} runs)",
+    ]
+    summary = {
+        "runs": len(curves),
+        "final_games": games,
+        "final_win_rate": rate.rate,
+        "final_win_rate_ci95": [rate.low, rate.high],
+        "final_eval_games": n,
+        "elo": elo.elo,
+        "elo_ci95": [elo.low, elo.high],
+        "games_to_90pct": crossings,
+        "curves": curves,
+    }
+    return row, summary
+
+
+def compare(
+    az_runs: Sequence[str | Path],
+    pg_runs: Sequence[str | Path],
+    *,
+    out_dir: str | Path | None = None,
+    probe_positions: int = 64,
+    probe_games: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write the AZ-vs-PG report for the given run directories; returns the output directory."""
+    az = [Path(r) for r in az_runs]
+    pg = [Path(r) for r in pg_runs]
+    for r in (*az, *pg):
+        if not (r / "metrics.jsonl").exists():
+            raise FileNotFoundError(f"{r} is not a go-baseline run directory (no metrics.jsonl)")
+    out = Path(out_dir) if out_dir else az[0].parent / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    opponents = sorted({o for r in (*az, *pg) for o in _fixed_evals(r)})
+    summary: dict[str, Any] = {
+        "az_runs": [str(r) for r in az],
+        "pg_runs": [str(r) for r in pg],
+        "opponents": {},
+    }
+    lines = [
+        "# Go: AlphaZero targets vs outcome-only policy gradient",
+        "",
+        "Both arms train the same network on the same number of self-play games. **AZ** learns from the search's "
+        "visit distribution at every move; **PG** (REINFORCE) from one outcome per game. Win rates are against "
+        "fixed opponents, colours alternating, with 95 % Wilson intervals pooled over runs; Elo is relative to "
+        "the opponent.",
+        "",
+    ]
+    headers = ["arm", "runs", "self-play games", "win rate [95% CI]", "Elo [95% CI]", "games to 90%"]
+    for opp in opponents:
+        rows, per_arm = [], {}
+        for arm, runs in (("AZ", az), ("PG", pg)):
+            row, s = _arm_rows(arm, runs, opp)
+            rows.append(row)
+            per_arm[arm] = s
+        summary["opponents"][opp] = per_arm
+        png = plot_mean_ci(
+            out / f"winrate_vs_games_{opp}.png",
+            {arm: s.get("curves", []) for arm, s in per_arm.items() if s.get("runs")},
+            xlabel="self-play games",
+            ylabel=f"win rate vs {opp}",
+            title=f"Go: win rate vs {opp} against self-play games",
+            markers=True,
+            ylim=(-0.02, 1.02),
+            clip=(0.0, 1.0),
+        )
+        lines += [
+            f"## Against {opp}",
+            "",
+            markdown_table(headers, rows, align="lrrrrr"),
+            "",
+            f"![]({png.name})",
+            "",
+        ]
+    # gradient-variance probe at the AZ run's latest checkpoint
+    ckpt = latest_checkpoint(az[0] / "checkpoints")
+    if ckpt is not None:
+        net, meta = load_net(ckpt)
+        cfg = json.loads(json.dumps(read_yaml(az[0] / "config.yaml")))
+        replay = ReplayBuffer(az[0] / "games", int(cfg["train"]["window_games"]))
+        probe = gradient_variance_probe(
+            net,
+            replay,
+            num_positions=probe_positions,
+            num_games=probe_games,
+            komi=float(cfg["board"]["komi"]),
+            value_weight=float(cfg["train"]["value_weight"]),
+            seed=seed,
+        )
+        probe["checkpoint"] = str(ckpt)
+        summary["variance_probe"] = probe
+        rows = []
+        for arm in ("az", "pg"):
+            p = probe[arm]
+            for lab, b in p.get("by_game_length", {}).items():
+                rows.append([arm.upper(), p["unit"], lab, b["samples"], _fmt(b["relative_variance"])])
+            rows.append(
+                [
+                    arm.upper(),
+                    p.get("unit", "–"),
+                    "all",
+                    p["samples"],
+                    _fmt(p.get("relative_variance", math.nan)),
+                ]
+            )
+        lines += [
+            "## Gradient-variance probe",
+            "",
+            f"At `{ckpt}` (step {meta.get('step')}, {meta.get('games')} games): relative variance "
+            "E‖g − ḡ‖² / ‖ḡ‖² of single-sample gradients — one *position* for AZ (visit-count CE + value MSE), one "
+            "*game* for PG (−z Σ log π over its moves) — binned by game length (moves).",
+            "",
+            markdown_table(
+                ["arm", "sample", "game length", "samples", "relative variance"], rows, align="lllrr"
+            ),
+            "",
+        ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return out
+
+
+def _fmt(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -181,3 +181,20 @@ def test_all_rejected_candidates_are_left_unpruned() -> None:
     assert expansion.info["rejected"].tolist() == [True, True]
     assert env.stats.all_rejected_nodes == 1
     assert expansion.value == 0.5 and expansion.info["token_ids"][0] == tuple(range(10))
+
+
+def test_a_budget_stop_cuts_paths_after_the_current_round() -> None:
+    p0 = TWO_OPS["prompt"]
+    script = {
+        p0: ["2 + 3 = 5"],
+        p0 + "2 + 3 = 5\n": ["5 * 4 = 20"],
+        p0 + "2 + 3 = 5\n5 * 4 = 20\n": ["Answer: 20"],
+    }
+    env, _ = make_env([TWO_OPS], script, k=1)
+    cfg = RelabelArmConfig(num_simulations=2, dirichlet_fraction=0.0)
+    (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0), should_stop=lambda: True)
+    assert episode.steps == ("2 + 3 = 5",) and episode.outcome is None and len(episode.decisions) == 1
+    # no outcome: the value target is the search's root value, whatever the mode
+    assert value_targets([episode], "outcome") == [episode.decisions[0].root_value]
+    (full,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0), should_stop=lambda: False)
+    assert full.outcome == 1.0 and len(full.decisions) == 3

@@ -37,11 +37,15 @@ Where it departs from AlphaZero, and why:
 * Episodes are short (``task.max_steps``) and always searched to the end with the current policy; the targets are
   used once, on-policy, instead of from a replay buffer of past self-play games.
 * Gumbel roots choose the committed move by Sequential Halving (no move temperature); both roots reuse subtrees.
+* One batch's search is expensive (K x simulations x steps generated steps per prompt), so when the run's budget
+  runs out mid-batch the remaining searches are skipped: the decision points so far are still trained on (their
+  targets do not need the outcome), and the value head regresses to the search value where the path has no z.
+  This bounds the budget overshoot to one round of searches instead of a whole batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,12 +103,13 @@ class DecisionPoint:
 
 @dataclass(frozen=True)
 class Episode:
-    """One prompt's committed path: its decision points, the steps played, and the verifier's outcome z."""
+    """One prompt's committed path: its decision points, the steps played, and the verifier's outcome z
+    (``None`` when the run's budget ran out before the path reached a terminal step)."""
 
     example_index: int
     decisions: tuple[DecisionPoint, ...]
     steps: tuple[str, ...]
-    outcome: float
+    outcome: float | None
 
 
 @dataclass
@@ -158,9 +163,18 @@ def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:
 
 
 def relabel_episodes(
-    env: StepSearchEnv, example_indices: Sequence[int], cfg: RelabelArmConfig, rng: np.random.Generator
+    env: StepSearchEnv,
+    example_indices: Sequence[int],
+    cfg: RelabelArmConfig,
+    rng: np.random.Generator,
+    *,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Episode]:
-    """Search, commit, and search again from the child until every prompt's path is terminal (steps 1-4)."""
+    """Search, commit, and search again from the child until every prompt's path is terminal (steps 1-4).
+
+    ``should_stop`` is asked after each round of searches (one committed step per prompt); when it says yes
+    (the run's budget is spent) the unfinished paths end there, with outcome ``None``.
+    """
     roots: dict[int, Any] = {i: env.root_state(i) for i in example_indices}
     decisions: dict[int, list[DecisionPoint]] = {i: [] for i in example_indices}
     episodes: dict[int, Episode] = {}
@@ -178,19 +192,25 @@ def relabel_episodes(
                 roots[i] = child  # subtree reuse: its statistics seed the next search
                 still_active.append(i)
         active = still_active
+        if active and should_stop is not None and should_stop():
+            for i in active:
+                episodes[i] = Episode(i, tuple(decisions[i]), roots[i].state.steps, None)
+            active = []
     return [episodes[i] for i in example_indices]
 
 
 # --- the loss ---------------------------------------------------------------------------------------------------
 def value_targets(episodes: Sequence[Episode], mode: str) -> list[float]:
-    """One value target per decision point, in episode order: z, the search's root value, or their mean."""
+    """One value target per decision point, in episode order: z, the search's root value, or their mean.
+
+    A path cut by the budget has no z: its decisions regress to the search's root value whatever the mode."""
     out = []
     for ep in episodes:
         for d in ep.decisions:
-            if mode == "outcome":
-                out.append(ep.outcome)
-            elif mode == "search":
+            if ep.outcome is None or mode == "search":
                 out.append(d.root_value)
+            elif mode == "outcome":
+                out.append(ep.outcome)
             elif mode == "mix":
                 out.append(0.5 * (ep.outcome + d.root_value))
             else:
@@ -226,6 +246,7 @@ def relabel_loss(
     )
     v_loss = value_loss(predicted, targets)
     loss = policy_loss + cfg.value_loss_coef * v_loss
+    outcomes = [ep.outcome for ep in episodes if ep.outcome is not None]
     entropies = [
         float(-(d.target[d.target > 0] * np.log(d.target[d.target > 0])).sum()) for _, d in informative
     ]
@@ -233,7 +254,8 @@ def relabel_loss(
         "loss": float(loss.detach()),
         "policy_loss": float(policy_loss.detach()),
         "value_loss": float(v_loss.detach()),
-        "train_outcome": float(np.mean([ep.outcome for ep in episodes])),
+        "train_outcome": float(np.mean(outcomes)) if outcomes else 0.0,
+        "unfinished_episodes": len(episodes) - len(outcomes),
         "decisions": len(decisions),
         "informative_decisions": len(informative),
         "mean_candidates": float(np.mean([len(d.candidates) for d in decisions])),
@@ -325,7 +347,13 @@ def train(cfg: ExperimentConfig, run: Any, *, init_model: str, progress: bool = 
             generator=generator,
         )
         with torch.no_grad():
-            episodes = relabel_episodes(env, list(range(len(examples))), cfg.relabel, _numpy_rng(generator))
+            episodes = relabel_episodes(
+                env,
+                list(range(len(examples))),
+                cfg.relabel,
+                _numpy_rng(generator),
+                should_stop=lambda: budget.exhausted(cfg.budget),
+            )
         return RelabelBatch(episodes, env.stats.as_dict())
 
     def loss_fn(batch: RelabelBatch, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:

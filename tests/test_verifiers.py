@@ -199,7 +199,10 @@ def test_reward_function_strings_and_conversations():
         [{"role": "assistant", "content": "Answer: 46"}],
         [{"role": "assistant", "content": [{"type": "text", "text": "Answer: 9"}]}],
     ]
-    assert reward(["p"] * 3, completions, trainer_state=object(), **columns) == [1.0, 0.0, 1.0]
+    logged = {}
+    rewards = reward(["p"] * 3, completions, trainer_state=object(), log_metric=logged.__setitem__, **columns)
+    assert rewards == [1.0, 0.0, 1.0]
+    assert logged == {"verifiers/chain_arithmetic/failure_rate": 0.0}
     mixed = reward(
         ["p"] * 2, ["Answer: 1", "Answer: 1"], answer=["1", "1"], verifier=["chain_arithmetic", "math"]
     )

@@ -23,6 +23,7 @@ Two paths, chosen per verifier (``timeout``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -251,7 +252,8 @@ def safe_score(
             worker = _shared_workers.get(id(verifier))
             if worker is None:
                 worker = _shared_workers[id(verifier)] = _Worker(verifier)
-                weakref.finalize(verifier, _drop_shared_worker, id(verifier))
+                with contextlib.suppress(TypeError):  # no weakrefs (__slots__): the worker lives until exit
+                    weakref.finalize(verifier, _drop_shared_worker, id(verifier))
             status, value = worker.call("score", (completion, example), timeout)
     return validate_score(value) if status == "ok" else ScoreOutcome(0.0, status, str(value))
 

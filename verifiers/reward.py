@@ -5,6 +5,8 @@ dataset column as a keyword list (and a few extras such as ``trainer_state``), a
 Completions are plain strings, or, for conversational datasets, lists of ``{"role", "content"}`` messages (the
 generated assistant turn). ``None`` in the returned list means "not applicable": we return it for rows whose
 ``verifier`` column names a different verifier, so several reward functions can share one mixed-task dataset.
+When TRL passes its ``log_metric`` callback, the batch's verifier failure rate is logged as
+``verifiers/<name>/failure_rate``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def reward_function(
         n = len(completions)
         row_columns = {k: v for k, v in columns.items() if isinstance(v, (list, tuple)) and len(v) == n}
         rewards: list[float | None] = []
+        failures = 0
         for i, completion in enumerate(completions):
             example = {k: v[i] for k, v in row_columns.items()}
             if prompts is not None and i < len(prompts):
@@ -58,7 +61,12 @@ def reward_function(
             if example.get("verifier") not in (None, contained.name):
                 rewards.append(None)
                 continue
-            rewards.append(contained.score(completion_text(completion), example))
+            outcome = contained.score_outcome(completion_text(completion), example)
+            failures += outcome.failure is not None
+            rewards.append(outcome.score)
+        log_metric = columns.get("log_metric")
+        if callable(log_metric) and n:  # TRL >= 1.x: averaged per logging step beside kl/entropy
+            log_metric(f"verifiers/{contained.name}/failure_rate", failures / n)
         return rewards
 
     reward.__name__ = reward.__qualname__ = contained.name

@@ -154,3 +154,19 @@ def test_children_that_leave_the_process_group_are_killed():
     status = f"/proc/{escaped}/status"
     alive = os.path.exists(status) and "zombie" not in Path(status).read_text()
     assert not alive, f"escaped child {escaped} survived the run"
+
+
+def test_in_process_guard_confines_writes_to_the_working_directory(tmp_path):
+    outside = tmp_path / "outside.txt"
+    code = (
+        "import os\n"
+        "open('inside.txt', 'w').write('ok')\n"
+        "written = []\n"
+        f"for path in ({str(outside)!r}, '/tmp/relabel-sandbox-escape.txt'):\n"
+        "    try:\n        open(path, 'w').write('x')\n        written.append(path)\n    except OSError:\n        pass\n"
+        "    try:\n        os.close(os.open(path, os.O_WRONLY | os.O_CREAT))\n        written.append(path)\n"
+        "    except OSError:\n        pass\n"
+    )
+    tests = "assert open('inside.txt').read() == 'ok'\nassert written == []"
+    assert _score(code, tests) == 1.0
+    assert not outside.exists() and not Path("/tmp/relabel-sandbox-escape.txt").exists()

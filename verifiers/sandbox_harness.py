@@ -3,8 +3,8 @@
 It is copied into the child's temporary directory and never imported by the parent. Order matters:
 
 1. read the nonce from stdin and close stdin, before any candidate code exists in the process;
-2. apply the in-process guard (no ``socket`` without a network namespace; no file deletion/renaming, no
-   ``kill``) — defence in depth on top of the OS limits the parent set;
+2. apply the in-process guard (no ``socket`` without a network namespace; no file deletion/renaming, no writing
+   outside the working directory, no ``kill``) — defence in depth on top of the OS limits the parent set;
 3. load ``solution.py`` as a module (this is the sandbox: candidate code runs here and only here);
 4. run each top-level statement of ``tests.py`` in the solution's namespace, counting passes;
 5. write ``<nonce> PASS|FAIL <passed>/<total> <first error>`` to the result fd and ``os._exit`` at once, so no
@@ -27,6 +27,35 @@ def _disabled(name):
     return refuse
 
 
+def _confine_writes(cwd):
+    """Refuse to open files for writing outside the working directory (builtins.open, io.open, os.open)."""
+    import io
+
+    def inside(path):
+        real = os.path.realpath(os.fsdecode(path))
+        return real == cwd or real.startswith(cwd + os.sep) or real == os.devnull
+
+    original_open, original_os_open = builtins.open, os.open
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if (
+            isinstance(file, (str, bytes, os.PathLike))
+            and any(c in mode for c in "wax+")
+            and not inside(file)
+        ):
+            raise PermissionError(f"writing outside the sandbox directory is disabled: {file!r}")
+        return original_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & write_flags and not inside(path):
+            raise PermissionError(f"writing outside the sandbox directory is disabled: {path!r}")
+        return original_os_open(path, flags, *args, **kwargs)
+
+    builtins.open = io.open = guarded_open
+    os.open = guarded_os_open
+
+
 def _guard(block_network):
     for name in (
         "kill",
@@ -47,6 +76,7 @@ def _guard(block_network):
     ):
         if hasattr(os, name):
             setattr(os, name, _disabled(f"os.{name}"))
+    _confine_writes(os.path.realpath(os.getcwd()))
     shutil.rmtree = _disabled("shutil.rmtree")
     shutil.move = _disabled("shutil.move")
     subprocess.Popen.kill = _disabled("Popen.kill")
@@ -95,5 +125,4 @@ def main():
 
 
 if __name__ == "__main__":
-    builtins.__dict__.pop("help", None)
     main()

@@ -1,0 +1,202 @@
+"""The warm start that seeds every arm: SFT on generated gold solutions until a held-out pass rate is reached.
+
+RL from a policy that never succeeds learns nothing (every reward is 0), so each arm starts from the same
+supervised checkpoint. TRL's `SFTTrainer` fine-tunes on prompt/completion pairs built from the verifier's gold
+``solution`` column (loss on the completion only, EOS appended by TRL); a `TrainerCallback` measures greedy pass@1
+on held-out examples every ``warm_start.eval_every`` steps and stops training once it reaches
+``warm_start.target_pass_rate`` (or at ``warm_start.max_steps``). The pass rate actually reached is recorded in
+``out_dir/warm_start.json`` and returned, because it is an experimental condition: the arms are compared *at* that
+starting pass rate (`compare.warm_start_pass_rates` sweeps it).
+
+Data: the SFT rows are train-split examples drawn with their own seed range (`SFT_DATA_SEED`), the held-out rows
+are test-split examples drawn with another (`VALIDATION_SEED`), so the stopping rule never looks at the rows the
+arms are finally evaluated on (`llm_rl.loop.load_task` draws those with seed 0).
+
+The result is a full model (a LoRA warm start is merged) plus a fresh value head, saved with
+`Policy.save_pretrained` to ``out_dir/model``. A rerun with the same recipe sections, base model and seed reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_rl.config import ExperimentConfig
+from relabel_rl.config import config_to_dict
+
+__all__ = ["SFT_DATA_SEED", "VALIDATION_SEED", "WarmStartResult", "warm_start"]
+
+SFT_DATA_SEED = 100_000
+VALIDATION_SEED = 1_000_000
+MAX_SFT_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class WarmStartResult:
+    """Attributes:
+    path: the saved warm-started `Policy` (load with `llm_rl.models.load_policy`).
+    pass_rate: greedy pass@1 on the held-out rows at the end of the warm start.
+    steps: SFT optimizer steps taken.
+    """
+
+    path: Path
+    pass_rate: float
+    steps: int
+
+
+def _fingerprint(cfg: ExperimentConfig, base_model: str, seed: int) -> str:
+    key = {
+        "model": config_to_dict(cfg.model),
+        "task": config_to_dict(cfg.task),
+        "warm_start": config_to_dict(cfg.warm_start),
+        "base_model": str(base_model),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def warm_start(
+    cfg: ExperimentConfig, base_model: str, out_dir: str | Path, *, seed: int, progress: bool = True
+) -> WarmStartResult:
+    """SFT ``base_model`` on gold solutions of ``cfg.task`` (see the module docstring); cached in ``out_dir``.
+
+    Args:
+      cfg: the recipe (``warm_start``, ``task``, ``model`` sections are used).
+      base_model: a ``from_pretrained`` path (e.g. from `llm_rl.models.resolve_model_path`).
+      out_dir: where ``model/`` and ``warm_start.json`` go.
+      seed: seeds the SFT data order, the value-head init and the trainer.
+      progress: show TRL's progress bar.
+    """
+    out = Path(out_dir)
+    record_file = out / "warm_start.json"
+    fingerprint = _fingerprint(cfg, base_model, seed)
+    if record_file.exists():
+        record = json.loads(record_file.read_text())
+        if record.get("fingerprint") == fingerprint and (out / "model" / "value_head.json").exists():
+            return WarmStartResult(Path(record["path"]), float(record["pass_rate"]), int(record["steps"]))
+    ws = cfg.warm_start
+    if ws.target_pass_rate is not None and not 0.0 <= ws.target_pass_rate <= 1.0:
+        raise ValueError(f"warm_start.target_pass_rate must be in [0, 1] or null, got {ws.target_pass_rate}")
+    for name in ("max_steps", "eval_every", "batch_size", "eval_examples"):
+        if getattr(ws, name) < 1:
+            raise ValueError(f"warm_start.{name} must be >= 1, got {getattr(ws, name)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if not ws.enabled:
+        raise ValueError("warm_start.enabled is false: use the base model directly")
+    return _train(cfg, base_model, out, seed=seed, fingerprint=fingerprint, progress=progress)
+
+
+def _train(
+    cfg: ExperimentConfig, base_model: str, out: Path, *, seed: int, fingerprint: str, progress: bool
+) -> WarmStartResult:
+    import datasets
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    import verifiers
+    from llm_rl.evaluate import evaluate
+    from llm_rl.models import load_policy
+    from llm_rl.policy import Policy
+
+    ws = cfg.warm_start
+    verifier = verifiers.load(cfg.task.verifier)
+    difficulty = dict(cfg.task.difficulty)
+    n_rows = min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS)
+    gold = verifier.generate(n_rows, seed=SFT_DATA_SEED, split="train", **difficulty)
+    train_rows = datasets.Dataset.from_dict({"prompt": gold["prompt"], "completion": gold["solution"]})
+    held_out = [
+        dict(r) for r in verifier.generate(ws.eval_examples, seed=VALIDATION_SEED, split="test", **difficulty)
+    ]
+
+    torch.manual_seed(seed)
+    policy = load_policy(base_model, dtype=cfg.model.dtype)
+    if cfg.model.lora.enabled:
+        policy = policy.with_lora(cfg.model.lora)
+    history: list[dict[str, Any]] = []
+
+    def pass_rate() -> float:
+        m = evaluate(
+            policy, verifier, held_out, k=0, max_new_tokens=cfg.task.max_completion_tokens, progress=False
+        )
+        return float(m["pass@1"])
+
+    class StopAtPassRate(TrainerCallback):
+        """Evaluate greedy pass@1 every ``eval_every`` steps; stop once it reaches the target."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % ws.eval_every == 0 or state.global_step >= ws.max_steps:
+                rate = pass_rate()
+                history.append({"step": state.global_step, "pass@1": rate})
+                if ws.target_pass_rate is not None and rate >= ws.target_pass_rate:
+                    control.should_training_stop = True
+            return control
+
+    args = SFTConfig(
+        output_dir=str(out / "trainer"),
+        max_steps=ws.max_steps,
+        per_device_train_batch_size=ws.batch_size,
+        learning_rate=ws.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=min(10, ws.max_steps // 10),
+        weight_decay=0.0,
+        completion_only_loss=True,
+        packing=False,
+        max_length=policy.max_positions or 1024,
+        gradient_checkpointing=False,
+        bf16=cfg.model.dtype == "bfloat16",
+        fp16=cfg.model.dtype == "float16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        save_strategy="no",
+        logging_steps=ws.eval_every,
+        disable_tqdm=not progress,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        push_to_hub=False,
+    )
+    trainer = SFTTrainer(
+        model=policy.model,
+        args=args,
+        train_dataset=train_rows,
+        processing_class=policy.tokenizer,
+        callbacks=[StopAtPassRate()],
+    )
+    trainer.train()
+    steps = int(trainer.state.global_step)
+    if not history or history[-1]["step"] != steps:
+        history.append({"step": steps, "pass@1": pass_rate()})
+    model = trainer.model
+    if cfg.model.lora.enabled:
+        model = model.merge_and_unload()
+    torch.manual_seed(seed)  # the fresh value head's init
+    final = Policy(model, policy.tokenizer, value_head_hidden=cfg.model.value_head_hidden)
+    target = out / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    final.save_pretrained(target)
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    rate = history[-1]["pass@1"]
+    record = {
+        "path": str(target.resolve()),
+        "pass_rate": rate,
+        "steps": steps,
+        "target_pass_rate": ws.target_pass_rate,
+        "reached_target": ws.target_pass_rate is not None and rate >= ws.target_pass_rate,
+        "history": history,
+        "base_model": str(base_model),
+        "seed": seed,
+        "sft_rows": n_rows,
+        "held_out_rows": len(held_out),
+        "fingerprint": fingerprint,
+    }
+    tmp = out / "warm_start.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out / "warm_start.json")
+    return WarmStartResult(target.resolve(), float(rate), steps)

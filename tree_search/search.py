@@ -116,22 +116,28 @@ def search(
         tree.init_min_max()
 
     fixed = value_bounds is not None
-    lo_fixed, hi_fixed = (float(value_bounds[0]), float(value_bounds[1])) if fixed else (0.0, 0.0)
+    lo_fixed = float(value_bounds[0]) if fixed else 0.0
+    scale_fixed = max(float(value_bounds[1]) - lo_fixed, 1e-8) if fixed else 1.0
     log, sqrt = math.log, math.sqrt
 
     def select(tree: Tree, node: Node, is_root: bool) -> int:
         # puct_scores() times the Q range, minus a per-node constant (same argmax; tested against it):
         #   visited:   (q - lo) / scale + U          ->  q + U * scale
         #   unvisited: clip((fpu - lo) / scale) + U  ->  clip(...) * scale + lo + U * scale
-        # Unvisited edges share the FPU, so only the one with the highest prior (node._first/_order) can win among them:
-        # two array operations over the visited edges (unvisited have _q = -inf) plus one scalar candidate.
-        # Ties go to the lower index, as np.argmax over puct_scores() would.
+        # Unvisited edges share the FPU, so only the one with the highest prior (node._first, then node._order)
+        # can win among them: two array operations over the visited edges (unvisited have _q = -inf) plus one
+        # scalar candidate. Ties go to the lower index, as np.argmax over puct_scores() would.
         n_parent = node.visit_count
+        if n_parent == 1:  # only the node's own expansion: no edge visited yet, the top-prior action wins
+            return node._first
         fpu_value = node.value_sum / n_parent - fpu_reduction if fpu is None else fpu
-        lo, hi = (lo_fixed, hi_fixed) if fixed else (tree.q_min, tree.q_max)
-        scale = hi - lo
-        if scale < 1e-8:
-            scale = 1e-8
+        if fixed:
+            lo, scale = lo_fixed, scale_fixed
+        else:
+            lo = tree.q_min
+            scale = tree.q_max - lo
+            if scale < 1e-8:
+                scale = 1e-8
         fpu_norm = (fpu_value - lo) / scale
         fpu_norm = 0.0 if fpu_norm < 0.0 else (1.0 if fpu_norm > 1.0 else fpu_norm)
         coef = (log((1.0 + n_parent + c_puct_base) / c_puct_base) + c_puct_init) * sqrt(n_parent) * scale

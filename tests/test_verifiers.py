@@ -61,6 +61,9 @@ def test_generation_rules():
     assert all(verifiers.split_of(row["prompt"]) == "test" for row in test_rows)
     with pytest.raises(ValueError, match=r"unknown difficulty knob.*max_step'.*valid knobs"):
         chain.generate(2, seed=0, max_step=3)
+    with pytest.raises(ValueError, match=r"max_steps=3.5 is not a int"):
+        chain.generate(2, seed=0, max_steps=3.5)
+    assert chain.generate(1, seed=0, min_steps=3.0, max_steps="3")[0]["num_steps"] == 4
     with pytest.raises(ValueError, match="split must be one of"):
         chain.generate(2, seed=0, split="validation")
     with pytest.raises(NotImplementedError, match="no task generator"):

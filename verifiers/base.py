@@ -175,22 +175,28 @@ def _validate_difficulty(name: str, make_example: Callable[..., dict], difficult
     if unknown:
         valid = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "none"
         raise ValueError(f"{name}: unknown difficulty knob(s) {unknown}; valid knobs (defaults): {valid}")
-    knobs = {}
-    for key, value in difficulty.items():
-        default = params[key]
-        if (
-            default is not inspect.Parameter.empty
-            and default is not None
-            and not isinstance(value, type(default))
-        ):
-            try:
-                value = type(default)(value)
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"{name}: difficulty {key}={value!r} is not a {type(default).__name__}"
-                ) from error
-        knobs[key] = value
-    return knobs
+    return {key: _coerce(name, key, value, params[key]) for key, value in difficulty.items()}
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the knob's default; lossy conversions (3.5 -> int, "no" -> bool) are errors."""
+    if default is inspect.Parameter.empty or default is None or type(value) is type(default):
+        return value
+    kind = type(default)
+    error = ValueError(f"{name}: difficulty {key}={value!r} is not a {kind.__name__}")
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise error
+    if isinstance(value, bool):
+        raise error
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise error from None
+    if kind is int and isinstance(value, float) and converted != value:
+        raise error
+    return converted
 
 
 def _check_row(name: str, row: dict) -> None:

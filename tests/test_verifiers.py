@@ -142,7 +142,13 @@ def test_math_verifier_equivalences():
     assert math_verifier.score("so the result is \\boxed{72}", {"answer": "#### 72"}) == 1.0
     assert math_verifier.score("Answer: 71", {"answer": "#### 72"}) == 0.0
     assert not math_verifier.trusted  # scored in a worker with a deadline by default
-    assert verifiers.ContainedVerifier(math_verifier).timeout == verifiers.DEFAULT_TIMEOUT
+    with verifiers.ContainedVerifier(
+        math_verifier
+    ) as contained:  # the default path: a worker with a deadline
+        assert contained.timeout == verifiers.DEFAULT_TIMEOUT
+        assert contained.score("Answer: 0.75", {"answer": "\\frac{3}{4}"}) == 1.0
+        assert contained.score("Answer: 0.7", {"answer": "\\frac{3}{4}"}) == 0.0
+        assert contained.stats.as_dict() == {"calls": 2, "failures": 0}
 
 
 # --- registry and the example plugin ------------------------------------------------------------------------

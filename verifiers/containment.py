@@ -354,7 +354,8 @@ class ContainedVerifier(Verifier):
     def __del__(self) -> None:
         worker = getattr(self, "_worker", None)
         if worker is not None:
-            worker.close()
+            with contextlib.suppress(Exception):  # may run during interpreter shutdown
+                worker.close()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -288,3 +288,27 @@ def test_snapshot_of_a_small_search():
     }  # fmt: skip
     assert result.root.to_dict() == expected
     assert "N=7" in repr(result.root)
+
+
+def _check_invariants(node: Node) -> int:
+    """Every expanded node: 1 + sum of edge visits == its visits, and the PUCT caches match the statistics."""
+    checked = 0
+    if node.expanded and node.num_actions and node._n is not None:
+        visits, sums = node.visit_counts, node.value_sums
+        assert node.visit_count == 1 + visits.sum()
+        expected_q = np.where(visits > 0, sums / np.maximum(visits, 1), -np.inf)
+        np.testing.assert_allclose(node._q, expected_q)
+        np.testing.assert_allclose(node._pu, node._sel_prior / (1.0 + visits))
+        checked += 1
+        for child in node.children:
+            if child is not None:
+                checked += _check_invariants(child)
+    return checked
+
+
+@pytest.mark.parametrize("leaves_per_round", [1, 3])
+def test_statistics_and_caches_are_consistent_after_search(leaves_per_round):
+    empty = board("... ... ...")
+    (result,) = search([empty], TicTacToe(), num_simulations=300, two_player=True, rng=0,
+                       dirichlet_fraction=0.25, leaves_per_round=leaves_per_round)  # fmt: skip
+    assert _check_invariants(result.root) > 10

@@ -9,7 +9,7 @@ What the child gets (``SandboxLimits`` holds the numbers):
   (``RLIMIT_NPROC``: fork bombs), file size (``RLIMIT_FSIZE``: disk fill, and the cap on stdout/stderr, which go
   to files) and open files; core dumps off;
 * its own process group (``start_new_session``), SIGKILLed as a group at the wall-clock deadline and after exit;
-* no network: when run as root, a fresh network namespace (``unshare(CLONE_NEWNET)`` via libc) — the child sees
+* no network: when run as root (and the kernel allows it: probed once), a fresh network namespace (``unshare(CLONE_NEWNET)`` via libc) — the child sees
   only a down loopback. Otherwise ``socket`` is replaced by a raiser inside the child (weaker: code can reach the
   ``_socket`` C module), see ``network_isolation()``;
 * when run as root, privileges dropped to a fresh unprivileged uid/gid (random, in a high range no account uses;
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import secrets
 import shutil
@@ -102,8 +103,12 @@ class SandboxResult:
 
 
 def network_isolation() -> str:
-    """``"namespace"`` when the child gets its own network namespace (root), else ``"socket-guard"``."""
-    return "namespace" if _is_root() and _libc_unshare_available() else "socket-guard"
+    """``"namespace"`` when the child gets its own network namespace, else ``"socket-guard"``.
+
+    Detected, not assumed: root in a container without ``CAP_SYS_ADMIN`` cannot ``unshare``, so a child process
+    tries it once (cached) — a sandbox that silently failed every run would score all code 0.
+    """
+    return "namespace" if _probe_isolation()[0] else "socket-guard"
 
 
 def _is_root() -> bool:
@@ -128,7 +133,7 @@ def sandbox_interpreter() -> tuple[str, bool]:
     Python if it is world-accessible, else the system ``/usr/bin/python3`` (the harness needs only the stdlib).
     If neither is, the child stays root (no ``RLIMIT_NPROC``, no filesystem protection beyond the guard).
     """
-    if not _is_root():
+    if not _probe_isolation()[1]:
         return sys.executable, False
     for candidate in (sys.executable, shutil.which("python3", path="/usr/bin:/bin") or ""):
         if candidate and _world_executable(candidate):
@@ -136,11 +141,30 @@ def sandbox_interpreter() -> tuple[str, bool]:
     return sys.executable, False
 
 
-def _libc_unshare_available() -> bool:
+_PROBE = """
+import ctypes, os, sys
+netns = hasattr(ctypes.CDLL(None, use_errno=True), "unshare") and ctypes.CDLL(None).unshare({flag}) == 0
+try:
+    os.setgroups([]); os.setgid({uid}); os.setuid({uid}); dropped = os.getuid() == {uid}
+except OSError:
+    dropped = False
+sys.stdout.write(f"{{int(netns)}}{{int(dropped)}}")
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_isolation() -> tuple[bool, bool]:
+    """(network namespace works, dropping to a private uid works), tried once in a throwaway child."""
+    if not _is_root():
+        return False, False
+    code = _PROBE.format(flag=_CLONE_NEWNET, uid=_UID_BASE)
     try:
-        return hasattr(ctypes.CDLL(None, use_errno=True), "unshare")
-    except OSError:
-        return False
+        out = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False, False
+    return out.stdout[:1] == "1", out.stdout[1:2] == "1"
 
 
 def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | None):

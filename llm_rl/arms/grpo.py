@@ -169,19 +169,6 @@ def validate_config(cfg: ExperimentConfig) -> None:
 # Data, verifier, evaluation helpers (thin: the task and evaluation live in verifiers / llm_rl.evaluate)
 
 
-def _datasets(cfg: ExperimentConfig, verifier: Any) -> tuple[Any, Any]:
-    train = verifier.generate(cfg.task.train_size, seed=cfg.seed, split="train", **cfg.task.difficulty)
-    test = verifier.generate(cfg.eval.num_examples, seed=cfg.seed, split="test", **cfg.task.difficulty)
-    return train, test
-
-
-def _contained_verifier(cfg: ExperimentConfig) -> Any:
-    import verifiers
-
-    timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
-    return verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
-
-
 def _counting_reward(contained: Any, budget: Budget, seen: list[int] | None = None) -> Callable[..., list]:
     """``verifiers.reward_function`` plus one budget verifier call per scored completion.
 
@@ -204,7 +191,8 @@ def _counting_reward(contained: Any, budget: Budget, seen: list[int] | None = No
 
 
 def _evaluate(cfg: ExperimentConfig, policy: Any, contained: Any, test: Any) -> dict[str, Any]:
-    """Held-out evaluation (`llm_rl.evaluate` samples from its own seeded generator, never the training RNG)."""
+    """Held-out evaluation, called exactly as `llm_rl.loop` calls it for the other arms (its own seeded
+    generator, so the training RNG is untouched)."""
     from llm_rl.evaluate import evaluate
 
     model = policy.model
@@ -218,8 +206,6 @@ def _evaluate(cfg: ExperimentConfig, policy: Any, contained: Any, test: Any) -> 
             k=cfg.eval.pass_k,
             temperature=cfg.eval.temperature,
             max_new_tokens=cfg.task.max_completion_tokens,
-            batch_size=max(1, min(len(test), 64)),
-            seed=cfg.seed,
             progress=False,
         )
     finally:
@@ -306,7 +292,7 @@ def _make_callback(
                 return control
             index = int(budget.value(cfg.budget.axis) // cfg.budget.eval_every)
             if index > state["last_eval_index"]:
-                _log_eval(cfg, run, policy, contained, test, budget, int(trainer_state.global_step))
+                _log_eval(cfg, run, policy, contained, test, budget, int(trainer_state.global_step), state)
                 state["last_eval_index"] = index
             return control
 
@@ -355,22 +341,14 @@ def _log_eval(
     test: Any,
     budget: Budget,
     step: int,
-    *,
-    final: bool = False,
+    state: dict,
 ) -> dict[str, Any]:
-    result = _evaluate(cfg, policy, contained, test)
-    record = {
-        "kind": "eval",
-        "step": step,
-        **budget.as_dict(),
-        "pass@1": float(result["pass@1"]),
-        "pass@k": float(result["pass@k"]),
-        "k": int(cfg.eval.pass_k),
-        "mean_score": float(result["mean_score"]),
-    }
-    if final:
-        record["final"] = True
-    run.log(record)
+    """Evaluate and log an ``eval`` record (the same fields as `llm_rl.loop`); eval time is not budget wall time."""
+    with budget.paused():
+        result = _evaluate(cfg, policy, contained, test)
+        record = {"kind": "eval", "step": step, **budget.as_dict(), **result}
+        record["verifier_stats"] = _verifier_stats(contained, state)
+        run.log(record)
     return record
 
 
@@ -406,13 +384,17 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     Returns:
       The final evaluation record (``pass@1``, ``pass@k``, ``mean_score`` and the budget counters).
     """
+    import datasets
     from transformers import PrinterCallback, ProgressCallback
 
+    from llm_rl.loop import _truncate_metrics, load_task
     from llm_rl.models import load_policy
 
     args = grpo_config(cfg, run.checkpoint_dir)  # validated before anything heavy
-    contained = _contained_verifier(cfg)
-    train_ds, test_ds = _datasets(cfg, contained)
+    task = load_task(cfg)  # the same rows as every other arm (llm_rl.loop.load_task)
+    contained = task.verifier
+    train_ds = datasets.Dataset.from_list(task.train)
+    test_ds = task.test[: cfg.eval.num_examples]
 
     resume = _last_checkpoint(run.checkpoint_dir)
     state: dict[str, Any] = {"last_eval_index": -1}
@@ -428,8 +410,11 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     policy = load_policy(
         init_model, lora=lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
+    if resume is not None:  # records a killed session wrote after its checkpoint are dropped (logged again)
+        _truncate_metrics(run, budget.optimizer_steps)
+        run.log({"kind": "resume", "step": budget.optimizer_steps, **budget.as_dict()})
     if state["last_eval_index"] < 0:
-        _log_eval(cfg, run, policy, contained, test_ds, budget, 0)
+        _log_eval(cfg, run, policy, contained, test_ds, budget, 0, state)
         state["last_eval_index"] = 0
 
     if not budget.exhausted(cfg.budget):
@@ -453,10 +438,11 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     else:
         step = budget.optimizer_steps
 
-    final = _log_eval(cfg, run, policy, contained, test_ds, budget, step, final=True)
+    done = [r for r in run.metrics() if r.get("kind") == "eval" and r.get("step") == step and step > 0]
+    final = done[-1] if done else _log_eval(cfg, run, policy, contained, test_ds, budget, step, state)
     run.log({"kind": "verifier", "step": step, **_verifier_stats(contained, state)})
     policy.save_pretrained(run.path / "final")
-    return final
+    return {k: v for k, v in final.items() if k != "kind"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -167,6 +169,31 @@ def test_plugin_is_discovered_through_its_entry_point():
     assert plugin.score("Answer: cba", {"answer": "cba"}) == 1.0
 
 
+COUNTDOWN_INSTANCE = verifiers.load("countdown")
+
+
+def make_chain_verifier():
+    return verifiers.load("chain_arithmetic")
+
+
+def test_plugins_are_imported_only_when_loaded():
+    code = (
+        "import sys, verifiers\n"
+        "assert 'reverse_string' in verifiers.available()\n"
+        "assert 'example_verifier' not in sys.modules, 'listing imported the plugin'\n"
+        "verifiers.load('reverse_string')\n"
+        "assert 'example_verifier' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_load_accepts_classes_instances_and_factories():
+    assert verifiers.load(f"{__name__}:COUNTDOWN_INSTANCE") is COUNTDOWN_INSTANCE
+    assert verifiers.load(f"{__name__}:make_chain_verifier").name == "chain_arithmetic"
+    with pytest.raises(VerifierRegistryError, match="instance; it takes no arguments"):
+        verifiers.load(f"{__name__}:COUNTDOWN_INSTANCE", max_steps=3)
+
+
 def test_registry_lookups_and_errors():
     assert {"chain_arithmetic", "countdown", "long_arithmetic", "math", "python_code"} <= set(
         verifiers.available()
@@ -194,6 +221,11 @@ def test_duplicate_names_are_an_error(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     with pytest.raises(VerifierRegistryError, match="'countdown' is provided twice"):
         verifiers.available()
+    fake = importlib.metadata.EntryPoint(
+        "reverse_alias", "example_verifier:ReverseString", "relabel_rl.verifiers"
+    )
+    with pytest.raises(VerifierRegistryError, match="must match"):
+        verifiers.load("reverse_alias")
 
 
 # --- the TRL reward adapter ---------------------------------------------------------------------------------

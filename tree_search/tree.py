@@ -1,10 +1,12 @@
-"""The search tree: one :class:`Node` per expanded state, statistics kept as NumPy arrays over its actions.
+"""The search tree: one :class:`Node` per expanded state, statistics kept per node over its actions.
 
-Why arrays per node rather than a Python object per child (OpenSpiel's ``SearchNode``, the AlphaZero pseudocode):
-a Go position has ~80 candidate moves, and a search visits only a handful of them. Keeping ``prior``,
-``visit_counts``, ``value_sums``, ``rewards`` and ``terminal`` as ``[num_actions]`` arrays lets PUCT score all
-children in a few vectorised NumPy operations, and child ``Node`` objects (and the env's ``step``, i.e. the state
-clone) are created lazily, only when an edge is first traversed.
+Why per-node statistics rather than a Python object per child (OpenSpiel's ``SearchNode``, the AlphaZero
+pseudocode): a Go position has ~80 candidate moves, and a search visits only a handful of them. A node keeps its
+edges' visit counts, value sums, rewards and terminal flags in ``[num_actions]`` lists (cheap single-entry
+updates in the backup) plus two NumPy caches (mean Q, prior / (1 + n)) that let PUCT score all children in two
+vectorised operations. Child ``Node`` objects (and the env's ``step``, i.e. the state clone) are created lazily,
+when an edge is first traversed, and a node's statistics are allocated only when the search first selects below
+it: most expanded leaves never are.
 
 Statistics convention: ``value_sums[a] / visit_counts[a]`` is the mean return ``Q(s, a)`` of taking ``a`` here,
 from the view of the player to move at this node (two-player) or of the agent (single-agent). ``visit_count`` and

@@ -59,7 +59,10 @@ def make_rngs(rng: Any, num_roots: int) -> list[np.random.Generator]:
             raise ValueError(f"rng: got a sequence of {len(rng)} seeds/generators for {num_roots} roots")
         return [r if isinstance(r, np.random.Generator) else np.random.default_rng(r) for r in rng]
     if isinstance(rng, np.random.Generator):
-        return [np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(num_roots)]
+        try:
+            return list(rng.spawn(num_roots))
+        except (AttributeError, TypeError):  # a bit generator without a spawnable SeedSequence
+            return [np.random.default_rng(int(s)) for s in rng.integers(0, 2**63, size=num_roots)]
     if rng is None:
         return [np.random.default_rng(s) for s in np.random.SeedSequence().spawn(num_roots)]
     if isinstance(rng, (int, np.integer)):

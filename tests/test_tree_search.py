@@ -311,3 +311,17 @@ def test_tree_search_imports_neither_torch_nor_pyspiel():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rng_forms_are_deterministic():
+    env = Bandit([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 0.5, 0.2])
+    kwargs = dict(num_simulations=16, dirichlet_fraction=0.25, temperature=1.0)
+    for make in (lambda: 5, lambda: np.random.default_rng(5), lambda: [np.random.default_rng([5, 0])]):
+        a = search(["s"], env, rng=make(), **kwargs)[0]
+        b = search(["s"], env, rng=make(), **kwargs)[0]
+        np.testing.assert_array_equal(a.prior, b.prior)
+        assert a.selected_index == b.selected_index
+    # an int seed and the per-root generator it stands for agree
+    a = search(["s"], env, rng=5, **kwargs)[0]
+    b = search(["s"], env, rng=[np.random.default_rng([5, 0])], **kwargs)[0]
+    np.testing.assert_array_equal(a.prior, b.prior)

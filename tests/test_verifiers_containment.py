@@ -56,6 +56,13 @@ class Returning(Verifier):
         return example["value"]
 
 
+class MemoryBomb(Verifier):
+    name = "memory_bomb"
+
+    def score(self, completion, example):
+        return float(len(bytearray(1536 * 2**20)) > 0)  # 1.5 GiB: fits the machine, not the limit
+
+
 class BadStep(Verifier):
     name = "bad_step"
 
@@ -127,6 +134,12 @@ def test_worker_crash_and_bad_values_are_contained():
         stats = contained.stats.as_dict()
         assert stats["failures/nan"] == 1 and stats["failures/out_of_range"] == 1
         assert stats["failures/not_a_number"] == 1 and stats["failures"] == 3
+
+
+def test_memory_bomb_in_a_worker_is_contained():
+    with ContainedVerifier(MemoryBomb(), timeout=5.0, memory_limit_bytes=768 * 2**20) as contained:
+        assert contained.score("x", {}) == 0.0
+        assert contained.stats.as_dict()["failures/exception"] == 1
 
 
 def test_safe_score_with_timeout_uses_a_process():

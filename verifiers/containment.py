@@ -13,7 +13,7 @@ Two paths, chosen per verifier (``timeout``):
 * ``timeout=None`` — in-process, ``try/except`` plus the value check. This is the fast path (hundreds of thousands
   of chain-arithmetic scores per second); it cannot stop a hang, so it is for ``trusted`` built-ins whose
   scoring is bounded Python.
-* ``timeout=<seconds>`` — a persistent worker process per verifier (``multiprocessing`` *spawn*, so no forked
+* ``timeout=<seconds>`` — a persistent worker process per verifier (address space capped, 4 GiB by default) (``multiprocessing`` *spawn*, so no forked
   torch/CUDA state), fed one call at a time through a pipe with a deadline. A call past its deadline gets the
   worker SIGKILLed and restarted lazily on the next call. Process-level, not ``signal.alarm``: alarms only work
   in the main thread, cannot interrupt C code holding the GIL, and a verifier can swallow the exception.
@@ -39,6 +39,7 @@ from verifiers.base import Verifier
 __all__ = ["DEFAULT_TIMEOUT", "ContainedVerifier", "ScoreOutcome", "VerifierStats", "safe_score"]
 
 DEFAULT_TIMEOUT = 5.0  # seconds per call for untrusted verifiers
+DEFAULT_WORKER_MEMORY = 4 * 2**30  # RLIMIT_AS of a worker process: a memory bomb raises MemoryError there
 WORKER_START_TIMEOUT = 120.0  # seconds for a spawned worker to import its verifier (not charged to a call)
 MAX_FAILED_STARTS = 3  # a verifier that cannot even load in a worker fails fast after this many tries
 _LOG_FIRST = 3  # log the first few failures of each kind per verifier, then every _LOG_EVERY-th
@@ -90,8 +91,13 @@ def _call_in_process(verifier: Verifier, method: str, args: tuple) -> tuple[str,
 # --- the worker process ------------------------------------------------------------------------------------
 
 
-def _worker_main(conn: Any, verifier: Verifier) -> None:
+def _worker_main(conn: Any, verifier: Verifier, memory_limit_bytes: int | None) -> None:
     """Worker loop: answer (method, args) requests until the pipe closes."""
+    if memory_limit_bytes is not None:
+        with contextlib.suppress(ImportError, ValueError, OSError):  # POSIX only
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     conn.send(("ready", None))
     while True:
         try:
@@ -107,8 +113,9 @@ def _worker_main(conn: Any, verifier: Verifier) -> None:
 class _Worker:
     """A persistent spawned process holding one verifier; killed on a missed deadline, restarted on demand."""
 
-    def __init__(self, verifier: Verifier) -> None:
+    def __init__(self, verifier: Verifier, memory_limit_bytes: int | None = None) -> None:
         self._verifier = verifier
+        self._memory_limit_bytes = memory_limit_bytes
         self._process: Any = None
         self._conn: Any = None
         self._failed_starts = 0  # consecutive; after MAX_FAILED_STARTS the worker stops respawning
@@ -117,7 +124,10 @@ class _Worker:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(
-            target=_worker_main, args=(child, self._verifier), daemon=True, name="verifier-worker"
+            target=_worker_main,
+            args=(child, self._verifier, self._memory_limit_bytes),
+            daemon=True,
+            name="verifier-worker",
         )
         try:
             process.start()
@@ -157,7 +167,10 @@ class _Worker:
                 return "timeout", f"no answer within {timeout:g}s; worker killed"
             return self._conn.recv()
         except (EOFError, OSError) as error:
-            exitcode = self._process.exitcode if self._process is not None else None
+            exitcode = None
+            if self._process is not None:
+                self._process.join(timeout=1)
+                exitcode = self._process.exitcode
             self.close()
             return "worker_died", f"worker died (exit code {exitcode}): {type(error).__name__}"
         except Exception as error:  # e.g. unpicklable arguments
@@ -251,7 +264,7 @@ def safe_score(
         with _shared_lock:
             worker = _shared_workers.get(id(verifier))
             if worker is None:
-                worker = _shared_workers[id(verifier)] = _Worker(verifier)
+                worker = _shared_workers[id(verifier)] = _Worker(verifier, DEFAULT_WORKER_MEMORY)
                 with contextlib.suppress(TypeError):  # no weakrefs (__slots__): the worker lives until exit
                     weakref.finalize(verifier, _drop_shared_worker, id(verifier))
             status, value = worker.call("score", (completion, example), timeout)
@@ -271,11 +284,18 @@ class ContainedVerifier(Verifier):
       verifier: the verifier to contain.
       timeout: seconds per call in a worker process, or None for in-process scoring. Default ``"auto"``: None
         when ``verifier.trusted``, else :data:`DEFAULT_TIMEOUT`.
+      memory_limit_bytes: address-space limit of the worker process (POSIX), None for none.
 
     It is itself a :class:`Verifier` (same name, steps, generator), so callers use it in place of the original.
     """
 
-    def __init__(self, verifier: Verifier, *, timeout: float | str | None = "auto") -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        timeout: float | str | None = "auto",
+        memory_limit_bytes: int | None = DEFAULT_WORKER_MEMORY,
+    ) -> None:
         if isinstance(verifier, ContainedVerifier):
             verifier = verifier.inner
         if not isinstance(verifier, Verifier):
@@ -289,6 +309,7 @@ class ContainedVerifier(Verifier):
         self.name = verifier.name
         self.step_delimiter = verifier.step_delimiter
         self.trusted = verifier.trusted
+        self.memory_limit_bytes = memory_limit_bytes
         self.stats = VerifierStats(verifier.name)
         self._worker: _Worker | None = None
         self._lock = threading.Lock()
@@ -298,7 +319,7 @@ class ContainedVerifier(Verifier):
             return _call_in_process(self.inner, method, args)
         with self._lock:
             if self._worker is None:
-                self._worker = _Worker(self.inner)
+                self._worker = _Worker(self.inner, self.memory_limit_bytes)
             return self._worker.call(method, args, self.timeout)
 
     def score_outcome(self, completion: str, example: dict) -> ScoreOutcome:

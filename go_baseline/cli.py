@@ -22,6 +22,12 @@ def _load(recipe: str | None, overrides: list[str]):
 def _cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
     from go_baseline.loop import run
 
+    if a.algo is not None:
+        overrides = [*overrides, "--train.algo", a.algo]
+        if not any(o.lstrip("-").split("=")[0] == "run_dir" for o in overrides):
+            base = _load(a.recipe, [])
+            stem = base.run_dir[:-3] if base.run_dir.endswith(("-az", "-pg")) else base.run_dir
+            overrides += ["--run_dir", f"{stem}-{a.algo}"]
     cfg = _load(a.recipe, overrides)
     last = run(cfg, progress=not a.quiet)
     print(json.dumps(last, indent=2))
@@ -165,17 +171,26 @@ def _cmd_compare(a: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="go-baseline", description=__doc__)
+    p = argparse.ArgumentParser(prog="go-baseline", description=__doc__, allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="run (or resume) the self-play/train/eval loop of a recipe")
+    t = sub.add_parser(
+        "train", allow_abbrev=False, help="run (or resume) the self-play/train/eval loop of a recipe"
+    )
     t.add_argument("recipe")
+    t.add_argument(
+        "--algo",
+        choices=["az", "pg"],
+        help="shorthand for --train.algo; unless --run_dir is given, the run directory's -az/-pg suffix follows it",
+    )
     t.add_argument("--quiet", action="store_true")
-    s = sub.add_parser("selfplay", help="play self-play games and report positions/s")
+    s = sub.add_parser("selfplay", allow_abbrev=False, help="play self-play games and report positions/s")
     s.add_argument("recipe")
     s.add_argument("--checkpoint")
     s.add_argument("--games", type=int, default=32)
     s.add_argument("--sgf-dir")
-    e = sub.add_parser("eval", help="a checkpoint against random, gnugo or another checkpoint")
+    e = sub.add_parser(
+        "eval", allow_abbrev=False, help="a checkpoint against random, gnugo or another checkpoint"
+    )
     e.add_argument("recipe")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--opponent", default="random", help="random | gnugo | PATH to a checkpoint")
@@ -186,11 +201,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--target-score", type=float, help="count games ending exactly at this score (e.g. 17.5)")
     e.add_argument("--sgf-dir")
     e.add_argument("--out")
-    g = sub.add_parser("gtp", help="a GTP v2 engine on stdin/stdout")
+    g = sub.add_parser("gtp", allow_abbrev=False, help="a GTP v2 engine on stdin/stdout")
     g.add_argument("--checkpoint", required=True)
     g.add_argument("--simulations", type=int, default=32)
     g.add_argument("--threads", type=int, default=1)
-    c = sub.add_parser("compare", help="AZ vs PG report from two run directories")
+    c = sub.add_parser("compare", allow_abbrev=False, help="AZ vs PG report from two run directories")
     c.add_argument("--az", nargs="+", required=True, help="AlphaZero run directories (one per seed)")
     c.add_argument("--pg", nargs="+", required=True, help="policy-gradient run directories (one per seed)")
     c.add_argument("--out", default=None, help="output directory (default: <first AZ run>/../compare)")

@@ -187,3 +187,14 @@ def test_features_are_from_the_movers_view():
     assert x[0].reshape(-1)[12] == 1 and x[1].reshape(-1)[6] == 1  # black to move: own C3, opponent B2
     assert x[2].reshape(-1)[12] == 1 and x[3].sum() == 0  # previous board: only C3
     assert x[-2].sum() == 25 and x[-1].sum() == 25
+
+
+def test_score_aware_utility_ranks_every_win_above_every_loss():
+    from go_baseline.selfplay import game_utility
+
+    assert game_utility(1, 2.5, 5, 0.0) == 1.0 and game_utility(-1, -30.0, 5, 0.0) == -1.0
+    wins = [game_utility(1, s, 5, 0.5) for s in (0.5, 2.5, 17.5)]
+    losses = [game_utility(-1, s, 5, 0.5) for s in (-0.5, -7.5, -25.0)]
+    assert min(wins) > max(losses) and wins == sorted(wins) and losses == sorted(losses, reverse=True)
+    assert game_utility(1, 17.5, 5, 0.5) == 0.5 + 0.5 * 17.5 / 25
+    assert game_utility(-1, float("nan"), 5, 0.5) == -1.0  # resignation: no score

@@ -75,7 +75,8 @@ class SelfPlaySection:
       resign_threshold: resign when the root value (mover's view) is below this; −1 disables.
       resign_min_moves: never resign before this move.
       no_resign_fraction: share of games played out without resigning, to measure false resignations.
-      reuse_tree: keep the chosen child's subtree for the next move.
+      reuse_tree: keep the chosen child's subtree for the next move (PUCT only: Gumbel's sequential-halving
+        schedule needs a fresh root).
       score_weight: weight ``w`` of the score margin in the game's utility (see
         :func:`go_baseline.selfplay.game_utility`); 0 = pure win/loss (AlphaZero).
     """

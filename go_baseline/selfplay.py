@@ -258,7 +258,8 @@ def play_selfplay_games(
             if child.is_terminal:
                 finish(slot, result=child.result())
                 continue
-            slot.root = node if cfg.reuse_tree else child
+            # Gumbel's sequential-halving schedule assumes a fresh root (inherited visits would break it)
+            slot.root = node if cfg.reuse_tree and cfg.search == "puct" else child
             keep.append(slot)
         slots = keep
     stats.evaluations = env.positions_evaluated

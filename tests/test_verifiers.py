@@ -287,3 +287,17 @@ def test_cli_tasks_make_dataset_and_verify(tmp_path, capsys):
     completions.write_text('{"no_completion": 1}\n')
     assert cli.cmd_verify(["--verifier", "countdown", "--input", str(completions)]) == 2
     assert "needs a string 'completion'" in capsys.readouterr().err
+
+
+def test_gsm8k_rows_offline():
+    from verifiers.tasks.gsm8k import GSM8K, gsm8k_row
+
+    record = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether she sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    row = gsm8k_row("How many clips did Natalia sell?", record)
+    assert row["answer"] == "72" and row["num_steps"] == 3
+    assert row["solution"].splitlines()[-1] == "Answer: 72" and "<<" not in row["solution"]
+    gsm8k = GSM8K()
+    assert gsm8k.score(row["solution"], row) == 1.0 and gsm8k.score("Answer: 71", row) == 0.0
+    assert gsm8k.is_terminal_step(gsm8k.split_steps(row["solution"])[-1])
+    with pytest.raises(ValueError, match="no '####' line"):
+        gsm8k_row("q", "no final answer")

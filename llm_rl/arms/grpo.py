@@ -389,6 +389,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
 
     from llm_rl.loop import _truncate_metrics, load_task
     from llm_rl.models import load_policy
+    from relabel_rl.rundir import seed_everything
 
     args = grpo_config(cfg, run.checkpoint_dir)  # validated before anything heavy
     task = load_task(cfg)  # the same rows as every other arm (llm_rl.loop.load_task)
@@ -406,6 +407,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     else:
         budget = Budget()
 
+    seed_everything(cfg.seed)  # the fresh value head (saved with the final policy) is seeded too
     lora = cfg.model.lora if cfg.model.lora.enabled else None
     policy = load_policy(
         init_model, lora=lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden

@@ -1,0 +1,272 @@
+"""The per-step Monte-Carlo value arm: step cutting, boundary values and advantages against hand-computed numbers
+(scripted backend and verifier), token-exact rows, the loss, budget counting, and short end-to-end runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_rl.arms import mc_value
+from llm_rl.budget import Budget
+from llm_rl.generation import Continuation
+from verifiers.base import Verifier
+
+
+class AnswerIs7(Verifier):
+    """Scores 1 when the first answer line says 7."""
+
+    name = "answer_is_7"
+    trusted = True
+
+    def score(self, completion: str, example: dict) -> float:
+        for line in completion.splitlines():
+            if line.startswith("Answer:"):
+                return float(line.split(":", 1)[1].strip() == "7")
+        return 0.0
+
+
+def cont(text: str, *, finished: bool = True) -> Continuation:
+    ids = tuple(ord(c) for c in text) + ((2,) if finished else ())
+    return Continuation(text=text, token_ids=ids, logprob=0.0, finished=finished, stopped=False)
+
+
+class ScriptedBackend:
+    """Returns, for each prefix, the scripted rollout texts (cycled to n); records its calls."""
+
+    def __init__(self, script: dict[str, list[str]]) -> None:
+        self.script = script
+        self.calls: list[tuple[list[str], int]] = []
+        self.budget = None
+
+    def sample(self, prefixes, *, n, max_new_tokens, temperature=1.0, stop="\n", generator=None):
+        self.calls.append((list(prefixes), n))
+        assert stop is None
+        return [[cont(self.script[p][j % len(self.script[p])]) for j in range(n)] for p in prefixes]
+
+
+def test_step_segments_concatenate_to_the_completion() -> None:
+    v = AnswerIs7()
+    assert mc_value.step_segments("a\nb\nAnswer: 7", v, max_steps=8) == ["a\n", "b\n", "Answer: 7"]
+    # blank lines go with the next step; a trailing newline stays with the last step
+    assert mc_value.step_segments("a\n\nb\nAnswer: 7\n", v, max_steps=8) == ["a\n", "\nb\n", "Answer: 7\n"]
+    # more steps than max_steps: the rest is one last segment
+    assert mc_value.step_segments("a\nb\nc\nd", v, max_steps=2) == ["a\n", "b\nc\nd"]
+    assert mc_value.step_segments("", v, max_steps=4) == [""]
+    for text in ["x\ny", "\n\n", "Answer: 7", "a\nb\nc\nd\n"]:
+        assert "".join(mc_value.step_segments(text, v, max_steps=3)) == text
+
+
+def test_mc_advantages_match_hand_computed_numbers() -> None:
+    prompt = "Q\n"
+    rollouts = {
+        "Q\n": ["Answer: 7", "Answer: 1", "Answer: 2", "Answer: 3"],  # V(s0) = 1/4
+        "Q\nx=1\n": ["Answer: 7", "Answer: 7", "Answer: 7", "Answer: 0"],  # 3/4
+        "Q\nx=1\nx=2\n": ["Answer: 7", "Answer: 7", "Answer: 0", "Answer: 0"],  # 2/4
+        "Q\nx=1\nx=9\n": ["Answer: 0"],  # 0
+    }
+    backend = ScriptedBackend(rollouts)
+    budget = Budget()
+    completions = [[cont("x=1\nx=2\nAnswer: 7"), cont("x=1\nx=9\nAnswer: 3")]]
+    (out,) = mc_value.estimate_step_advantages(
+        [{"prompt": prompt}], completions, backend, AnswerIs7(), num_rollouts=4, max_new_tokens=16,
+        temperature=1.0, max_steps=8, budget=budget,
+    )  # fmt: skip
+    first, second = out
+    assert first.segments == ("x=1\n", "x=2\n", "Answer: 7")
+    assert first.values == pytest.approx((0.25, 0.75, 0.5, 1.0))
+    assert first.advantages == pytest.approx((0.5, -0.25, 0.5))
+    assert second.values == pytest.approx((0.25, 0.75, 0.0, 0.0))
+    assert second.advantages == pytest.approx((0.5, -0.75, 0.0))
+    # ONE batched rollout call over the 4 distinct boundaries (shared prefixes rolled out once), n = K
+    assert backend.calls == [(list(rollouts), 4)]
+    # verifier calls: 2 samples + 4 boundaries x 4 rollouts
+    assert budget.verifier_calls == 2 + 16
+
+
+def test_rows_split_the_sampled_tokens_exactly() -> None:
+    class CharTok:
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(i) for i in ids if i != 2)
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    sample = mc_value.SampledSteps("Q\n", ("x=1\n", "Answer: 7"), True, (0.5, 0.25, 1.0), (-0.25, 0.75))
+    c = cont("x=1\nAnswer: 7")
+    rows = mc_value.build_rows([sample], [c], CharTok(), eos_token_id=2)
+    assert [r.prefix for r in rows] == ["Q\n", "Q\nx=1\n"]
+    assert [r.advantage for r in rows] == [-0.25, 0.75]
+    assert rows[0].token_ids == tuple(ord(ch) for ch in "x=1\n")
+    assert rows[1].token_ids == (*(ord(ch) for ch in "Answer: 7"), 2)  # EOS trains with the last step
+    assert sum(len(r.token_ids) for r in rows) == len(c.token_ids)
+
+
+# --- end to end on the tiny preset ---------------------------------------------------------------------------
+
+
+def small_cfg():
+    from llm_rl.config import (
+        BudgetConfig,
+        EvalConfig,
+        ExperimentConfig,
+        McValueArmConfig,
+        OptimConfig,
+        TaskConfig,
+    )
+
+    return ExperimentConfig(
+        arm="mc_value",
+        seed=0,
+        task=TaskConfig(train_size=16, test_size=4, max_completion_tokens=20, max_steps=4),
+        budget=BudgetConfig(axis="generated_tokens", limit=1200, eval_every=500),
+        eval=EvalConfig(num_examples=4, pass_k=2),
+        optim=OptimConfig(prompts_per_step=2, checkpoint_every=1, learning_rate=1e-3),
+        mc_value=McValueArmConfig(num_samples=2, num_rollouts=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from llm_rl.models import build_tiny_model
+
+    path = tmp_path_factory.mktemp("mc_tiny") / "base"
+    return str(build_tiny_model(path, hidden_size=32, num_layers=1, num_heads=2))
+
+
+class CountingBackend:
+    """Wraps the loop's backend and adds up what it actually returned (tokens sampled, continuations)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.tokens = 0
+        self.continuations = 0
+
+    @property
+    def budget(self):
+        return self.inner.budget
+
+    @budget.setter
+    def budget(self, value) -> None:
+        self.inner.budget = value
+
+    def sample(self, prefixes, **kwargs):
+        out = self.inner.sample(prefixes, **kwargs)
+        self.tokens += sum(len(c.token_ids) for group in out for c in group)
+        self.continuations += sum(len(group) for group in out)
+        return out
+
+    def greedy(self, prefixes, **kwargs):
+        return self.inner.greedy(prefixes, **kwargs)
+
+
+def _comparable(records):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records if r["kind"] != "resume"]
+
+
+def test_mc_value_end_to_end_counts_exactly_and_is_deterministic(tmp_path, tiny_model, monkeypatch) -> None:
+    import llm_rl.loop
+    from relabel_rl.rundir import RunDir
+
+    cfg = small_cfg()
+    made = []
+    real_make = llm_rl.loop.make_backend
+
+    def spy_make(kind, policy, budget):
+        made.append(CountingBackend(real_make(kind, policy, budget)))
+        return made[-1]
+
+    monkeypatch.setattr(llm_rl.loop, "make_backend", spy_make)
+    run = RunDir.create(tmp_path / "a", config=cfg)
+    final = mc_value.train(cfg, run, init_model=tiny_model)
+    records = run.metrics()
+    evals = [r for r in records if r["kind"] == "eval"]
+    trains = [r for r in records if r["kind"] == "train"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == final["step"] == trains[-1]["step"]
+    assert len(evals) >= 3
+    assert all({"loss", "reward", "mean_abs_advantage", "num_rows"} <= set(r) for r in trains)
+    assert trains[-1]["generated_tokens"] >= cfg.budget.limit > trains[-2]["generated_tokens"]
+    assert (run.path / "final" / "config.json").exists()
+    # the budget holds exactly the tokens the backend returned; one verifier call per sample and per rollout
+    (backend,) = made
+    assert final["generated_tokens"] == backend.tokens
+    assert final["verifier_calls"] == backend.continuations
+    monkeypatch.undo()
+
+    run_b = RunDir.create(tmp_path / "b", config=cfg)
+    mc_value.train(cfg, run_b, init_model=tiny_model)
+    assert _comparable(run_b.metrics()) == _comparable(records)
+
+    # A killed run (dies in step 3's loss) resumes from its step-2 checkpoint and retraces the full run.
+    calls = {"n": 0}
+    real_loss = mc_value.loss_fn
+
+    def dying_loss(items, policy, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(items, policy, **kw)
+
+    monkeypatch.setattr(mc_value, "loss_fn", dying_loss)
+    run_c = RunDir.create(tmp_path / "c", config=cfg)
+    with pytest.raises(KeyboardInterrupt):
+        mc_value.train(cfg, run_c, init_model=tiny_model)
+    monkeypatch.undo()
+    mc_value.train(cfg, run_c, init_model=tiny_model)
+    resumed = run_c.metrics()
+    assert any(r["kind"] == "resume" and r["step"] == 2 for r in resumed)
+    # (the loop's verifier_stats count the current session only, so they restart on resume)
+    session = {"verifier_stats"}
+
+    def strip(rs):
+        return [
+            {k: v for k, v in r.items() if k not in session}
+            for r in _comparable(rs)
+            if r["kind"] != "verifier"
+        ]
+
+    assert strip(resumed) == strip(records)
+
+
+def test_loss_is_the_per_token_policy_gradient_with_step_advantages(tiny_model) -> None:
+    from llm_rl.models import load_policy
+
+    policy = load_policy(tiny_model)
+    enc = policy.encode(["x=1\n", "Answer: 7"], add_special_tokens=False)
+    rows = (
+        mc_value.StepRow("Q\n", tuple(enc[0]), 0.5),
+        mc_value.StepRow("Q\nx=1\n", (*enc[1], policy.eos_token_id), -0.25),
+    )
+    loss, metrics = mc_value.loss_fn(mc_value.McValueBatch(rows, ()), policy, clip_epsilon=0.2)
+    n1, n2 = len(rows[0].token_ids), len(rows[1].token_ids)
+    # on-policy the ratio is exactly 1: loss = -sum_t A_t * |tokens_t| / total tokens
+    assert float(loss) == pytest.approx(-(0.5 * n1 - 0.25 * n2) / (n1 + n2), abs=1e-6)
+    assert metrics["num_tokens"] == n1 + n2 and metrics["clip_fraction"] == 0.0
+    loss.backward()
+    got = [p.grad.clone() for p in policy.model.parameters()]
+    policy.zero_grad()
+    lp = policy.sequence_logprobs([r.prefix for r in rows], [list(r.token_ids) for r in rows])
+    (-(0.5 * lp[0] - 0.25 * lp[1]) / (n1 + n2)).backward()
+    for g, p in zip(got, policy.model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_sample_gives_a_per_prompt_gradient(tiny_model) -> None:
+    from llm_rl.models import load_policy
+
+    class EvenLength(AnswerIs7):
+        def score(self, completion: str, example: dict) -> float:
+            return float(len(completion) % 2 == 0)
+
+    policy = load_policy(tiny_model)
+    example = {"prompt": "Q\n", "answer": "7"}
+    cfg = small_cfg()
+    loss = mc_value.gradient_sample(
+        cfg, policy, EvenLength(), example, generator=torch.Generator().manual_seed(0)
+    )
+    assert loss.ndim == 0 and loss.requires_grad
+    loss.backward()
+    assert any(float(p.grad.abs().sum()) > 0 for p in policy.model.parameters() if p.grad is not None)
+    again = mc_value.gradient_sample(
+        cfg, policy, EvenLength(), example, generator=torch.Generator().manual_seed(0)
+    )
+    assert float(again) == float(loss)  # same generator seed, same estimate

@@ -1,0 +1,298 @@
+"""Multi-process correctness on CPU: ``accelerate launch --multi_gpu --num_processes 2`` (gloo) reproduces one
+process with the same global batch.
+
+One launch (process start-up dominates: ~20 s on 2 shared cores) runs every check in ``_worker`` below; the
+single-process references are computed in the pytest process while the launch runs. Checked:
+
+* **LLM arms** (`llm_rl.distributed.ChunkedStep`, the step the hand-written arms' loop takes): two optimizer
+  steps of the MC-value arm's real ``collect``/``loss`` on the tiny model, global batch 4 prompts in 2 chunks
+  (one per process vs both in one process). Loss and metrics agree to 1e-5 relative, parameters to 1e-5
+  absolute (float32 summation order differs: per-process partial gradients are summed by the all-reduce).
+* **budget counters** (`llm_rl.distributed.BudgetSync`): generated tokens, prefill tokens and verifier calls
+  after each step are *exactly* the single-process totals on both processes.
+* **Go** (`go_baseline`): self-play sharded by game (each game seeded by its index) gives the very same games as
+  one process playing all of them; then two AlphaZero training steps of `go_baseline.train.Trainer` under DDP,
+  each process on half of the global batch, match one process accumulating the same two half-batches
+  (parameters to 1e-5). Not one forward pass over the whole batch: the Go net has BatchNorm, whose statistics
+  are per process under DDP (SyncBatchNorm needs a GPU), so per-half statistics are part of what DDP computes.
+
+Tolerance: 1e-5 (absolute on parameters after two AdamW/SGD steps, relative on losses); sampled tokens and
+budget counts must be identical.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+WORLD = 2
+PROMPTS_PER_STEP = 4
+CHUNKS = 2
+STEPS = 2
+GO_GAMES = 2
+GO_BATCH = 16
+TOL = 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The computations, shared by the worker (2 processes) and the reference (1 process)
+
+
+class ToyVerifier:
+    """Scores 1 when a completion contains a "9": a random tiny model earns it about half the time, so
+    advantages are non-zero and the MC-value loss has a gradient. Steps are "|"-separated (frequent too)."""
+
+    name = "toy_nine"
+    step_delimiter = "|"
+
+    def score(self, completion: str, example: dict) -> float:
+        return float("9" in completion)
+
+    def split_steps(self, completion: str) -> list[str]:
+        return [s for s in completion.split(self.step_delimiter) if s]
+
+    def check_step(self, previous_steps, step, example):
+        return None
+
+    def is_terminal_step(self, step: str) -> bool:
+        return step.startswith("Answer:")
+
+
+def _policy(path: str):
+    from llm_rl.models import load_policy
+
+    torch.manual_seed(0)
+    pol = load_policy(path)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # varied outputs (a fresh tiny LM repeats one token)
+        for p in pol.model.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+    return pol
+
+
+def _arm_case(arm: str):
+    """``(collect, loss_fn, budget_holder)`` of an arm, as its training loop wires them."""
+    from llm_rl.config import ExperimentConfig, McValueArmConfig, TaskConfig
+
+    cfg = ExperimentConfig(
+        task=TaskConfig(max_steps=3, max_completion_tokens=8),
+        mc_value=McValueArmConfig(num_samples=2, num_rollouts=2),
+    )
+    verifier = ToyVerifier()
+    holder: dict = {}
+    if arm == "mc_value":
+        from llm_rl.arms import mc_value
+
+        def collect(examples, policy, backend, generator):
+            return mc_value.collect_batch(
+                cfg, examples, policy, backend, verifier, generator=generator, budget=holder["budget"]
+            )
+
+        def loss_fn(items, policy):
+            return mc_value.loss_fn(items, policy, clip_epsilon=0.2, temperature=1.0)
+
+        return collect, loss_fn, holder
+    raise ValueError(arm)
+
+
+def _examples() -> list[dict]:
+    return [
+        {"prompt": f"Start {i}. Add {i + 2}.\n", "answer": str(2 * i + 2)} for i in range(PROMPTS_PER_STEP)
+    ]
+
+
+def run_arm(arm: str, path: str, layout) -> dict:
+    """``STEPS`` global optimizer steps of ``arm`` on this process's share; returns losses, counters, params."""
+    from llm_rl.budget import Budget
+    from llm_rl.distributed import BudgetSync, ChunkedStep
+    from llm_rl.generation import HFBackend
+
+    policy = _policy(path)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    budget = Budget()
+    collect, loss_fn, holder = _arm_case(arm)
+    holder["budget"] = budget
+    backend = HFBackend(policy, budget)
+    sync = BudgetSync(budget, layout)
+    stepper = ChunkedStep(seed=0, chunks=CHUNKS, layout=layout)
+    records = []
+    for step in range(STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        loss, metrics, has_grad = stepper.run(
+            step, _examples(), policy, backend, collect=collect, loss_fn=loss_fn, params=params
+        )
+        assert has_grad, "the toy task must give the arm something to learn"
+        optimizer.step()
+        budget.add_optimizer_step()
+        sync.sync()
+        counters = {k: getattr(budget, k) for k in ("generated_tokens", "prefill_tokens", "verifier_calls")}
+        records.append(
+            {"loss": loss, "metrics": metrics, **counters, "optimizer_steps": budget.optimizer_steps}
+        )
+    state = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    return {"records": records, "params": state}
+
+
+def _go_config():
+    from go_baseline.config import BoardSection, GoConfig, NetSection, SelfPlaySection, TrainSection
+
+    return GoConfig(
+        board=BoardSection(size=5, max_game_length=10),
+        net=NetSection(history=1, blocks=1, filters=8, value_hidden=8),
+        selfplay=SelfPlaySection(
+            games_in_flight=1, max_considered=4, num_simulations=4, fast_simulations=2, resign_threshold=-1.0
+        ),
+        train=TrainSection(batch_size=GO_BATCH, lr=0.05, augment=False),
+    )
+
+
+def run_go(layout, gather) -> dict:
+    """Self-play sharded by game, gathered in game order; then ``STEPS`` AZ steps on this process's half."""
+    from go_baseline.replay import Batch
+    from go_baseline.selfplay import play_selfplay_games
+    from go_baseline.train import Trainer, az_loss
+
+    cfg = _go_config()
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    mine = []
+    for game in range(layout.rank, GO_GAMES, layout.world):
+        recs, _ = play_selfplay_games(
+            trainer.model, num_games=1, board_size=cfg.board.size, komi=cfg.board.komi, history=cfg.net.history,
+            cfg=cfg.selfplay, rng=np.random.default_rng(1000 + game), max_game_length=cfg.board.max_game_length,
+        )  # fmt: skip
+        r = recs[0]
+        outcome = np.asarray(r.to_play, dtype=np.float32) * np.float32(r.utility)
+        mine.append(
+            (game, r.moves, np.stack(r.planes), np.stack(r.policy_targets), np.asarray(r.played), outcome)
+        )
+    games = sorted(gather(mine), key=lambda g: g[0])
+    planes = np.concatenate([g[2] for g in games])[:GO_BATCH].astype(np.float32)
+    policy = np.concatenate([g[3] for g in games])[:GO_BATCH]
+    played = np.concatenate([g[4] for g in games])[:GO_BATCH]
+    outcome = np.concatenate([g[5] for g in games])[:GO_BATCH]
+    assert len(planes) == GO_BATCH, "games too short for the batch"
+    # The global batch in WORLD equal micro-batches; each process takes its own. The net has BatchNorm, whose
+    # batch statistics are per micro-batch, so one process reproduces DDP by accumulating the same micro-batches
+    # (a mean of micro-batch losses), not by one forward pass over the whole batch.
+    shards = [
+        Batch(
+            planes[s::WORLD],
+            policy[s::WORLD],
+            played[s::WORLD],
+            outcome[s::WORLD],
+            np.zeros(GO_BATCH // WORLD),
+        )
+        for s in range(layout.rank, WORLD, layout.world)
+    ]
+    losses = []
+    for _ in range(STEPS):
+        trainer.net.train()
+        parts = [az_loss(trainer.net, shard, cfg.train.value_weight, trainer.device) for shard in shards]
+        loss = sum(p[0] for p in parts) / len(parts)
+        trainer.update(loss)
+        losses.append(float(loss.detach()))
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    return {"moves": [g[1] for g in games], "losses": losses, "params": params}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The worker (run under accelerate launch)
+
+
+def _worker(path: str, out_dir: str) -> None:
+    from accelerate import Accelerator
+
+    from llm_rl.distributed import Layout
+
+    torch.set_num_threads(1)
+    accelerator = Accelerator(cpu=True)
+    layout = Layout.current()
+    assert layout.world == WORLD and torch.distributed.get_backend() == "gloo", (layout, accelerator.state)
+
+    def gather(obj):
+        out = [None] * layout.world
+        torch.distributed.all_gather_object(out, obj)
+        return [x for part in out for x in part]
+
+    result = {"mc_value": run_arm("mc_value", path, layout), "go": run_go(layout, gather)}
+    torch.save(result, Path(out_dir) / f"rank{layout.rank}.pt")
+    accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The test
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> str:
+    from llm_rl.models import build_tiny_model
+
+    return str(
+        build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", hidden_size=32, num_layers=2, num_heads=2)
+    )
+
+
+def launch(args: list[str], *, timeout: float) -> subprocess.Popen:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(WORLD),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+        *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=TOL, rtol=0), (n, (a[n] - b[n]).abs().max().item())
+
+
+def test_two_processes_match_one(tiny_path, tmp_path):
+    from llm_rl.distributed import Layout
+
+    start = time.perf_counter()
+    proc = launch([str(Path(__file__).resolve()), "--worker", tiny_path, str(tmp_path)], timeout=300)
+    torch.set_num_threads(1)
+    ref_arm = run_arm("mc_value", tiny_path, Layout())
+    ref_go = run_go(Layout(), lambda mine: mine)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, output[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for res in ranks:
+        # LLM arm: same losses, metrics, exact global counters, same parameters.
+        for got, want in zip(res["mc_value"]["records"], ref_arm["records"]):
+            assert got["loss"] == pytest.approx(want["loss"], rel=TOL, abs=1e-7)
+            assert got["metrics"].keys() == want["metrics"].keys()
+            for k in want["metrics"]:
+                assert got["metrics"][k] == pytest.approx(want["metrics"][k], rel=TOL, abs=1e-7), k
+            for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps"):
+                assert got[k] == want[k], (k, got[k], want[k])
+        _close(res["mc_value"]["params"], ref_arm["params"])
+        # Go: the same games, then the same training.
+        assert res["go"]["moves"] == ref_go["moves"]
+        _close(res["go"]["params"], ref_go["params"])
+    # Each process generated only part of the tokens: the counters really were summed across processes.
+    assert ref_arm["records"][-1]["generated_tokens"] > 0
+    print(f"2-process check took {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
+    sys.path.insert(0, str(REPO))
+    _worker(sys.argv[2], sys.argv[3])

@@ -170,10 +170,19 @@ def _probe_isolation() -> tuple[bool, bool]:
 def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | None):
     import resource  # POSIX only; imported here so the module imports anywhere
 
+    # Resolved before the fork: no dlopen in the child (a lock another parent thread held at fork time would
+    # deadlock it). os.unshare exists from Python 3.12; libc's through ctypes before that.
+    unshare = (
+        getattr(os, "unshare", None) or ctypes.CDLL(None, use_errno=True).unshare if isolate_network else None
+    )
+
     def preexec() -> None:  # runs in the forked child before exec: keep it to async-signal-safe-ish calls
-        if isolate_network:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(_CLONE_NEWNET) != 0:
+        if unshare is not None:
+            try:
+                failed = unshare(_CLONE_NEWNET) not in (0, None)
+            except OSError:
+                failed = True
+            if failed:
                 os._exit(111)  # refuse to run with network rather than silently run without isolation
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))

@@ -356,8 +356,9 @@ def resolve_checkpoint(target: Path) -> Path:
 def cmd_eval(argv: Sequence[str]) -> int:
     """``llm-rl eval RUN_DIR_OR_MODEL [--recipe R] [--split test|train] [--out FILE] [--section.key value ...]``.
 
-    Greedy pass@1 and sampled pass@k on ``eval.num_examples`` rows of the held-out split (as the arms evaluate:
-    the recipe's task and seed). The recipe defaults to the run directory's ``config.yaml``.
+    Greedy pass@1 and sampled pass@k on the first ``eval.num_examples`` rows of the held-out split, drawn and
+    sampled exactly as the training loop evaluates (`llm_rl.loop`), so a run's final pass@1 is reproduced. The
+    recipe defaults to the run directory's ``config.yaml``.
     """
 
     def body() -> int:
@@ -408,13 +409,15 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str =
     """Held-out pass@1 / pass@k of the policy in ``checkpoint`` (never counted in any training budget)."""
     import verifiers
     from llm_rl.evaluate import evaluate
+    from llm_rl.loop import DATA_SEED
     from llm_rl.models import load_policy
 
     policy = load_policy(checkpoint, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden)
     policy.eval()
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
     contained = verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
-    data = contained.generate(cfg.eval.num_examples, seed=cfg.seed, split=split, **cfg.task.difficulty)
+    # the rows and sampling seed the training loop evaluates with (llm_rl.loop), so a run's final pass@1 reproduces
+    data = contained.generate(cfg.eval.num_examples, seed=DATA_SEED, split=split, **cfg.task.difficulty)
     result = evaluate(
         policy,
         contained,
@@ -423,7 +426,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str =
         temperature=cfg.eval.temperature,
         max_new_tokens=cfg.task.max_completion_tokens,
         batch_size=max(1, min(len(data), 64)),
-        seed=cfg.seed,
+        progress=False,
     )
     return {
         "checkpoint": str(checkpoint),

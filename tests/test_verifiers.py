@@ -66,6 +66,16 @@ def test_generation_rules():
     with pytest.raises(ValueError, match=r"max_steps=3.5 is not a int"):
         chain.generate(2, seed=0, max_steps=3.5)
     assert chain.generate(1, seed=0, min_steps=3.0, max_steps="3")[0]["num_steps"] == 4
+    tiny = {
+        "min_steps": 1,
+        "max_steps": 1,
+        "max_start": 0,
+        "max_operand": 1,
+        "max_multiplier": 2,
+        "max_value": 2,
+    }
+    with pytest.raises(ValueError, match="task space is too small"):
+        chain.generate(10, seed=0, **tiny)
     with pytest.raises(ValueError, match="split must be one of"):
         chain.generate(2, seed=0, split="validation")
     with pytest.raises(NotImplementedError, match="no task generator"):

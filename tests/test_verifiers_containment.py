@@ -13,6 +13,7 @@ import pytest
 
 import verifiers
 from verifiers import ContainedVerifier, Verifier, safe_score
+from verifiers.containment import close_workers
 
 
 class Raising(Verifier):
@@ -146,6 +147,7 @@ def test_safe_score_with_timeout_uses_a_process():
     hanging = Hanging()
     assert safe_score(hanging, "hang", {}, timeout=1.0).failure == "timeout"
     assert safe_score(hanging, "fine", {}, timeout=5.0).score == 1.0
+    close_workers()
 
 
 def test_auto_timeout_follows_trust():

@@ -29,14 +29,21 @@ import math
 import multiprocessing
 import numbers
 import threading
-import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from verifiers.base import Verifier
 
-__all__ = ["DEFAULT_TIMEOUT", "ContainedVerifier", "ScoreOutcome", "VerifierStats", "safe_score"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_WORKER_MEMORY",
+    "ContainedVerifier",
+    "ScoreOutcome",
+    "VerifierStats",
+    "close_workers",
+    "safe_score",
+]
 
 DEFAULT_TIMEOUT = 5.0  # seconds per call for untrusted verifiers
 DEFAULT_WORKER_MEMORY = 4 * 2**30  # RLIMIT_AS of a worker process: a memory bomb raises MemoryError there
@@ -246,7 +253,7 @@ class VerifierStats:
 
 # --- the public wrappers -----------------------------------------------------------------------------------
 
-_shared_workers: dict[int, _Worker] = {}
+_shared_workers: dict[int, tuple[Verifier, _Worker]] = {}  # id -> (the verifier, kept alive; its worker)
 _shared_lock = threading.Lock()
 
 
@@ -255,26 +262,27 @@ def safe_score(
 ) -> ScoreOutcome:
     """Score one sample, containing every failure (see the module docstring).
 
-    ``timeout=None`` scores in-process (trusted verifiers); a number scores in a persistent worker process kept
-    per verifier instance (shared by all ``safe_score`` calls on that instance, closed when it is collected).
+    ``timeout=None`` scores in-process (trusted verifiers). A number scores in a persistent worker process kept
+    per verifier instance, shared by all ``safe_score`` calls on it until :func:`close_workers` or exit; use
+    :class:`ContainedVerifier` to own a worker's lifetime (and to count failures).
     """
     if timeout is None:
         status, value = _call_in_process(verifier, "score", (completion, example))
     else:
         with _shared_lock:
-            worker = _shared_workers.get(id(verifier))
-            if worker is None:
-                worker = _shared_workers[id(verifier)] = _Worker(verifier, DEFAULT_WORKER_MEMORY)
-                with contextlib.suppress(TypeError):  # no weakrefs (__slots__): the worker lives until exit
-                    weakref.finalize(verifier, _drop_shared_worker, id(verifier))
-            status, value = worker.call("score", (completion, example), timeout)
+            entry = _shared_workers.get(id(verifier))
+            if entry is None:
+                entry = _shared_workers[id(verifier)] = (verifier, _Worker(verifier, DEFAULT_WORKER_MEMORY))
+            status, value = entry[1].call("score", (completion, example), timeout)
     return validate_score(value) if status == "ok" else ScoreOutcome(0.0, status, str(value))
 
 
-def _drop_shared_worker(key: int) -> None:
-    worker = _shared_workers.pop(key, None)
-    if worker is not None:
-        worker.close()
+def close_workers() -> None:
+    """Stop every worker process started by :func:`safe_score`."""
+    with _shared_lock:
+        for _, worker in _shared_workers.values():
+            worker.close()
+        _shared_workers.clear()
 
 
 class ContainedVerifier(Verifier):

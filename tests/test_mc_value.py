@@ -270,3 +270,35 @@ def test_gradient_sample_gives_a_per_prompt_gradient(tiny_model) -> None:
         cfg, policy, EvenLength(), example, generator=torch.Generator().manual_seed(0)
     )
     assert float(again) == float(loss)  # same generator seed, same estimate
+
+
+def test_epochs_reuse_a_batch_with_recorded_old_logprobs(tiny_model) -> None:
+    import dataclasses
+
+    from llm_rl.budget import Budget
+    from llm_rl.config import McValueArmConfig
+    from llm_rl.generation import HFBackend
+    from llm_rl.models import load_policy
+    from relabel_rl.config import ConfigError
+
+    policy = load_policy(tiny_model)
+    cfg = dataclasses.replace(small_cfg(), mc_value=McValueArmConfig(num_samples=2, num_rollouts=2, epochs=2))
+    budget = Budget()
+    collect = mc_value._EpochReuse(cfg, AnswerIs7(), budget)
+    backend = HFBackend(policy, budget)
+    g = torch.Generator().manual_seed(0)
+    first = collect([{"prompt": "Q\n"}], policy, backend, g)
+    spent = budget.generated_tokens
+    second = collect([{"prompt": "R\n"}], policy, backend, g)  # reused: nothing spent, same rows
+    assert second.rows == first.rows and budget.generated_tokens == spent and second.stats["epoch"] == 2.0
+    third = collect([{"prompt": "R\n"}], policy, backend, g)  # a fresh batch after `epochs` uses
+    assert third.rows[0].prefix.startswith("R\n") and budget.generated_tokens > spent
+    assert all(r.old_logprobs is not None and len(r.old_logprobs) == len(r.token_ids) for r in first.rows)
+    # Unchanged policy: the recorded old log-probs equal the current ones, so the loss equals the on-policy loss.
+    off, _ = mc_value.loss_fn(first, policy)
+    on_rows = tuple(mc_value.StepRow(r.prefix, r.token_ids, r.advantage) for r in first.rows)
+    on, _ = mc_value.loss_fn(mc_value.McValueBatch(on_rows, ()), policy)
+    assert float(off) == pytest.approx(float(on), abs=1e-6)
+
+    with pytest.raises(ConfigError, match=r"mc_value\.temperature"):
+        mc_value.validate_config(dataclasses.replace(cfg, mc_value=McValueArmConfig(temperature=0.0)))

@@ -13,7 +13,9 @@ module only adds what a fair comparison needs around it:
   ``completion_ids``, EOS included, padding after EOS excluded) is added to ``generated_tokens``; every prompt token
   TRL prefilled is added to ``prefill_tokens`` — TRL's transformers path repeats each prompt ``num_generations``
   times in the batch and prefills each copy, so a prompt's tokens count ``num_generations`` times (the HF backend
-  of the hand-written arms prefills a distinct prefix once; the difference is real spend). The reward function
+  of the hand-written arms prefills a distinct prefix once; the difference is real spend). With TRL's vLLM
+  server mode each distinct prompt is sent once with ``n=num_generations`` and counted once; in colocate mode
+  TRL sends every copy (vLLM's prefix cache may then prefill less than is counted). The reward function
   counts one verifier call per scored completion. Optimizer steps are TRL's ``state.global_step``. The same
   wrapper times generation, so train records carry ``gen_tokens_per_s``.
 * **Stopping, evaluation, checkpoints.** A `TrainerCallback` stops training once the budget axis reaches its limit
@@ -240,7 +242,10 @@ def _make_trainer_class() -> type:
                 else:
                     generated = sum(len(ids) for ids in completion_ids)
                 self.budget.add_generated(generated)
-                self.budget.add_prefill(sum(len(ids) for ids in prompt_ids))
+                prefilled = prompt_ids
+                if self.use_vllm and self.args.vllm_mode == "server":  # TRL sends each distinct prompt once, n=G
+                    prefilled = prompt_ids[:: self.num_generations]
+                self.budget.add_prefill(sum(len(ids) for ids in prefilled))
                 self.generation_seconds += elapsed
                 self.generation_tokens += generated
             return out

@@ -167,11 +167,23 @@ class GtpPlayer:
 
 
 class GnuGoPlayer(GtpPlayer):
-    """GnuGo over GTP with Chinese rules at ``level``."""
+    """GnuGo over GTP with Chinese rules at ``level``.
+
+    GnuGo is deterministic for a given random seed, and so is our evaluated net (search without noise), so a
+    match of identical games would measure one game many times. Game ``k`` therefore runs under GnuGo seed
+    ``seed + k`` (``set_random_seed``); :func:`play_match` reports how many distinct games were played.
+    """
 
     def __init__(self, level: int = 10, *, seed: int | None = None) -> None:
         super().__init__(GnuGo(level, seed=seed), f"gnugo-L{level}")
         self.level = level
+        self.seed = 0 if seed is None else int(seed)
+        self.games_started = 0
+
+    def new_game(self, board_size: int, komi: float) -> None:
+        super().new_game(board_size, komi)
+        self.engine.send(f"set_random_seed {self.seed + self.games_started}")
+        self.games_started += 1
 
 
 @dataclass(frozen=True)
@@ -258,6 +270,7 @@ class MatchResult:
             "elo": self.elo,
             "elo_ci95": [elo_from_rate(lo, self.n), elo_from_rate(hi, self.n)],
             "scores": [g.score for g in self.games],
+            "distinct_games": len({g.moves for g in self.games}),
         }
 
 

@@ -98,9 +98,20 @@ class GtpClient:
 
 
 class GnuGo(GtpClient):
-    """GnuGo in GTP mode with Chinese (area) rules at ``level`` (0–10)."""
+    """GnuGo in GTP mode with Chinese (area) rules at ``level`` (0–10).
 
-    def __init__(self, level: int = 10, *, binary: str | None = None, seed: int | None = None) -> None:
+    ``never_resign`` (default) passes ``--never-resign`` so that every game is played out and scored: a match
+    that asks "how often does Black take all 25 points" needs a final count, not a resignation.
+    """
+
+    def __init__(
+        self,
+        level: int = 10,
+        *,
+        binary: str | None = None,
+        seed: int | None = None,
+        never_resign: bool = True,
+    ) -> None:
         path = binary or find_gnugo()
         if path is None:
             raise FileNotFoundError(
@@ -109,6 +120,8 @@ class GnuGo(GtpClient):
         if not 0 <= level <= 10:
             raise ValueError(f"GnuGo level must be in [0, 10], got {level}")
         argv = [path, "--mode", "gtp", "--level", str(level), "--chinese-rules"]
+        if never_resign:
+            argv.append("--never-resign")
         if seed is not None:
             argv += ["--seed", str(seed)]
         super().__init__(argv)

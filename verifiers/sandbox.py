@@ -231,7 +231,7 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr, _closing_fd(result_fd):
             process = subprocess.Popen(
                 [python, "-I", "-S", "harness.py", str(result_fd), "1" if isolate_network else "0", guard],
                 cwd=workdir,
@@ -243,7 +243,6 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
                 start_new_session=True,
                 preexec_fn=_make_preexec(limits, isolate_network, run_as),
             )
-        os.close(result_fd)
         try:
             process.stdin.write(f"{nonce}\n".encode())
             process.stdin.close()
@@ -261,6 +260,14 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _closing_fd(fd: int):
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _wait_for_exit(process: subprocess.Popen, timeout: float) -> bool:

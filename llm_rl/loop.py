@@ -298,8 +298,14 @@ def run_training(
         done = [r for r in run.metrics() if r.get("kind") == "eval" and r.get("step") == step]
         last_eval = done[-1] if done else None
     limit = cfg.budget.limit
-    bar = tqdm(total=limit, initial=min(limit, budget.value(cfg.budget.axis)), desc=f"{cfg.arm} seed {cfg.seed}",
-               unit=_unit(cfg.budget.axis), disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=limit,
+        initial=min(limit, budget.value(cfg.budget.axis)),
+        desc=f"{cfg.arm} seed {cfg.seed}",
+        unit=_unit(cfg.budget.axis),
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     while not budget.exhausted(cfg.budget):
         examples = [task.train[i] for i in cursor.next(cfg.optim.prompts_per_step)]
         policy.eval()

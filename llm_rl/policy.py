@@ -97,8 +97,14 @@ class Policy(nn.Module):
       value_head: an existing head; by default a fresh one (linear if ``value_head_hidden`` is 0).
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, value_head: ValueHead | None = None, *,
-                 value_head_hidden: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        value_head: ValueHead | None = None,
+        *,
+        value_head_hidden: int = 0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -286,8 +292,9 @@ class Policy(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                        is_trainable: bool = True) -> Policy:  # fmt: skip
+    def from_pretrained(
+        cls, directory: str | Path, *, dtype: torch.dtype = torch.float32, is_trainable: bool = True
+    ) -> Policy:
         """Load what `save_pretrained` wrote (a PEFT adapter is re-attached to its recorded base model)."""
         from safetensors.torch import load_file
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -148,7 +148,7 @@ def _train(
         completion_only_loss=True,
         packing=False,
         max_length=policy.max_positions or 1024,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # TRL defaults to on; a tiny model only pays its cost
         bf16=cfg.model.dtype == "bfloat16",
         fp16=cfg.model.dtype == "float16",
         use_cpu=not torch.cuda.is_available(),

@@ -53,6 +53,13 @@ def test_conformance_kit_catches_a_broken_verifier():
     with pytest.raises(AssertionError, match="no generator"):
         check_verifier(AlwaysOne(), check_worker=False)
 
+    class LaxSteps(type(verifiers.load("chain_arithmetic"))):
+        def check_step(self, previous_steps, step, example):
+            return "=" in step or step.startswith("Answer:")
+
+    with pytest.raises(AssertionError, match="step checks reject a wrong step"):
+        check_verifier(LaxSteps(), n=2, check_worker=False)
+
 
 def test_generation_rules():
     chain = verifiers.load("chain_arithmetic")

@@ -11,7 +11,8 @@ Checks (each failure raises ``AssertionError`` naming the verifier, the check an
   prefix); train and test prompts are disjoint;
 * scoring: every gold ``solution`` scores 1; the empty completion and garbage score 0; scores are floats in [0, 1];
 * steps: the gold solution's last step is terminal and no earlier one is; ``check_step`` accepts (True, or None =
-  cannot tell) every gold step, and a verifier with step checks accepts at least one and rejects a garbage step;
+  cannot tell) every gold step, and a verifier with step checks accepts at least one, rejects a garbage step,
+  and rejects an accepted gold step with one digit changed;
 * portability: the verifier pickles and scores identically in a ``spawn`` worker process (what
   :class:`verifiers.ContainedVerifier` and multi-process data loaders do).
 """
@@ -124,10 +125,27 @@ def _check_steps(verifier: Verifier, rows: list[dict]) -> None:
             accepted += verdict is True
         if verifier.has_step_checks and verifier.check_step(steps[:1], "%%% garbage step", row) is True:
             raise _fail(verifier, "step checks reject garbage", "a garbage step was accepted")
+        if verifier.has_step_checks:
+            _check_corrupted_step(verifier, steps, row)
     if verifier.has_step_checks and rows and not accepted:
         raise _fail(
             verifier, "step checks can tell", "check_step is overridden but returned None for every gold step"
         )
+
+
+def _check_corrupted_step(verifier: Verifier, steps: list[str], row: dict) -> None:
+    """The first gold step that the verifier accepts must be rejected once its last digit is changed."""
+    for index, step in enumerate(steps):
+        digits = [i for i, c in enumerate(step) if c.isdigit()]
+        if not digits or verifier.check_step(steps[:index], step, row) is not True:
+            continue
+        at = digits[-1]
+        corrupted = step[:at] + str((int(step[at]) + 1) % 10) + step[at + 1 :]
+        if verifier.check_step(steps[:index], corrupted, row) is True:
+            raise _fail(
+                verifier, "step checks reject a wrong step", f"{corrupted!r} (gold {step!r}) was accepted"
+            )
+        return
 
 
 def check_verifier(

@@ -76,10 +76,10 @@ def test_recipe_validation_names_the_bad_trl_key(tmp_path) -> None:
 
 def _run(cfg, path, init_model, monkeypatch=None, seen=None):
     if monkeypatch is not None and seen is not None:
-        real = grpo._counting_reward
+        real = grpo._reward_function
 
-        def spy(contained, budget, _seen=None):
-            inner = real(contained, budget, seen["completion_lengths"])
+        def spy(contained, _seen=None):
+            inner = real(contained, seen["completion_lengths"])
 
             def reward(prompts, completions, completion_ids=None, **columns):
                 seen["prompts"].extend(prompts)
@@ -88,7 +88,7 @@ def _run(cfg, path, init_model, monkeypatch=None, seen=None):
             reward.__name__ = inner.__name__
             return reward
 
-        monkeypatch.setattr(grpo, "_counting_reward", spy)
+        monkeypatch.setattr(grpo, "_reward_function", spy)
     run = RunDir.create(path, config=cfg)
     final = grpo.train(cfg, run, init_model=init_model)
     return run, final

@@ -185,6 +185,10 @@ def test_mc_value_end_to_end_counts_exactly_and_is_deterministic(tmp_path, tiny_
     assert len(evals) >= 3
     assert all({"loss", "reward", "mean_abs_advantage", "num_rows"} <= set(r) for r in trains)
     assert trains[-1]["generated_tokens"] >= cfg.budget.limit > trains[-2]["generated_tokens"]
+    # the batch that crosses the limit is collected prompt by prompt: overshoot <= one prompt's samples + rollouts
+    mc, task = cfg.mc_value, cfg.task
+    one_prompt = mc.num_samples * task.max_completion_tokens * (1 + task.max_steps * mc.num_rollouts)
+    assert final["generated_tokens"] - cfg.budget.limit < one_prompt
     assert (run.path / "final" / "config.json").exists()
     # the budget holds exactly the tokens the backend returned; one verifier call per sample and per rollout
     (backend,) = made

@@ -15,7 +15,10 @@ module only adds what a fair comparison needs around it:
   times in the batch and prefills each copy, so a prompt's tokens count ``num_generations`` times (the HF backend
   of the hand-written arms prefills a distinct prefix once; the difference is real spend). With TRL's vLLM
   server mode each distinct prompt is sent once with ``n=num_generations`` and counted once; in colocate mode
-  TRL sends every copy (vLLM's prefix cache may then prefill less than is counted). The reward function
+  TRL sends every copy (vLLM's prefix cache may then prefill less than is counted). Verifier calls are TRL's
+  gathered rewards that are not None. Under ``accelerate launch`` the counts are summed over processes (every
+  process takes part in TRL's generation and reward gathers), so each process holds the global totals and
+  stops at the same step; only the main process evaluates, logs and saves. The reward function
   counts one verifier call per scored completion. Optimizer steps are TRL's ``state.global_step``. The same
   wrapper times generation, so train records carry ``gen_tokens_per_s``.
 * **Stopping, evaluation, checkpoints.** A `TrainerCallback` stops training once the budget axis reaches its limit
@@ -24,7 +27,8 @@ module only adds what a fair comparison needs around it:
   LLM_DESIGN.md. Checkpoints are TRL's (``save_steps = optim.checkpoint_every``); the Budget counters are written
   beside each one (``checkpoint-N/budget.json``) and restored on resume (``resume_from_checkpoint``).
 * **Per-prompt gradients.** TRL's trainer has no hook for one prompt's gradient, so :func:`gradient_sample`
-  re-implements the GRPO objective for one prompt, mirroring ``GRPOTrainer._compute_loss`` on-policy (see there).
+  (in `llm_rl.arms.grpo_objective`, re-exported here) re-implements the GRPO objective for one prompt, mirroring
+  ``GRPOTrainer._compute_loss`` on-policy.
 
 Departures from a plain TRL run: TRL's own progress bar and stdout printer are replaced by a progress bar over the
 budget; ``max_steps`` is the budget's step limit when the axis is ``optimizer_steps`` and otherwise a large bound,
@@ -45,6 +49,7 @@ from typing import Any
 
 import torch
 
+from llm_rl.arms.grpo_objective import gradient_sample
 from llm_rl.budget import Budget
 from llm_rl.config import ExperimentConfig
 from relabel_rl.config import ConfigError
@@ -52,7 +57,6 @@ from relabel_rl.rundir import RunDir
 
 __all__ = [
     "RESERVED_TRL_KEYS",
-    "SUPPORTED_PROBE_LOSS_TYPES",
     "gradient_sample",
     "grpo_config",
     "train",
@@ -88,7 +92,6 @@ _ARM_DEFAULTS: dict[str, Any] = {
     "dataloader_num_workers": 0,
 }
 _STEPS_BOUND = 10_000_000  # max_steps when the budget is not counted in optimizer steps
-SUPPORTED_PROBE_LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 # TRL 1.16 checks these two only mid-training (in the loss / advantage code); the arm checks them up front.
 TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 TRL_SCALE_REWARDS = ("group", "batch", "none")
@@ -171,8 +174,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
 # Data, verifier, evaluation helpers (thin: the task and evaluation live in verifiers / llm_rl.evaluate)
 
 
-def _counting_reward(contained: Any, budget: Budget, seen: list[int] | None = None) -> Callable[..., list]:
-    """``verifiers.reward_function`` plus one budget verifier call per scored completion.
+def _reward_function(contained: Any, seen: list[int] | None = None) -> Callable[..., list]:
+    """``verifiers.reward_function`` (verifier calls are counted by the trainer, from TRL's gathered rewards).
 
     ``seen`` (tests) collects the length of every ``completion_ids`` TRL passes, an independent count of the
     generated tokens.
@@ -180,13 +183,13 @@ def _counting_reward(contained: Any, budget: Budget, seen: list[int] | None = No
     import verifiers
 
     inner = verifiers.reward_function(contained)
+    if seen is None:
+        return inner
 
     def reward(prompts: list, completions: list, completion_ids: list | None = None, **columns: Any) -> list:
-        rewards = inner(prompts, completions, **columns)
-        budget.add_verifier_calls(sum(r is not None for r in rewards))
-        if seen is not None and completion_ids is not None:
+        if completion_ids is not None:
             seen.extend(len(ids) for ids in completion_ids)
-        return rewards
+        return inner(prompts, completions, **columns)
 
     reward.__name__ = reward.__qualname__ = inner.__name__
     return reward
@@ -194,14 +197,11 @@ def _counting_reward(contained: Any, budget: Budget, seen: list[int] | None = No
 
 def _evaluate(cfg: ExperimentConfig, policy: Any, contained: Any, test: Any) -> dict[str, Any]:
     """Held-out evaluation, called exactly as `llm_rl.loop` calls it for the other arms (its own seeded
-    generator, so the training RNG is untouched)."""
+    generator, so the training RNG is untouched; the backend switches the model to eval mode and back)."""
     from llm_rl.evaluate import evaluate
 
-    model = policy.model
-    was_training = model.training
-    model.eval()
-    try:
-        result = evaluate(
+    return dict(
+        evaluate(
             policy,
             contained,
             test,
@@ -210,9 +210,7 @@ def _evaluate(cfg: ExperimentConfig, policy: Any, contained: Any, test: Any) -> 
             max_new_tokens=cfg.task.max_completion_tokens,
             progress=False,
         )
-    finally:
-        model.train(was_training)
-    return dict(result)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,14 +239,26 @@ def _make_trainer_class() -> type:
                     generated = sum(int(sum(m)) for m in tool_mask)
                 else:
                     generated = sum(len(ids) for ids in completion_ids)
+                local = torch.tensor(
+                    [generated, sum(len(ids) for ids in prompt_ids)], device=self.accelerator.device
+                )
+                # every process calls _generate together: sum over processes, so each holds the global totals
+                generated, prefilled = (
+                    int(x) for x in self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
+                )
+                if self.use_vllm and self.args.vllm_mode == "server":  # each distinct prompt sent once, n=G
+                    prefilled //= self.num_generations
                 self.budget.add_generated(generated)
-                prefilled = prompt_ids
-                if self.use_vllm and self.args.vllm_mode == "server":  # TRL sends each distinct prompt once, n=G
-                    prefilled = prompt_ids[:: self.num_generations]
-                self.budget.add_prefill(sum(len(ids) for ids in prefilled))
+                self.budget.add_prefill(prefilled)
                 self.generation_seconds += elapsed
                 self.generation_tokens += generated
             return out
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            if self.model.training:  # gathered over processes by TRL: one verifier call per non-NaN reward
+                self.budget.add_verifier_calls(int((~torch.isnan(rewards_per_func)).sum()))
+            return rewards_per_func
 
     return _BudgetedGRPOTrainer
 
@@ -281,8 +291,9 @@ def _make_callback(
         def __init__(self) -> None:
             self.trainer: Any = None
             self.bar = tqdm(
-                total=float(cfg.budget.limit), desc=f"grpo [{cfg.budget.axis}]", unit="", leave=False
-            )
+                total=float(cfg.budget.limit), desc=f"grpo seed {cfg.seed}", unit="", leave=False,
+                disable=not _is_main(), dynamic_ncols=True,
+            )  # fmt: skip
 
         def _progress(self) -> None:
             self.bar.n = min(float(cfg.budget.limit), budget.value(cfg.budget.axis))
@@ -314,12 +325,13 @@ def _make_callback(
                     record[dst] = float(logs[src])
             if self.trainer is not None and self.trainer.generation_seconds > 0:
                 record["gen_tokens_per_s"] = self.trainer.generation_tokens / self.trainer.generation_seconds
-            run.log(record)
+            if trainer_state.is_world_process_zero:
+                run.log(record)
             return control
 
         def on_save(self, args, trainer_state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{trainer_state.global_step}"
-            if ckpt.is_dir():
+            if args.should_save and ckpt.is_dir():
                 payload = {
                     "budget": budget.state_dict(),
                     "last_eval_index": state["last_eval_index"],
@@ -338,6 +350,13 @@ def _make_callback(
     return _BudgetCallback()
 
 
+def _is_main() -> bool:
+    """Whether this is the main process (always, without ``accelerate launch``)."""
+    from accelerate import PartialState
+
+    return bool(PartialState().is_main_process)
+
+
 def _log_eval(
     cfg: ExperimentConfig,
     run: RunDir,
@@ -348,7 +367,10 @@ def _log_eval(
     step: int,
     state: dict,
 ) -> dict[str, Any]:
-    """Evaluate and log an ``eval`` record (the same fields as `llm_rl.loop`); eval time is not budget wall time."""
+    """Evaluate and log an ``eval`` record (the same fields as `llm_rl.loop`); eval time is not budget wall time.
+    Only the main process evaluates (the others get the budget counters only)."""
+    if not _is_main():
+        return {"kind": "eval", "step": step, **budget.as_dict()}
     with budget.paused():
         result = _evaluate(cfg, policy, contained, test)
         record = {"kind": "eval", "step": step, **budget.as_dict(), **result}
@@ -417,7 +439,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     policy = load_policy(
         init_model, lora=lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
-    if resume is not None:  # records a killed session wrote after its checkpoint are dropped (logged again)
+    if resume is not None and _is_main():  # records a killed session wrote after its checkpoint are dropped
         _truncate_metrics(run, budget.optimizer_steps)
         run.log({"kind": "resume", "step": budget.optimizer_steps, **budget.as_dict()})
     if state["last_eval_index"] < 0:
@@ -429,7 +451,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
         trainer_cls = _make_trainer_class()
         trainer = trainer_cls(
             model=policy.model,
-            reward_funcs=_counting_reward(contained, budget),
+            reward_funcs=_reward_function(contained),
             args=args,
             train_dataset=train_ds,
             processing_class=policy.tokenizer,
@@ -447,105 +469,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
 
     done = [r for r in run.metrics() if r.get("kind") == "eval" and r.get("step") == step and step > 0]
     final = done[-1] if done else _log_eval(cfg, run, policy, contained, test_ds, budget, step, state)
-    run.log({"kind": "verifier", "step": step, **_verifier_stats(contained, state)})
-    policy.save_pretrained(run.path / "final")
+    if _is_main():
+        run.log({"kind": "verifier", "step": step, **_verifier_stats(contained, state)})
+        policy.save_pretrained(run.path / "final")
     return {k: v for k, v in final.items() if k != "kind"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Per-prompt gradient estimate (the variance probe)
-
-
-def gradient_sample(
-    cfg: ExperimentConfig, policy: Any, verifier: Any, example: dict, *, generator: torch.Generator | None
-) -> torch.Tensor:
-    """One stochastic estimate of GRPO's loss for ONE prompt; ``loss.backward()`` gives a per-prompt gradient.
-
-    Mirrors ``trl.GRPOTrainer._compute_loss`` on-policy (``num_iterations=1``; old log-probs are the current ones
-    detached, so the importance ratio is 1 and clipping is inactive), for the recipe's GRPOConfig:
-
-    1. sample ``num_generations`` completions of ``example["prompt"]`` (`generation.HFBackend`, ``temperature``,
-       up to ``max_completion_length`` tokens, EOS ends one; not counted in any budget);
-    2. rewards from the verifier (contained: a failure scores 0);
-    3. advantages ``r - mean(r)``, divided by ``std(r) + 1e-4`` (Bessel-corrected, as TRL) unless
-       ``scale_rewards == "none"`` ("batch" equals "group" for one prompt);
-    4. per-token loss ``-A * exp(logp - logp.detach())`` (``logp`` from logits / ``temperature``, as TRL) over each completion's tokens (EOS included, as TRL),
-       aggregated per ``loss_type``: ``grpo`` mean over each sequence then over sequences; ``bnpo``/``dapo``
-       sum over all tokens / token count (for one prompt DAPO's global normaliser is the group's token count);
-       ``dr_grpo`` sum / (num_generations * max_completion_length).
-       ``mask_truncated_completions`` drops completions that did not end with EOS, as TRL.
-
-    Raises:
-      ValueError: for settings whose loss this does not mirror (``beta != 0``: the KL term needs a reference model;
-        loss types other than :data:`SUPPORTED_PROBE_LOSS_TYPES`; sequence-level importance sampling; entropy
-        masking or bonus).
-    """
-    import verifiers
-    from llm_rl.generation import HFBackend
-    from llm_rl.losses import pg_token_loss
-
-    args = grpo_config(cfg, Path("/tmp/llm_rl_grpo_probe"))
-    if args.beta != 0.0:
-        raise ValueError(f"gradient_sample mirrors GRPO only with beta=0 (got grpo.trl.beta={args.beta})")
-    if args.loss_type not in SUPPORTED_PROBE_LOSS_TYPES:
-        raise ValueError(
-            f"gradient_sample supports loss_type in {SUPPORTED_PROBE_LOSS_TYPES}, got {args.loss_type!r}"
-        )
-    if args.importance_sampling_level != "token":
-        raise ValueError("gradient_sample mirrors token-level importance sampling only")
-    if args.top_entropy_quantile < 1.0 or getattr(args, "entropy_coef", 0.0) != 0.0:
-        raise ValueError("gradient_sample does not mirror entropy masking / entropy bonus")
-
-    contained = (
-        verifier
-        if isinstance(verifier, verifiers.ContainedVerifier)
-        else verifiers.ContainedVerifier(verifier)
-    )
-    G = int(args.num_generations)
-    prompt = example["prompt"]
-    backend = HFBackend(policy, budget=None)
-    with torch.no_grad():
-        (samples,) = backend.sample(
-            [prompt],
-            n=G,
-            max_new_tokens=int(args.max_completion_length),
-            temperature=float(args.temperature),
-            stop=None,
-            generator=generator,
-        )
-    rewards = torch.tensor([contained.score(s.text, dict(example)) for s in samples], dtype=torch.float32)
-    advantages = rewards - rewards.mean()
-    if args.scale_rewards != "none":
-        advantages = advantages / (rewards.std() + 1e-4)
-
-    logprobs, mask = _completion_token_logprobs(policy, prompt, samples, temperature=float(args.temperature))
-    if args.mask_truncated_completions:
-        finished = torch.tensor([bool(s.finished) for s in samples], dtype=mask.dtype)
-        mask = mask * finished[:, None]
-    if float(mask.sum()) == 0:
-        return (logprobs * 0.0).sum()  # nothing to learn from (all masked): a zero loss with a graph
-    if args.loss_type == "grpo":
-        return pg_token_loss(
-            logprobs, logprobs.detach(), advantages, mask, clip_epsilon=None, reduction="sequence_mean"
-        )
-    if args.loss_type in ("bnpo", "dapo"):
-        return pg_token_loss(
-            logprobs, logprobs.detach(), advantages, mask, clip_epsilon=None, reduction="token_mean"
-        )
-    # dr_grpo: token sum over a constant normaliser
-    token_mean = pg_token_loss(
-        logprobs, logprobs.detach(), advantages, mask, clip_epsilon=None, reduction="token_mean"
-    )
-    return token_mean * mask.sum() / (G * int(args.max_completion_length))
-
-
-def _completion_token_logprobs(
-    policy: Any, prompt: str, samples: list, *, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs ``[G, T]`` (with grad) and mask of each sampled completion's own token ids (EOS
-    included when it was sampled, as in TRL's ``completion_ids``), from logits divided by the sampling
-    temperature, as TRL's fused LM head computes them."""
-    scored = policy.token_logprobs(
-        [prompt] * len(samples), [list(s.token_ids) for s in samples], temperature=temperature
-    )
-    return scored.logprobs, scored.mask

@@ -347,20 +347,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"'mc_value.epochs' must be >= 1, got {mc.epochs}")
 
 
-def collect_batch(
-    cfg: ExperimentConfig,
-    examples: Sequence[dict],
-    policy: Any,
-    backend: Any,
-    verifier: Any,
-    *,
-    generator: torch.Generator | None,
-    budget: Budget | None,
-) -> McValueBatch:
-    """Sample ``num_samples`` completions per example, value every step boundary, and build the training rows.
-
-    Tokens are counted by ``backend`` (its own budget); verifier calls are added to ``budget``.
-    """
+def _sample_and_value(
+    cfg: ExperimentConfig, examples: Sequence[dict], backend: Any, verifier: Any, generator: Any, budget: Any
+) -> tuple[list[SampledSteps], list[Any]]:
+    """Steps 1-4 for ``examples``: one batched sampling call, one batched rollout call."""
     mc = cfg.mc_value
     prompts = [ex["prompt"] for ex in examples]
     completions = backend.sample(
@@ -372,8 +362,37 @@ def collect_batch(
         max_new_tokens=cfg.task.max_completion_tokens, temperature=mc.temperature, max_steps=cfg.task.max_steps,
         generator=generator, budget=budget,
     )  # fmt: skip
-    samples = [s for row in valued for s in row]
-    conts = [c for row in completions for c in row]
+    return [s for row in valued for s in row], [c for row in completions for c in row]
+
+
+def collect_batch(
+    cfg: ExperimentConfig,
+    examples: Sequence[dict],
+    policy: Any,
+    backend: Any,
+    verifier: Any,
+    *,
+    generator: torch.Generator | None,
+    budget: Budget | None,
+    one_prompt_at_a_time: bool = False,
+) -> McValueBatch:
+    """Sample ``num_samples`` completions per example, value every step boundary, and build the training rows.
+
+    Tokens are counted by ``backend`` (its own budget); verifier calls are added to ``budget``. With
+    ``one_prompt_at_a_time`` (the last batch of a run) the prompts are processed one by one and collection stops
+    as soon as ``budget`` reaches ``cfg.budget``'s limit, so the run overshoots by at most one prompt's work.
+    """
+    mc = cfg.mc_value
+    if one_prompt_at_a_time and budget is not None:
+        samples, conts = [], []
+        for example in examples:
+            s, c = _sample_and_value(cfg, [example], backend, verifier, generator, budget)
+            samples += s
+            conts += c
+            if budget.exhausted(cfg.budget):
+                break
+    else:
+        samples, conts = _sample_and_value(cfg, examples, backend, verifier, generator, budget)
     rows = build_rows(samples, conts, policy.tokenizer, eos_token_id=policy.eos_token_id)
     if mc.epochs > 1 and rows:  # off-policy from the second epoch on: keep the sampling policy's log-probs
         with torch.no_grad():
@@ -391,6 +410,7 @@ def collect_batch(
         "mean_abs_advantage": sum(abs(a) for a in advantages) / max(1, len(advantages)),
         "frac_zero_advantage": sum(a == 0 for a in advantages) / max(1, len(advantages)),
         "prompt_value": sum(s.values[0] for s in samples) / max(1, len(samples)),
+        "num_prompts": len(samples) // mc.num_samples,
     }
     return McValueBatch(tuple(rows), tuple(samples), stats)
 

@@ -113,7 +113,7 @@ class GradientAccumulator:
         else:
             rel = trace / mean_norm_sq
             snr = math.inf if trace == 0.0 else math.sqrt(mean_norm_sq / trace)
-        noise_dominated = bool(n >= 2 and mean_norm_sq <= trace / n)
+        noise_dominated = bool(n >= 2 and trace > 0.0 and mean_norm_sq <= trace / n)
         return GradientStats(n, mean_norm_sq, trace, rel, snr, self._zeros / n, noise_dominated)
 
 

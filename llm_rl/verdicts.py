@@ -73,7 +73,15 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
         t = data.get("trend") or {}
         trends[arm] = t
         if t.get("slope") is None or not math.isfinite(t.get("slope", math.nan)):
-            parts.append(f"{ARM_LABELS.get(arm, arm)}: no trend (too few defined estimates)")
+            bins = data.get("bins") or []
+            n = sum(b.get("n_prompts", 0) for b in bins)
+            zero = (
+                sum(b.get("zero_gradient_fraction", 0.0) * b.get("n_prompts", 0) for b in bins) / n
+                if n
+                else 0.0
+            )
+            why = f"; {zero:.0%} of its gradient estimates were exactly zero" if zero > 0 else ""
+            parts.append(f"{ARM_LABELS.get(arm, arm)}: no trend (too few defined estimates{why})")
             continue
         parts.append(
             f"{ARM_LABELS.get(arm, arm)}: slope of log10 relative variance per step {t['slope']:+.3f} "
@@ -81,7 +89,8 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
             if t.get("low") is not None and math.isfinite(t["low"])
             else f"{ARM_LABELS.get(arm, arm)}: slope {t['slope']:+.3f} (no interval)"
         )
-    g, r = trends.get("grpo", {}).get("direction"), trends.get("relabel", {}).get("direction")
+    g = trends["grpo"].get("direction") or "unknown" if "grpo" in trends else None
+    r = trends["relabel"].get("direction") or "unknown" if "relabel" in trends else None
     if g is None or r is None:
         verdict = "not tested"
         tail = "The seed's prediction needs both GRPO and relabel in the probe; it was not tested."

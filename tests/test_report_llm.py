@@ -136,6 +136,13 @@ def test_variance_sentence_is_computed(g, r, verdict):
     assert wide["verdict"] == "inconclusive"
 
 
+def test_variance_sentence_explains_an_all_zero_arm():
+    v = _variance(0.0, 0.0)
+    v["arms"]["grpo"] = {"trend": {"slope": None}, "bins": [{"n_prompts": 2, "zero_gradient_fraction": 1.0}]}
+    text, verdict = variance_sentence(v)
+    assert "100% of its gradient estimates were exactly zero" in text and verdict["verdict"] == "inconclusive"
+
+
 def test_regime_and_variance_sections(tmp_path):
     for ws, start in ((0.0, 0.0), (0.25, 0.25)):
         for seed in (0, 1):

@@ -38,6 +38,7 @@ def test_gradient_statistics_by_hand():
 def test_gradient_statistics_degenerate():
     zeros = gradient_statistics([torch.zeros(3)] * 4)
     assert math.isnan(zeros.relative_variance) and zeros.zero_fraction == 1.0 and zeros.trace_cov == 0.0
+    assert not zeros.noise_dominated  # no signal and no noise: counted as zero, not as noise
     same = gradient_statistics([torch.ones(3)] * 3)
     assert same.relative_variance == 0.0 and same.snr == math.inf
     half = gradient_statistics([torch.zeros(2), torch.ones(2)])

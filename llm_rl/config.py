@@ -149,6 +149,9 @@ class RelabelArmConfig:
     value_target: Literal["outcome", "search", "mix"] = "outcome"
     value_loss_coef: float = 0.5
     prune_rejected_steps: bool = True
+    # "sampled": Sampled MuZero's -sum target * log pi(step) (unbiased); "candidate": pi renormalised over the
+    # candidate set (biased towards flattening the policy; see llm_rl/losses.py)
+    policy_loss: Literal["sampled", "candidate"] = "sampled"
 
     def __post_init__(self) -> None:
         _positive("relabel.num_simulations", self.num_simulations)

@@ -1,14 +1,23 @@
 """Pure loss functions shared by the hand-written arms (relabeller, per-step MC values), tested by hand-computed
 numbers in ``tests/test_losses.py``.
 
-* :func:`candidate_cross_entropy` — the relabeller's policy loss. AlphaZero trains the policy head with
-  ``-sum_a pi_search(a) log p(a)`` over *all* legal moves. An LLM's "moves" are reasoning steps, an unbounded
-  space: the search only ever sees K sampled candidates. So the policy's distribution is renormalised over the
-  candidate set, ``p_C(a) = exp(log p(a)) / sum_{b in C} exp(log p(b))`` with ``log p(a)`` the candidate's
-  *sequence* log-probability, and the cross-entropy is taken to the search's target over the same set. Its
-  gradient, ``sum_a (p_C(a) - target(a)) grad log p(a)``, moves probability between the candidates only: it is
-  zero when the candidate set has one member, and a candidate with target 0 (e.g. pruned by a step check) is
-  pushed down relative to the others.
+* :func:`candidate_cross_entropy` — the relabeller's policy loss, in two forms. AlphaZero trains the policy head
+  with ``-sum_a pi_search(a) log p(a)`` over *all* legal moves. An LLM's "moves" are reasoning steps, an unbounded
+  space: the search only ever sees the distinct steps among K samples, with the Sampled-MuZero prior (their
+  empirical frequency ``beta_hat``).
+
+  - ``normalise=False`` (Sampled MuZero, Hubert et al. 2021): ``-sum_a target(a) log p(a)`` with ``log p(a)`` the
+    candidate's full sequence log-probability. Unbiased: if the search adds nothing (``target = beta_hat``), its
+    expected gradient over the K samples is ``-E_{a~p}[grad log p(a)] = 0``; whatever the search adds (visits
+    moved to better steps, pruned steps at 0) is what moves the policy. Decisions with a single distinct
+    candidate must then be kept: they are part of that expectation.
+  - ``normalise=True``: the policy renormalised over the candidate set, ``p_C(a) = p(a) / sum_{b in C} p(b)``.
+    Its gradient ``sum_a (p_C(a) - target(a)) grad log p(a)`` only moves probability between the candidates and
+    pushes a zero-target (pruned) candidate down explicitly, but it equals the first form plus
+    ``log sum_{b in C} p(b)``: minimising it also *lowers the total probability of the policy's own samples*,
+    and with ``target = beta_hat`` its expected gradient is not 0 — it flattens the policy (e.g. p = (0.9, 0.1),
+    K = 2: the samples {A, B} give target (1/2, 1/2) against p_C = (0.9, 0.1), and {A, A} gives no signal).
+    Measured on the tiny preset it drives the policy to degenerate text. Kept as an option for comparison.
 * :func:`value_loss` — mean squared error of the value head to its target (AlphaZero's ``(z - v)^2``).
 * :func:`pg_token_loss` — the PPO clipped surrogate per token with per-token advantages (VinePPO's per-step MC
   advantages broadcast over a step's tokens), averaged over tokens or over sequences.
@@ -26,17 +35,21 @@ import torch
 __all__ = ["candidate_cross_entropy", "pg_token_loss", "value_loss"]
 
 
-def candidate_cross_entropy(candidate_logprobs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the policy, renormalised over a candidate set, to a target distribution on that set.
+def candidate_cross_entropy(
+    candidate_logprobs: torch.Tensor, target: torch.Tensor, *, normalise: bool = True
+) -> torch.Tensor:
+    """Cross-entropy of the policy to a search target over a set of sampled candidates (module docstring).
 
-    ``loss = -sum_a target[a] * log_softmax(candidate_logprobs)[a]``.
+    ``normalise=True``: ``-sum_a target[a] * log_softmax(candidate_logprobs)[a]`` (the policy renormalised over
+    the candidates). ``normalise=False``: ``-sum_a target[a] * candidate_logprobs[a]`` (Sampled MuZero).
 
     Args:
       candidate_logprobs: ``[A]`` the policy's sequence log-probabilities of the A candidates (with grad).
       target: ``[A]`` non-negative target probabilities summing to 1 (the search's improved policy).
+      normalise: renormalise the policy over the candidate set.
 
     Returns:
-      A scalar tensor (0 with zero gradient when ``A == 1``).
+      A scalar tensor (with ``normalise``, 0 with zero gradient when ``A == 1``).
     """
     if candidate_logprobs.ndim != 1:
         raise ValueError(
@@ -52,7 +65,7 @@ def candidate_cross_entropy(candidate_logprobs: torch.Tensor, target: torch.Tens
         raise ValueError("candidate_cross_entropy(): empty candidate set")
     if bool((target < 0).any()) or abs(float(target.sum()) - 1.0) > 1e-4:
         raise ValueError(f"candidate_cross_entropy(): target must be a distribution, got {target.tolist()}")
-    log_p = torch.log_softmax(candidate_logprobs, dim=0)
+    log_p = torch.log_softmax(candidate_logprobs, dim=0) if normalise else candidate_logprobs
     # 0 * log p is 0 even where log p is -inf (a candidate the model cannot produce any more).
     return -(torch.where(target > 0, target * log_p, torch.zeros_like(log_p))).sum()
 

@@ -83,3 +83,35 @@ def test_pg_token_loss_per_token_advantages_and_bad_mask() -> None:
     assert loss.item() == pytest.approx(1.0 / 3, abs=1e-6)
     with pytest.raises(ValueError, match="no tokens"):
         pg_token_loss(lp, lp, torch.zeros(1), torch.zeros(1, 3))
+
+
+def test_sampled_muzero_cross_entropy_uses_the_full_sequence_logprobs() -> None:
+    logprobs = torch.tensor([math.log(0.2), math.log(0.3)], requires_grad=True)
+    loss = candidate_cross_entropy(logprobs, torch.tensor([0.5, 0.5]), normalise=False)
+    assert loss.item() == pytest.approx(-(0.5 * math.log(0.2) + 0.5 * math.log(0.3)), abs=1e-6)  # 1.406922
+    loss.backward()
+    assert logprobs.grad.tolist() == pytest.approx([-0.5, -0.5])
+    # a single candidate is plain maximum likelihood of the sample
+    single = torch.tensor([-7.0], requires_grad=True)
+    assert candidate_cross_entropy(single, torch.tensor([1.0]), normalise=False).item() == pytest.approx(7.0)
+
+
+def test_with_an_uninformative_search_only_the_sampled_form_has_zero_expected_gradient() -> None:
+    # A policy over two steps, p = softmax(theta) = (0.9, 0.1); K = 2 samples; the target is the empirical
+    # frequency over the distinct samples (a search that adds nothing). Enumerate {A,A}, {A,B}, {B,B}.
+    outcomes = [((0,), [1.0], 0.81), ((0, 1), [0.5, 0.5], 0.18), ((1,), [1.0], 0.01)]
+    grads = {}
+    for normalise in (True, False):
+        theta = torch.tensor([math.log(0.9), math.log(0.1)], requires_grad=True)
+        log_p = torch.log_softmax(theta, 0)
+        expected_loss = sum(
+            prob * candidate_cross_entropy(log_p[list(idx)], torch.tensor(target), normalise=normalise)
+            for idx, target, prob in outcomes
+        )
+        expected_loss.backward()
+        grads[normalise] = theta.grad.tolist()
+    assert grads[False] == pytest.approx(
+        [0.0, 0.0], abs=1e-7
+    )  # Sampled MuZero: no drift without a search signal
+    # the normalised form drifts towards the rare step: 0.18 * (p_C - target) = 0.18 * (0.4, -0.4)
+    assert grads[True] == pytest.approx([0.072, -0.072], abs=1e-6)

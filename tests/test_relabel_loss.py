@@ -17,7 +17,9 @@ def policy(tmp_path_factory):
     return load_policy(build_tiny_model(tmp_path_factory.mktemp("tiny"), hidden_size=32, num_layers=1))
 
 
-def _decision(policy, prefix: str, steps: list[str], target: list[float], root_value: float) -> DecisionPoint:
+def _decision(
+    policy, prefix: str, steps: list[str], target: list[float], root_value: float, rejected=None
+) -> DecisionPoint:
     ids = tuple(tuple(x) for x in policy.encode([s + "\n" for s in steps], add_special_tokens=False))
     a = len(steps)
     return DecisionPoint(
@@ -25,6 +27,7 @@ def _decision(policy, prefix: str, steps: list[str], target: list[float], root_v
         candidates=tuple(steps),
         continuations=ids,
         target=np.asarray(target),
+        rejected=np.zeros(a, dtype=bool) if rejected is None else np.asarray(rejected),
         visit_counts=np.zeros(a, dtype=np.int64),
         prior=np.full(a, 1.0 / a),
         root_value=root_value,
@@ -32,20 +35,26 @@ def _decision(policy, prefix: str, steps: list[str], target: list[float], root_v
     )
 
 
-@pytest.mark.parametrize("value_target", ["outcome", "search", "mix"])
-def test_relabel_loss_matches_its_parts(policy, value_target: str) -> None:
+@pytest.mark.parametrize(
+    ("value_target", "policy_loss"), [("outcome", "sampled"), ("search", "candidate"), ("mix", "sampled")]
+)
+def test_relabel_loss_matches_its_parts(policy, value_target: str, policy_loss: str) -> None:
     p0 = "Start 2. Add 3, times 4.\n"
     p1 = p0 + "2 + 3 = 5\n"
     d0 = _decision(policy, p0, ["2 + 3 = 5", "2 + 3 = 6", "Answer: 7"], [0.75, 0.0, 0.25], root_value=0.4)
     d1 = _decision(policy, p1, ["5 * 4 = 20"], [1.0], root_value=0.9)  # one candidate: no policy signal
     episodes = [Episode(0, (d0, d1), ("2 + 3 = 5", "5 * 4 = 20"), outcome=1.0)]
-    cfg = RelabelArmConfig(value_target=value_target, value_loss_coef=0.5)
+    cfg = RelabelArmConfig(value_target=value_target, value_loss_coef=0.5, policy_loss=policy_loss)
     loss, metrics = relabel_loss(episodes, policy, cfg)
 
     with torch.no_grad():
         lp = policy.sequence_logprobs([p0] * 3, ["2 + 3 = 5\n", "2 + 3 = 6\n", "Answer: 7\n"])
-        log_p = torch.log_softmax(lp, 0)
-        ce = -(0.75 * log_p[0] + 0.25 * log_p[2])
+        if policy_loss == "candidate":  # renormalised over d0's candidates; d1 (one candidate) contributes 0
+            log_p = torch.log_softmax(lp, 0)
+            ce = -(0.75 * log_p[0] + 0.25 * log_p[2]) / 2
+        else:  # Sampled MuZero: full sequence log-probs, every decision (d1 is maximum likelihood of its step)
+            lp1 = policy.sequence_logprobs([p1], ["5 * 4 = 20\n"])[0]
+            ce = (-(0.75 * lp[0] + 0.25 * lp[2]) - lp1) / 2
         v = policy.text_values([p0, p1])
         z = {"outcome": [1.0, 1.0], "search": [0.4, 0.9], "mix": [0.7, 0.95]}[value_target]
         mse = ((v - torch.tensor(z)) ** 2).mean()
@@ -61,7 +70,8 @@ def test_relabel_loss_matches_its_parts(policy, value_target: str) -> None:
     policy.zero_grad()
 
 
-def test_one_gradient_step_moves_mass_to_the_target(policy) -> None:
+@pytest.mark.parametrize("policy_loss", ["sampled", "candidate"])
+def test_one_gradient_step_moves_mass_to_the_target(policy, policy_loss: str) -> None:
     prefix = "Start 2. Add 3.\n"
     d = _decision(policy, prefix, ["2 + 3 = 5", "2 + 3 = 6"], [1.0, 0.0], root_value=0.5)
     episodes = [Episode(0, (d,), ("2 + 3 = 5",), outcome=1.0)]
@@ -69,7 +79,7 @@ def test_one_gradient_step_moves_mass_to_the_target(policy) -> None:
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():
         before = policy.sequence_logprobs([prefix] * 2, ["2 + 3 = 5\n", "2 + 3 = 6\n"])
-    loss, _ = relabel_loss(episodes, policy, RelabelArmConfig(value_loss_coef=0.0))
+    loss, _ = relabel_loss(episodes, policy, RelabelArmConfig(value_loss_coef=0.0, policy_loss=policy_loss))
     optimizer = torch.optim.SGD(params, lr=0.05)
     optimizer.zero_grad()
     loss.backward()
@@ -78,4 +88,22 @@ def test_one_gradient_step_moves_mass_to_the_target(policy) -> None:
         after = policy.sequence_logprobs([prefix] * 2, ["2 + 3 = 5\n", "2 + 3 = 6\n"])
         for p, s in zip(params, saved):
             p.copy_(s)
-    assert float(after[0] - after[1]) > float(before[0] - before[1])  # the rejected step lost ground
+    assert float(after[0]) > float(before[0])  # the target step gained probability
+    assert float(after[0] - after[1]) > float(before[0] - before[1])  # and gained on the rejected one
+
+
+def test_a_decision_with_every_candidate_rejected_trains_only_the_value_head(policy) -> None:
+    prefix = "Start 2. Add 3.\n"
+    bad = _decision(
+        policy, prefix, ["2 + 3 = 6", "Answer: 7"], [0.0, 0.0], root_value=0.2, rejected=[True, True]
+    )
+    good = _decision(policy, prefix, ["2 + 3 = 5"], [1.0], root_value=0.6)
+    episodes = [
+        Episode(0, (bad,), ("Answer: 7",), outcome=0.0),
+        Episode(1, (good,), ("2 + 3 = 5",), outcome=1.0),
+    ]
+    _, metrics = relabel_loss(episodes, policy, RelabelArmConfig())
+    with torch.no_grad():
+        nll = -policy.sequence_logprobs([prefix], ["2 + 3 = 5\n"])[0]
+    assert metrics["policy_decisions"] == 1 and metrics["all_rejected_decisions"] == 1
+    assert metrics["policy_loss"] == pytest.approx(float(nll) / 2, rel=1e-5)  # mean over both decisions

@@ -198,3 +198,13 @@ def test_a_budget_stop_cuts_paths_after_the_current_round() -> None:
     assert value_targets([episode], "outcome") == [episode.decisions[0].root_value]
     (full,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0), should_stop=lambda: False)
     assert full.outcome == 1.0 and len(full.decisions) == 3
+
+
+def test_a_decision_with_every_candidate_rejected_has_no_policy_target() -> None:
+    env, _ = make_env([ONE_OP], {ONE_OP["prompt"]: ["Answer: 6", "Answer: 7"]}, k=2)
+    cfg = RelabelArmConfig(num_simulations=4, dirichlet_fraction=0.0)
+    (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
+    (decision,) = episode.decisions
+    assert decision.visit_counts.sum() == 4  # the search still had to move
+    assert decision.rejected.tolist() == [True, True] and decision.target.tolist() == [0.0, 0.0]
+    assert episode.outcome == 0.0

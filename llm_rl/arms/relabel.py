@@ -16,24 +16,29 @@ The algorithm, top to bottom (one batch of B prompts; every search call below se
 4. Commit. Play the step chosen from the visit counts with ``move_temperature`` (PUCT; AlphaZero's self-play
    rule) or the Sequential-Halving winner (Gumbel), then search again from that child, reusing its subtree
    (`tree_search.advance`). Repeat until the committed step is terminal; its verifier score is the outcome z.
-5. Learn. For every decision point on every committed path: the cross-entropy of the policy, renormalised over
-   the candidate steps (their sequence log-probabilities), to the improved policy, plus ``value_loss_coef`` x
-   the squared error of the value head at the decision prefix to z (``value_target: outcome``), to the search's
-   root value (``search``), or to their mean (``mix``). One optimizer step per batch (`llm_rl.loop`).
+5. Learn. For every decision point on every committed path: the cross-entropy of the policy to the improved
+   policy over the candidate steps (their sequence log-probabilities; rejected steps at target 0), plus
+   ``value_loss_coef`` x the squared error of the value head at the decision prefix to z (``value_target:
+   outcome``), to the search's root value (``search``), or to their mean (``mix``). ``policy_loss: sampled``
+   (default) is Sampled MuZero's ``-sum_a target(a) log pi(a)``; ``candidate`` renormalises pi over the candidate
+   set first (see `llm_rl.losses` for why that form drifts). One optimizer step per batch (`llm_rl.loop`).
 
 Where it departs from AlphaZero, and why:
 
 * Moves are sampled, not enumerated: a reasoning step is an unbounded string, so each node's actions are the
-  distinct steps among K samples from the policy, with the Sampled MuZero prior (Hubert et al. 2021). The policy
-  target therefore lives on the candidate set only, and the loss renormalises the policy over that set
-  (`llm_rl.losses.candidate_cross_entropy`): it moves probability between candidates and says nothing about
-  steps never sampled. A decision with a single distinct candidate carries no policy signal and is skipped.
+  distinct steps among K samples from the policy, with the Sampled MuZero prior (Hubert et al. 2021), and the
+  policy target lives on those candidates only. The default loss is Sampled MuZero's, with the policy's full
+  sequence log-probabilities: a search that adds nothing (target = the samples' frequencies) leaves the policy
+  unchanged in expectation. The candidate-normalised form the design first called for (``policy_loss:
+  candidate``) also lowers the total probability of the policy's own samples; on the tiny preset it degraded
+  the warm-started policy to garbage within ~40k generated tokens, so it is an option, not the default.
 * Single agent, verifier-grounded: there is no opponent; the only reward is the contained verifier's score of the
   finished completion, in [0, 1], so values are bounded by (0, 1) rather than min-max normalised, and the value
   head ends in a sigmoid. Non-terminal steps earn nothing.
 * Pruning by ``check_step``: a step the verifier can already reject is never searched; having no visits it gets
-  target 0, which the candidate-normalised cross-entropy turns into a push away from it (so the step check acts
-  as a dense per-step signal). If every candidate is rejected nothing is pruned (the node needs a move).
+  target 0, so the step check acts as a dense per-step signal (under ``candidate`` it is pushed down explicitly).
+  If every candidate is rejected the search still needs a move, so nothing is pruned for the search, but the
+  decision gets no policy target (none of its candidates deserves imitation); its value target still trains.
 * Episodes are short (``task.max_steps``) and always searched to the end with the current policy; the targets are
   used once, on-policy, instead of from a replay buffer of past self-play games.
 * Gumbel roots choose the committed move by Sequential Halving (no move temperature); both roots reuse subtrees.
@@ -84,7 +89,10 @@ class DecisionPoint:
       candidates: ``[A]`` the distinct candidate steps (text, without the delimiter).
       continuations: ``[A]`` their sampled token ids (the step plus the delimiter/EOS token that ended it): what
         the policy's sequence log-probability is taken of.
-      target: ``[A]`` the search's improved policy over the candidates (0 for pruned ones).
+      target: ``[A]`` the policy's training target: the search's improved policy over the candidates with the
+        steps ``check_step`` rejected at 0 — all zeros when every candidate was rejected (the search still had
+        to move, but no candidate deserves imitation: the decision then trains only the value head).
+      rejected: ``[A]`` which candidates ``check_step`` rejected (all False without ``prune_rejected_steps``).
       visit_counts: ``[A]`` root visit counts of this search.
       prior: ``[A]`` the prior the search used (after any root noise).
       root_value: the search's value of the prefix.
@@ -95,6 +103,7 @@ class DecisionPoint:
     candidates: tuple[str, ...]
     continuations: tuple[tuple[int, ...], ...]
     target: np.ndarray
+    rejected: np.ndarray
     visit_counts: np.ndarray
     prior: np.ndarray
     root_value: float
@@ -150,11 +159,13 @@ def run_search(
 
 def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:
     """The training record of one root search: its candidates and the improved policy over them."""
+    rejected = np.asarray(result.root.info["rejected"], dtype=bool)
     return DecisionPoint(
         prefix=env.prefix(result.root.state),
         candidates=tuple(a.text for a in result.actions),
         continuations=tuple(result.root.info["token_ids"]),
-        target=np.asarray(result.improved_policy, dtype=np.float64),
+        target=np.where(rejected, 0.0, np.asarray(result.improved_policy, dtype=np.float64)),
+        rejected=rejected,
         visit_counts=np.asarray(result.visit_counts),
         prior=np.asarray(result.prior, dtype=np.float64),
         root_value=float(result.root_value),
@@ -234,10 +245,20 @@ def relabel_loss(
     sizes = [len(d.continuations) for d in decisions]
     per_decision = torch.split(scored.sums(), sizes)  # [A_d] sequence log-probs per decision
     informative = [(lp, d) for lp, d in zip(per_decision, decisions) if len(d.continuations) > 1]
-    if informative:
-        ce = [candidate_cross_entropy(lp, torch.as_tensor(d.target)) for lp, d in informative]
-        policy_loss = torch.stack(ce).mean()
-    else:  # no decision had two distinct candidates: no policy signal in this batch
+    # Sampled MuZero's form keeps single-candidate decisions (they are part of its zero-drift expectation); the
+    # candidate-normalised form gets nothing from them. Decisions whose candidates were all rejected have no target.
+    normalise = cfg.policy_loss == "candidate"
+    trained = [
+        (lp, d)
+        for lp, d in (informative if normalise else zip(per_decision, decisions))
+        if d.target.sum() > 0
+    ]
+    if trained:
+        ce = [
+            candidate_cross_entropy(lp, torch.as_tensor(d.target), normalise=normalise) for lp, d in trained
+        ]
+        policy_loss = torch.stack(ce).sum() / len(decisions)  # mean over decisions; untrained ones count 0
+    else:  # no decision has a policy target in this batch
         policy_loss = scored.sums().sum() * 0.0
     first_rows = torch.tensor(np.cumsum([0, *sizes[:-1]]), device=scored.values.device)
     predicted = scored.values[first_rows]  # [D] value of each decision prefix
@@ -258,6 +279,8 @@ def relabel_loss(
         "unfinished_episodes": len(episodes) - len(outcomes),
         "decisions": len(decisions),
         "informative_decisions": len(informative),
+        "policy_decisions": len(trained),
+        "all_rejected_decisions": sum(bool(d.rejected.all()) for d in decisions),
         "mean_candidates": float(np.mean([len(d.candidates) for d in decisions])),
         "target_entropy": float(np.mean(entropies)) if entropies else 0.0,
         "mean_root_value": float(np.mean([d.root_value for d in decisions])),

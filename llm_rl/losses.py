@@ -17,7 +17,7 @@ numbers in ``tests/test_losses.py``.
     ``log sum_{b in C} p(b)``: minimising it also *lowers the total probability of the policy's own samples*,
     and with ``target = beta_hat`` its expected gradient is not 0 — it flattens the policy (e.g. p = (0.9, 0.1),
     K = 2: the samples {A, B} give target (1/2, 1/2) against p_C = (0.9, 0.1), and {A, A} gives no signal).
-    Measured on the tiny preset it drives the policy to degenerate text. Kept as an option for comparison.
+    Kept as an option for comparison.
 * :func:`value_loss` — mean squared error of the value head to its target (AlphaZero's ``(z - v)^2``).
 * :func:`pg_token_loss` — the PPO clipped surrogate per token with per-token advantages (VinePPO's per-step MC
   advantages broadcast over a step's tokens), averaged over tokens or over sequences.

@@ -30,8 +30,8 @@ Where it departs from AlphaZero, and why:
   policy target lives on those candidates only. The default loss is Sampled MuZero's, with the policy's full
   sequence log-probabilities: a search that adds nothing (target = the samples' frequencies) leaves the policy
   unchanged in expectation. The candidate-normalised form the design first called for (``policy_loss:
-  candidate``) also lowers the total probability of the policy's own samples; on the tiny preset it degraded
-  the warm-started policy to garbage within ~40k generated tokens, so it is an option, not the default.
+  candidate``) also lowers the total probability of the policy's own samples, so it drifts towards flatter
+  policies even when the search adds nothing (enumerated in ``tests/test_losses.py``): an option, not the default.
 * Single agent, verifier-grounded: there is no opponent; the only reward is the contained verifier's score of the
   finished completion, in [0, 1], so values are bounded by (0, 1) rather than min-max normalised, and the value
   head ends in a sigmoid. Non-terminal steps earn nothing.

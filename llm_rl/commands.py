@@ -58,6 +58,26 @@ class _Help(Exception):
     pass
 
 
+def quiet_libraries() -> None:
+    """Keep a command's output to its own progress bars and results: no per-file "Loading weights" / "Writing
+    model shards" / dataset-map bars and no library deprecation warnings (errors still print)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|peft|accelerate)\b")
+    try:
+        import datasets
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass
+
+
 def run_command(body: Callable[[], int]) -> int:
     """Run a command body, turning user errors into a one-line message and exit status 2 (130 on Ctrl-C)."""
     try:
@@ -122,6 +142,7 @@ def parse_command(
     if recipe is None and recipe_required:
         raise CommandError(f"{prog}: missing RECIPE (a YAML file, e.g. recipes/quickstart.yaml)")
     cfg = load_config(ExperimentConfig, recipe, overrides)
+    quiet_libraries()  # after the recipe is known good: a typo is reported without importing transformers
     return recipe, own, cfg
 
 
@@ -390,6 +411,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
         if recipe is None and (target / "config.yaml").exists():
             recipe = str(target / "config.yaml")
         cfg = load_config(ExperimentConfig, recipe, recipe_args)
+        quiet_libraries()
         split = own.get("split", "test")
         if split not in ("test", "train"):
             raise CommandError(f"--split must be test or train, got {split!r}")

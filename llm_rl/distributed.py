@@ -39,6 +39,7 @@ __all__ = [
     "BudgetSync",
     "ChunkedStep",
     "Layout",
+    "LoopDistribution",
     "all_reduce_gradients",
     "chunk_seed",
     "split_chunks",
@@ -252,3 +253,64 @@ class ChunkedStep:
             k: values[2 + i] / values[2 + n + i] for i, k in enumerate(keys) if values[2 + n + i] > 0
         }
         return values[0] / self.chunks, metrics_mean, values[1] > 0
+
+
+class LoopDistribution:
+    """What `llm_rl.loop.run_training` needs to run under ``accelerate launch``, in one object.
+
+    ``active`` is False for a single process with one chunk per step: the loop then takes its plain path (one
+    ``collect`` over the whole batch with the run's generator stream), exactly as before this module existed.
+    Otherwise every step goes through `ChunkedStep`; counters are synced after each step; the stop decision is
+    collective; only the main process logs, evaluates, checkpoints and saves, and the others wait for it.
+
+    Args:
+      seed: the run seed.
+      prompts_per_step: the global batch.
+      prompt_chunks: ``optim.prompt_chunks`` (None: one chunk per process).
+      budget: the run's counters (each process's own object).
+      backward: ``accelerator.backward``.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        prompts_per_step: int,
+        prompt_chunks: int | None,
+        budget: Budget,
+        backward: Callable[[torch.Tensor], None] | None = None,
+    ) -> None:
+        self.layout = Layout.current()
+        self.chunks = resolve_chunks(prompts_per_step, prompt_chunks, self.layout.world)
+        self.active = self.layout.world > 1 or self.chunks > 1
+        self.sync = BudgetSync(budget, self.layout)
+        self.stepper = ChunkedStep(seed=seed, chunks=self.chunks, layout=self.layout, backward=backward)
+
+    @property
+    def is_main(self) -> bool:
+        return self.layout.is_main
+
+    def exhausted(self, budget: Budget, cfg: Any) -> bool:
+        """``budget.exhausted(cfg)``, decided together (a wall-time budget may tick past on one process first)."""
+        return self.sync.any_true(budget.exhausted(cfg))
+
+    def barrier(self) -> None:
+        self.layout.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """The main process's ``obj`` on every process."""
+        if self.layout.world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum_counts(self, counts: dict[str, Any]) -> dict[str, Any]:
+        """Integer counters (e.g. verifier call/failure stats) summed over processes; other values as given.
+        Collective: every process must call it at the same point with the same keys."""
+        if self.layout.world == 1:
+            return dict(counts)
+        keys = sorted(k for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool))
+        t = torch.tensor([counts[k] for k in keys], dtype=torch.int64)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        return {**counts, **dict(zip(keys, (int(x) for x in t.tolist())))}

@@ -306,3 +306,34 @@ def test_epochs_reuse_a_batch_with_recorded_old_logprobs(tiny_model) -> None:
 
     with pytest.raises(ConfigError, match=r"mc_value\.temperature"):
         mc_value.validate_config(dataclasses.replace(cfg, mc_value=McValueArmConfig(temperature=0.0)))
+
+
+def test_the_batch_crossing_the_budget_stops_after_the_prompt_that_spent_it(tiny_model) -> None:
+    import dataclasses
+
+    from llm_rl.budget import Budget
+    from llm_rl.config import BudgetConfig
+    from llm_rl.generation import HFBackend
+    from llm_rl.models import load_policy
+
+    policy = load_policy(tiny_model)
+    cfg = dataclasses.replace(
+        small_cfg(), budget=BudgetConfig(axis="generated_tokens", limit=10, eval_every=5)
+    )
+    budget = Budget()
+    examples = [{"prompt": p} for p in ("A\n", "B\n", "C\n")]
+    reuse = mc_value._EpochReuse(cfg, AnswerIs7(), budget)
+    assert reuse.near_limit()  # the first batch is always collected prompt by prompt
+    batch = reuse(examples, policy, HFBackend(policy, budget), torch.Generator().manual_seed(0))
+    assert batch.stats["num_prompts"] == 1 and {s.prompt for s in batch.samples} == {"A\n"}
+    assert budget.generated_tokens >= 10
+    # far from the limit, whole batches are collected at once
+    budget2 = Budget(generated_tokens=100, optimizer_steps=1)
+    far = mc_value._EpochReuse(
+        dataclasses.replace(cfg, budget=BudgetConfig(axis="generated_tokens", limit=1000, eval_every=500)),
+        AnswerIs7(),
+        budget2,
+    )
+    assert not far.near_limit()
+    budget2.generated_tokens = 850  # 150 left < 2 x the average batch (850)
+    assert far.near_limit()

@@ -38,6 +38,7 @@ rollouts; one optimizer step per batch per epoch (no minibatching).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -448,6 +449,11 @@ class _EpochReuse:
     batch is kept and handed back (spending nothing; the loop's fresh prompts are ignored on reuse) until it has
     been trained on ``epochs`` times. With ``epochs=1`` every call samples a fresh batch. The kept batch is not
     checkpointed: a run resumed mid-batch samples a new one.
+
+    A batch that may cross the budget limit is collected one prompt at a time, stopping at the limit (see
+    `collect_batch`): the first batch, and any batch when what is left is under twice the average cost of the
+    batches so far. The decision reads only the budget counters (checkpointed), so a resumed run decides as the
+    uninterrupted one did.
     """
 
     def __init__(self, cfg: ExperimentConfig, verifier: Any, budget: Budget) -> None:
@@ -455,13 +461,23 @@ class _EpochReuse:
         self.batch: McValueBatch | None = None
         self.uses = 0
 
+    def near_limit(self) -> bool:
+        """Whether the next batch may cross the budget limit (collect it prompt by prompt)."""
+        axis, limit = self.cfg.budget.axis, self.cfg.budget.limit
+        if axis == "optimizer_steps":  # collecting spends no optimizer steps
+            return False
+        spent = self.budget.value(axis)
+        batches = math.ceil(self.budget.optimizer_steps / self.cfg.mc_value.epochs)
+        return batches == 0 or limit - spent < 2.0 * spent / batches
+
     def __call__(
         self, examples: list[dict], policy: Any, backend: Any, generator: torch.Generator
     ) -> McValueBatch:
         if self.batch is None or self.uses >= self.cfg.mc_value.epochs:
             self.batch = collect_batch(
-                self.cfg, examples, policy, backend, self.verifier, generator=generator, budget=self.budget
-            )
+                self.cfg, examples, policy, backend, self.verifier, generator=generator, budget=self.budget,
+                one_prompt_at_a_time=self.near_limit(),
+            )  # fmt: skip
             self.uses = 0
         self.uses += 1
         return McValueBatch(

@@ -251,6 +251,7 @@ def run(cfg: GoConfig, *, progress: bool = True) -> dict[str, Any]:
             "selfplay_moves": stats.moves,
             "selfplay_seconds": stats.seconds,
             "positions_per_second": stats.moves_per_second,
+            "session_seconds": time.monotonic() - started,
             **writer.summary(),
             **train_log,
         }

@@ -222,3 +222,58 @@ def test_gradient_sample_rejects_settings_it_does_not_mirror(tiny_model) -> None
         cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, **trl}))
         with pytest.raises(ValueError, match="gradient_sample"):
             grpo.gradient_sample(cfg, policy, EvenLength(), {"prompt": "x\n"}, generator=None)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_gradient_sample_equals_trl_compute_loss(tmp_path, tiny_model, loss_type) -> None:
+    """TRL's own ``GRPOTrainer._compute_loss`` on the same completions and advantages gives the same loss and
+    gradient as ``gradient_sample`` (temperature 0.7, so the logits scaling is checked too)."""
+    import datasets
+    from trl import GRPOTrainer
+
+    from llm_rl.generation import HFBackend
+    from llm_rl.models import load_policy
+
+    policy = load_policy(tiny_model)
+    verifier = EvenLength()
+    example = {"prompt": "Start 3. Add 4.\n", "answer": "7"}
+    trl_knobs = {**TRL_SMALL, "loss_type": loss_type, "temperature": 0.7}
+    cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl=trl_knobs))
+    ours = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(5))
+    ours.backward()
+    ours_grad = [p.grad.clone() for p in policy.model.parameters()]
+    policy.zero_grad()
+
+    (samples,) = HFBackend(policy).sample([example["prompt"]], n=4, max_new_tokens=24, temperature=0.7, stop=None,
+                                          generator=torch.Generator().manual_seed(5))  # fmt: skip
+    rewards = torch.tensor([verifier.score(s.text, example) for s in samples])
+    assert 0 < rewards.sum() < 4
+    trainer = GRPOTrainer(
+        model=policy.model,
+        reward_funcs=lambda prompts, completions, **kw: [0.0] * len(prompts),
+        args=grpo.grpo_config(cfg, tmp_path),
+        train_dataset=datasets.Dataset.from_list([example] * 8),
+        processing_class=policy.tokenizer,
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    prompt = torch.tensor(policy.encode([example["prompt"]])[0]).repeat(4, 1)
+    width = max(len(s.token_ids) for s in samples)
+    completion = torch.full((4, width), policy.pad_token_id)
+    mask = torch.zeros((4, width), dtype=torch.long)
+    for i, s in enumerate(samples):
+        completion[i, : len(s.token_ids)] = torch.tensor(s.token_ids)
+        mask[i, : len(s.token_ids)] = 1
+    inputs = {
+        "prompt_ids": prompt,
+        "prompt_mask": torch.ones_like(prompt),
+        "completion_ids": completion,
+        "completion_mask": mask,
+        "advantages": (rewards - rewards.mean()) / (rewards.std() + 1e-4),  # TRL's scale_rewards="group"
+        "num_items_in_batch": mask.sum(),
+    }
+    theirs = trainer._compute_loss(trainer.model, inputs)
+    theirs.backward()
+    assert float(theirs) == pytest.approx(float(ours), abs=1e-6)
+    for g, p in zip(ours_grad, policy.model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)

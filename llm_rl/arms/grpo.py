@@ -18,9 +18,8 @@ module only adds what a fair comparison needs around it:
   TRL sends every copy (vLLM's prefix cache may then prefill less than is counted). Verifier calls are TRL's
   gathered rewards that are not None. Under ``accelerate launch`` the counts are summed over processes (every
   process takes part in TRL's generation and reward gathers), so each process holds the global totals and
-  stops at the same step; only the main process evaluates, logs and saves. The reward function
-  counts one verifier call per scored completion. Optimizer steps are TRL's ``state.global_step``. The same
-  wrapper times generation, so train records carry ``gen_tokens_per_s``.
+  stops at the same step; only the main process evaluates, logs and saves. Optimizer steps are TRL's
+  ``state.global_step``. The same wrapper times generation, so train records carry ``gen_tokens_per_s``.
 * **Stopping, evaluation, checkpoints.** A `TrainerCallback` stops training once the budget axis reaches its limit
   (``control.should_training_stop``; a step that started under the limit finishes, as in every arm), evaluates
   with `llm_rl.evaluate` at step 0, at every ``budget.eval_every`` crossing and at the end, and logs the records of

@@ -271,7 +271,17 @@ class MatchResult:
             "elo_ci95": [elo_from_rate(lo, self.n), elo_from_rate(hi, self.n)],
             "scores": [g.score for g in self.games],
             "distinct_games": len({g.moves for g in self.games}),
+            **self._by_colour(),
         }
+
+    def _by_colour(self) -> dict:
+        out = {}
+        for colour, sign in (("black", 1), ("white", -1)):
+            mine = [g for g in self.games if (g.black if sign == 1 else g.white) == self.player]
+            score = sum(1.0 if g.result == sign else 0.5 if g.result == 0 else 0.0 for g in mine)
+            out[f"games_as_{colour}"] = len(mine)
+            out[f"win_rate_as_{colour}"] = score / len(mine) if mine else float("nan")
+        return out
 
 
 def play_match(

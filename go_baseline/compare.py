@@ -71,7 +71,7 @@ def _arm_rows(arm: str, runs: Sequence[Path], opponent: str) -> tuple[list[Any],
         finals.append(recs[-1])
         crossings.append(first_crossing(xs, ys, 0.9))
     if not finals:
-        return [arm, len(runs), "–", "–", "–", "–"], {"runs": 0}
+        return [arm, len(runs), "–", "–", "–", "–", "–"], {"runs": 0}
     wins = sum(r["wins"] for r in finals)
     draws = sum(r["draws"] for r in finals)
     n = sum(r["eval_games"] for r in finals)
@@ -79,11 +79,17 @@ def _arm_rows(arm: str, runs: Sequence[Path], opponent: str) -> tuple[list[Any],
     elo = elo_difference(wins, n, draws=draws)
     games = [r["selfplay_games"] for r in finals]
     reached = [c for c in crossings if c is not None]
+    by_colour = []
+    for colour in ("black", "white"):
+        k = sum(r.get(f"games_as_{colour}", 0) for r in finals)
+        w = sum(r.get(f"win_rate_as_{colour}", 0.0) * r.get(f"games_as_{colour}", 0) for r in finals)
+        by_colour.append(f"{w / k:.0%} of {k}" if k else "–")
     row = [
         arm,
         len(curves),
         ", ".join(str(g) for g in games),
         format_ci(rate, percent=True),
+        " / ".join(by_colour),
         format_ci(elo, digits=0),
         f"{min(reached):g}" if reached else f"not reached ({len(crossings)} runs)",
     ]
@@ -133,7 +139,15 @@ def compare(
         "the opponent.",
         "",
     ]
-    headers = ["arm", "runs", "self-play games", "win rate [95% CI]", "Elo [95% CI]", "games to 90%"]
+    headers = [
+        "arm",
+        "runs",
+        "self-play games",
+        "win rate [95% CI]",
+        "as black / as white",
+        "Elo [95% CI]",
+        "games to 90%",
+    ]
     for opp in opponents:
         rows, per_arm = [], {}
         for arm, runs in (("AZ", az), ("PG", pg)):
@@ -154,7 +168,7 @@ def compare(
         lines += [
             f"## Against {opp}",
             "",
-            markdown_table(headers, rows, align="lrrrrr"),
+            markdown_table(headers, rows, align="lrrrrrr"),
             "",
             f"![]({png.name})",
             "",

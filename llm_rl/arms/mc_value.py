@@ -26,7 +26,10 @@ The algorithm, for each optimizer step (``optim.prompts_per_step`` prompts, via 
    the clip (``clip_epsilon``) matters from the second pass.
 
 Every sampled token (completions and rollouts) and every prefill is counted by the backend in the run's `Budget`;
-every verifier score (each sample and each rollout) is one verifier call, counted here.
+every verifier score (each sample and each rollout) is one verifier call, counted here. One batch is expensive
+(``prompts x num_samples x (1 + boundaries x num_rollouts)`` completions), so the batch that may cross the budget
+limit is collected prompt by prompt and stops once the limit is reached: the run overshoots by at most one
+prompt's samples and rollouts, and trains on the prompts it paid for.
 
 Departures from VinePPO: a step is a line (the verifier's delimiter), not a paragraph/heuristic split; there is no
 GAE or critic of any kind (VinePPO also drops the critic, with lambda=1 its advantages are the same
@@ -47,6 +50,7 @@ import torch
 
 from llm_rl.budget import Budget
 from llm_rl.config import ExperimentConfig
+from relabel_rl.rundir import RunDir
 
 __all__ = [
     "McValueBatch",
@@ -485,7 +489,7 @@ class _EpochReuse:
         )
 
 
-def train(cfg: ExperimentConfig, run: Any, *, init_model: str) -> dict:
+def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     """Train with per-step Monte-Carlo advantages from ``init_model`` until the budget is spent (resumable);
     the loop (`llm_rl.loop.run_training`) logs train/eval records and saves ``run.path / "final"``."""
     from functools import partial

@@ -61,6 +61,17 @@ def _fingerprint(cfg: ExperimentConfig, base_model: str, seed: int) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _gold_rows(verifier: Any, n: int, minimum: int, difficulty: dict[str, Any]) -> Any:
+    """``n`` distinct train rows, or as many as a small task space holds (halving ``n`` down to ``minimum``)."""
+    while True:
+        try:
+            return verifier.generate(n, seed=SFT_DATA_SEED, split="train", **difficulty)
+        except ValueError as e:
+            if "distinct" not in str(e) or n <= minimum:
+                raise
+            n = max(minimum, n // 2)
+
+
 def warm_start(
     cfg: ExperimentConfig, base_model: str, out_dir: str | Path, *, seed: int, progress: bool = True
 ) -> WarmStartResult:
@@ -107,8 +118,8 @@ def _train(
     ws = cfg.warm_start
     verifier = verifiers.load(cfg.task.verifier)
     difficulty = dict(cfg.task.difficulty)
-    n_rows = min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS)
-    gold = verifier.generate(n_rows, seed=SFT_DATA_SEED, split="train", **difficulty)
+    gold = _gold_rows(verifier, min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS), ws.batch_size, difficulty)
+    n_rows = len(gold)
     train_rows = datasets.Dataset.from_dict({"prompt": gold["prompt"], "completion": gold["solution"]})
     held_out = [
         dict(r) for r in verifier.generate(ws.eval_examples, seed=VALIDATION_SEED, split="test", **difficulty)

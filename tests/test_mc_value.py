@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -93,12 +95,12 @@ def test_rows_split_the_sampled_tokens_exactly() -> None:
 
     sample = mc_value.SampledSteps("Q\n", ("x=1\n", "Answer: 7"), True, (0.5, 0.25, 1.0), (-0.25, 0.75))
     c = cont("x=1\nAnswer: 7")
-    rows = mc_value.build_rows([sample], [c], CharTok(), eos_token_id=2)
-    assert [r.prefix for r in rows] == ["Q\n", "Q\nx=1\n"]
-    assert [r.advantage for r in rows] == [-0.25, 0.75]
-    assert rows[0].token_ids == tuple(ord(ch) for ch in "x=1\n")
-    assert rows[1].token_ids == (*(ord(ch) for ch in "Answer: 7"), 2)  # EOS trains with the last step
-    assert sum(len(r.token_ids) for r in rows) == len(c.token_ids)
+    (row,) = mc_value.build_rows([sample], [c], CharTok(), eos_token_id=2)
+    assert row.prompt == "Q\n" and row.token_ids == c.token_ids  # exactly the sampled tokens, EOS included
+    # "x=1\n" (4 tokens) carries A_0; "Answer: 7" + EOS (10 tokens) carries A_1: EOS trains with the last step
+    assert row.advantages == (-0.25,) * 4 + (0.75,) * 10
+    parts = mc_value.segment_token_ids(c.token_ids, sample.segments, CharTok(), eos_token_id=2)
+    assert parts == [[ord(ch) for ch in "x=1\n"], [*(ord(ch) for ch in "Answer: 7"), 2]]
 
 
 # --- end to end on the tiny preset ---------------------------------------------------------------------------
@@ -236,19 +238,17 @@ def test_loss_is_the_per_token_policy_gradient_with_step_advantages(tiny_model) 
 
     policy = load_policy(tiny_model)
     enc = policy.encode(["x=1\n", "Answer: 7"], add_special_tokens=False)
-    rows = (
-        mc_value.StepRow("Q\n", tuple(enc[0]), 0.5),
-        mc_value.StepRow("Q\nx=1\n", (*enc[1], policy.eos_token_id), -0.25),
-    )
-    loss, metrics = mc_value.loss_fn(mc_value.McValueBatch(rows, ()), policy, clip_epsilon=0.2)
-    n1, n2 = len(rows[0].token_ids), len(rows[1].token_ids)
+    n1, n2 = len(enc[0]), len(enc[1]) + 1
+    row = mc_value.CompletionRow("Q\n", (*enc[0], *enc[1], policy.eos_token_id), (0.5,) * n1 + (-0.25,) * n2)
+    loss, metrics = mc_value.loss_fn(mc_value.McValueBatch((row,), ()), policy, clip_epsilon=0.2)
     # on-policy the ratio is exactly 1: loss = -sum_t A_t * |tokens_t| / total tokens
     assert float(loss) == pytest.approx(-(0.5 * n1 - 0.25 * n2) / (n1 + n2), abs=1e-6)
     assert metrics["num_tokens"] == n1 + n2 and metrics["clip_fraction"] == 0.0
     loss.backward()
     got = [p.grad.clone() for p in policy.model.parameters()]
     policy.zero_grad()
-    lp = policy.sequence_logprobs([r.prefix for r in rows], [list(r.token_ids) for r in rows])
+    # the same two steps scored separately, each given its own prefix
+    lp = policy.sequence_logprobs(["Q\n", "Q\nx=1\n"], [enc[0], [*enc[1], policy.eos_token_id]])
     (-(0.5 * lp[0] - 0.25 * lp[1]) / (n1 + n2)).backward()
     for g, p in zip(got, policy.model.parameters()):
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
@@ -257,21 +257,23 @@ def test_loss_is_the_per_token_policy_gradient_with_step_advantages(tiny_model) 
 def test_gradient_sample_gives_a_per_prompt_gradient(tiny_model) -> None:
     from llm_rl.models import load_policy
 
-    class EvenLength(AnswerIs7):
+    class CoinFlip(AnswerIs7):
+        """A deterministic pseudo-random 0/1 per completion text, so boundary values (and advantages) vary."""
+
         def score(self, completion: str, example: dict) -> float:
-            return float(len(completion) % 2 == 0)
+            return float(hashlib.sha256(completion.encode()).digest()[0] % 2)
 
     policy = load_policy(tiny_model)
     example = {"prompt": "Q\n", "answer": "7"}
     cfg = small_cfg()
     loss = mc_value.gradient_sample(
-        cfg, policy, EvenLength(), example, generator=torch.Generator().manual_seed(0)
+        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(0)
     )
     assert loss.ndim == 0 and loss.requires_grad
     loss.backward()
     assert any(float(p.grad.abs().sum()) > 0 for p in policy.model.parameters() if p.grad is not None)
     again = mc_value.gradient_sample(
-        cfg, policy, EvenLength(), example, generator=torch.Generator().manual_seed(0)
+        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(0)
     )
     assert float(again) == float(loss)  # same generator seed, same estimate
 
@@ -296,11 +298,11 @@ def test_epochs_reuse_a_batch_with_recorded_old_logprobs(tiny_model) -> None:
     second = collect([{"prompt": "R\n"}], policy, backend, g)  # reused: nothing spent, same rows
     assert second.rows == first.rows and budget.generated_tokens == spent and second.stats["epoch"] == 2.0
     third = collect([{"prompt": "R\n"}], policy, backend, g)  # a fresh batch after `epochs` uses
-    assert third.rows[0].prefix.startswith("R\n") and budget.generated_tokens > spent
+    assert third.rows[0].prompt == "R\n" and budget.generated_tokens > spent
     assert all(r.old_logprobs is not None and len(r.old_logprobs) == len(r.token_ids) for r in first.rows)
     # Unchanged policy: the recorded old log-probs equal the current ones, so the loss equals the on-policy loss.
     off, _ = mc_value.loss_fn(first, policy)
-    on_rows = tuple(mc_value.StepRow(r.prefix, r.token_ids, r.advantage) for r in first.rows)
+    on_rows = tuple(mc_value.CompletionRow(r.prompt, r.token_ids, r.advantages) for r in first.rows)
     on, _ = mc_value.loss_fn(mc_value.McValueBatch(on_rows, ()), policy)
     assert float(off) == pytest.approx(float(on), abs=1e-6)
 

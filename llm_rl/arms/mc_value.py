@@ -20,7 +20,8 @@ The algorithm, for each optimizer step (``optim.prompts_per_step`` prompts, via 
 4. **Per-step advantages.** ``A_t = V(s_{t+1}) - V(s_t)``: the step's Monte-Carlo estimate of how much it raised
    the chance of a correct answer.
 5. **Loss.** Per-token PPO-clip (`llm_rl.losses.pg_token_loss`, token mean over the batch) with ``A_t`` on every
-   token of segment ``t``. With ``epochs=1`` the data is on-policy, old log-probs are the current ones detached,
+   token of segment ``t`` (each completion's sampled tokens are divided among its steps exactly, and the whole
+   completion is scored in one forward pass). With ``epochs=1`` the data is on-policy, old log-probs are the current ones detached,
    the ratio is exactly 1 and the loss's gradient is the plain policy gradient ``-A_t grad log p``; with
    ``epochs>1`` the old log-probs are recorded when sampling and the same batch is reused ``epochs`` times, so
    the clip (``clip_epsilon``) matters from the second pass.
@@ -53,9 +54,9 @@ from llm_rl.config import ExperimentConfig
 from relabel_rl.rundir import RunDir
 
 __all__ = [
+    "CompletionRow",
     "McValueBatch",
     "SampledSteps",
-    "StepRow",
     "build_rows",
     "collect_batch",
     "estimate_step_advantages",
@@ -92,28 +93,27 @@ class SampledSteps:
 
 
 @dataclass(frozen=True)
-class StepRow:
-    """One training row: the tokens of one step, the text before it, and the step's advantage.
+class CompletionRow:
+    """One training row: a sampled completion's tokens, each carrying the advantage of the step it belongs to.
 
     Attributes:
-      prefix: ``prompt + segments[:t]``.
-      token_ids: the step's tokens (the segment tokenised without special tokens, plus EOS on a final segment
-        that sampled one).
-      advantage: ``A_t``.
+      prompt: the prompt (the completion is scored given it, in one forward pass).
+      token_ids: the completion's sampled tokens (EOS included when one was sampled).
+      advantages: ``[len(token_ids)]`` the advantage ``A_t`` of the step each token belongs to.
       old_logprobs: ``[len(token_ids)]`` the sampling policy's per-token log-probs (only when ``epochs > 1``).
     """
 
-    prefix: str
+    prompt: str
     token_ids: tuple[int, ...]
-    advantage: float
+    advantages: tuple[float, ...]
     old_logprobs: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class McValueBatch:
-    """What `collect` hands to `loss_fn`: the step rows of one batch and statistics for the train record."""
+    """What `collect` hands to `loss_fn`: the completion rows of one batch and statistics for the train record."""
 
-    rows: tuple[StepRow, ...]
+    rows: tuple[CompletionRow, ...]
     samples: tuple[SampledSteps, ...]
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -284,18 +284,18 @@ def segment_token_ids(
 
 def build_rows(
     samples: Sequence[SampledSteps], completions: Sequence[Any], tokenizer: Any, *, eos_token_id: int
-) -> list[StepRow]:
-    """One `StepRow` per step with at least one token (``completions[j]`` is the Continuation of ``samples[j]``)."""
+) -> list[CompletionRow]:
+    """One `CompletionRow` per completion with at least one token (``completions[j]`` belongs to ``samples[j]``):
+    its sampled tokens, each with the advantage of its step (`segment_token_ids` assigns tokens to steps)."""
     rows = []
     for sample, completion in zip(samples, completions):
         per_segment = segment_token_ids(
             completion.token_ids, sample.segments, tokenizer, eos_token_id=eos_token_id
         )
-        done = ""
-        for segment, ids, advantage in zip(sample.segments, per_segment, sample.advantages):
-            if ids:
-                rows.append(StepRow(sample.prompt + done, tuple(ids), float(advantage)))
-            done += segment
+        token_ids = tuple(t for ids in per_segment for t in ids)
+        if token_ids:
+            advantages = tuple(float(a) for ids, a in zip(per_segment, sample.advantages) for _ in ids)
+            rows.append(CompletionRow(sample.prompt, token_ids, advantages))
     return rows
 
 
@@ -304,7 +304,7 @@ def loss_fn(
 ) -> tuple[torch.Tensor, dict]:
     """Per-token PPO-clip loss with each step's advantage on its tokens (token mean over the batch).
 
-    Log-probs come from logits / ``temperature`` (the sampling distribution, as TRL does for GRPO). On-policy rows
+    Each completion is scored in one forward pass given its prompt (not one pass per step). Log-probs come from logits / ``temperature`` (the sampling distribution, as TRL does for GRPO). On-policy rows
     (no ``old_logprobs``) use the current log-probs detached: the ratio is exactly 1 and the gradient is the plain
     policy gradient ``-A_t grad log p``.
     """
@@ -315,14 +315,15 @@ def loss_fn(
     if not rows:  # nothing to learn from (no completion produced a token): no gradient
         return torch.zeros(()), {**metrics, "num_rows": 0}
     scored = policy.token_logprobs(
-        [r.prefix for r in rows], [list(r.token_ids) for r in rows], temperature=temperature
+        [r.prompt for r in rows], [list(r.token_ids) for r in rows], temperature=temperature
     )
     logprobs, mask = scored.logprobs, scored.mask
     old = logprobs.detach().clone()
+    advantages = torch.zeros_like(logprobs)
     for i, r in enumerate(rows):
+        advantages[i, : len(r.token_ids)] = torch.tensor(r.advantages, dtype=logprobs.dtype)
         if r.old_logprobs is not None:
             old[i, : len(r.token_ids)] = r.old_logprobs.to(old)
-    advantages = torch.tensor([r.advantage for r in rows], dtype=logprobs.dtype, device=logprobs.device)
     loss = pg_token_loss(logprobs, old, advantages, mask, clip_epsilon=clip_epsilon, reduction="token_mean")
     ratio = torch.exp((logprobs - old) * mask)
     clipped = ((ratio - 1.0).abs() > clip_epsilon).to(mask.dtype) * mask
@@ -402,10 +403,10 @@ def collect_batch(
     if mc.epochs > 1 and rows:  # off-policy from the second epoch on: keep the sampling policy's log-probs
         with torch.no_grad():
             old = policy.token_logprobs(
-                [r.prefix for r in rows], [list(r.token_ids) for r in rows], temperature=mc.temperature
+                [r.prompt for r in rows], [list(r.token_ids) for r in rows], temperature=mc.temperature
             ).logprobs
         rows = [
-            StepRow(r.prefix, r.token_ids, r.advantage, old[i, : len(r.token_ids)].detach().cpu())
+            CompletionRow(r.prompt, r.token_ids, r.advantages, old[i, : len(r.token_ids)].detach().cpu())
             for i, r in enumerate(rows)
         ]
     advantages = [a for s in samples for a in s.advantages]
@@ -438,7 +439,7 @@ def gradient_sample(
         budget=None,
     )
     on_policy = McValueBatch(
-        tuple(StepRow(r.prefix, r.token_ids, r.advantage) for r in batch.rows), batch.samples
+        tuple(CompletionRow(r.prompt, r.token_ids, r.advantages) for r in batch.rows), batch.samples
     )
     loss, _ = loss_fn(
         on_policy, policy, clip_epsilon=cfg.mc_value.clip_epsilon, temperature=cfg.mc_value.temperature

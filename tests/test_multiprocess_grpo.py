@@ -19,10 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_multiprocess import (
-    WORLD,
-    launch,
-)  # tests/ is on sys.path: pytest's rootdir-less import, or the script
+from test_multiprocess import WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
 
 from verifiers.tasks.chain_arithmetic import ChainArithmetic
 

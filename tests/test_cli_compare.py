@@ -35,6 +35,20 @@ def test_quickstart_recipe_loads():
     assert cfg.model.name_or_path == "tiny"
 
 
+# the CPU recipes (others, e.g. hub-data GPU recipes, cannot be validated offline)
+CPU_RECIPES = [
+    QUICKSTART,
+    ROOT / "recipes" / "llm" / "low_pass_rate.yaml",
+    ROOT / "recipes" / "llm" / "variance_probe.yaml",
+]
+
+
+@pytest.mark.parametrize("recipe", CPU_RECIPES, ids=lambda p: p.name)
+def test_shipped_llm_recipes_validate(recipe):
+    cfg = load_config(ExperimentConfig, recipe)
+    validate_experiment(cfg, arms=cfg.compare.arms, probe=True)
+
+
 def test_compare_bad_key_fails_fast_naming_it(tmp_path):
     recipe = tmp_path / "r.yaml"
     data = yaml.safe_load(QUICKSTART.read_text())

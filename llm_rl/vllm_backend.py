@@ -214,13 +214,16 @@ class VLLMBackend:
         distinct = list(multiplicity)
         encoded = self.policy.encode(distinct)
         steps = self._room(max(len(e) for e in encoded), max_new_tokens)
+        # Greedy rows are all the same: ask vLLM for one (it may refuse n > 1 without sampling) and repeat it;
+        # every row is still charged, as the HF backend decodes (and charges) each one.
+        greedy = temperature == 0
         requests, params = [], []
         for p, ids in zip(distinct, encoded):
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
             requests.append({"prompt_token_ids": list(ids)})
             params.append(
                 self._vllm.SamplingParams(
-                    n=n * multiplicity[p],
+                    n=1 if greedy else n * multiplicity[p],
                     max_tokens=steps,
                     temperature=temperature,
                     stop=[stop] if stop is not None else None,
@@ -234,6 +237,8 @@ class VLLMBackend:
         generated = 0
         for p, request_output in zip(distinct, outputs):
             pool = [self._continuation(o, stop) for o in request_output.outputs]
+            if greedy:
+                pool = pool[:1] * (n * multiplicity[p])
             if len(pool) != n * multiplicity[p]:
                 raise RuntimeError(
                     f"vLLM returned {len(pool)} samples for a prefix, expected {n * multiplicity[p]}"

@@ -114,6 +114,7 @@ class _FakeLLM:
     @torch.no_grad()
     def generate(self, requests, params, use_tqdm=False):
         eos = self.tokenizer.eos_token_id
+        self.last_n = [sp.n for sp in params]
         results = []
         for request, sp in zip(requests, params):
             g = torch.Generator().manual_seed(sp.seed)
@@ -213,9 +214,11 @@ def test_vllm_backend_meets_the_contract_and_agrees_with_hf(policy, fake_vllm):
     # Greedy decoding is deterministic, so both backends must produce the very same continuations, flags,
     # text, log-probs and budget counts on the same model.
     hf_budget, vl_budget = Budget(), Budget()
-    hf = HFBackend(policy, hf_budget).sample(PREFIXES, n=1, max_new_tokens=12, temperature=0.0, stop=STOP)
+    hf = HFBackend(policy, hf_budget).sample(PREFIXES, n=2, max_new_tokens=12, temperature=0.0, stop=STOP)
     backend.budget = vl_budget
-    vl = backend.sample(PREFIXES, n=1, max_new_tokens=12, temperature=0.0, stop=STOP)
+    vl = backend.sample(PREFIXES, n=2, max_new_tokens=12, temperature=0.0, stop=STOP)
+    assert fake_vllm.LLM.instances[-1].last_n == [1, 1]  # one greedy row per distinct prefix, repeated
+    assert all(len(g) == 2 and g[0] == g[1] for g in vl)
     assert {(c[0].finished, c[0].stopped) for c in hf} == {(True, False), (False, True)}
     for a, b in zip(hf, vl):
         assert (a[0].token_ids, a[0].text, a[0].finished, a[0].stopped) == (

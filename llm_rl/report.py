@@ -505,6 +505,7 @@ def _variance_section(
                     f"{b.get('n_defined', 0)}/{b.get('n_prompts', 0)}",
                     _fmt_float(b.get("zero_gradient_fraction")),
                     _fmt_float(b.get("noise_dominated_fraction")),
+                    _fmt_float(b.get("deterministic_fraction")),
                 ]
             )
     name = "variance_vs_length.png"
@@ -519,7 +520,9 @@ def _variance_section(
         "is E‖g − ḡ‖² / ‖ḡ‖² (unbiased trace of the covariance over the squared norm of the mean); SNR is "
         "‖ḡ‖ / √(E‖g − ḡ‖²). Prompts whose mean gradient is exactly zero (e.g. a GRPO group with equal rewards) "
         "have no relative variance and are counted apart; a prompt is noise-dominated when ‖ḡ‖² ≤ tr Σ̂ / R (its "
-        "mean gradient cannot be told from noise at R repeats, and its relative variance is an underestimate).",
+        "mean gradient cannot be told from noise at R repeats, and its relative variance is an underestimate); "
+        "deterministic when its R estimates agree to float rounding (no sampling noise: counted apart, not put on "
+        "the log scale).",
         "",
         markdown_table(
             [
@@ -532,9 +535,10 @@ def _variance_section(
                 "defined",
                 "zero-grad share",
                 "noise-dominated share",
+                "deterministic share",
             ],
             rows,
-            align="lrrrrrrrr",
+            align="lrrrrrrrrr",
         ),
         "",
         f"- {sentence}",

@@ -53,6 +53,9 @@ __all__ = [
     "summarise_probe",
 ]
 
+# Below this relative variance the R estimates agree to float32 rounding: the gradient is deterministic.
+DETERMINISTIC_RELATIVE_VARIANCE = 1e-9
+
 
 @dataclass(frozen=True)
 class GradientStats:
@@ -65,6 +68,9 @@ class GradientStats:
       relative_variance: trace_cov / mean_norm_sq (nan when ḡ = 0).
       snr: ‖ḡ‖ / √trace_cov (inf when the estimates are all equal and non-zero; nan when ḡ = 0).
       zero_fraction: the share of estimates that were exactly the zero vector.
+      deterministic: the estimates agree to float rounding (trace_cov <= 1e-9·‖ḡ‖², ḡ ≠ 0): this arm's gradient
+        for this prompt has no sampling noise at all (e.g. a search whose candidates all coincide). Such prompts
+        are counted apart rather than put on a log scale, where a rounding-level variance would swamp the rest.
       noise_dominated: ‖ḡ‖² <= trace_cov / R, i.e. the unbiased estimate of ‖E g‖² (‖ḡ‖² − tr Σ̂ / R) is not
         positive: the mean gradient cannot be told from noise at this many repeats. The relative variance of such
         a prompt is still reported (it is what the formula gives) but is an underestimate.
@@ -77,6 +83,7 @@ class GradientStats:
     snr: float
     zero_fraction: float
     noise_dominated: bool = False
+    deterministic: bool = False
 
 
 class GradientAccumulator:
@@ -114,7 +121,12 @@ class GradientAccumulator:
             rel = trace / mean_norm_sq
             snr = math.inf if trace == 0.0 else math.sqrt(mean_norm_sq / trace)
         noise_dominated = bool(n >= 2 and trace > 0.0 and mean_norm_sq <= trace / n)
-        return GradientStats(n, mean_norm_sq, trace, rel, snr, self._zeros / n, noise_dominated)
+        deterministic = bool(
+            n >= 2 and mean_norm_sq > 0.0 and trace <= DETERMINISTIC_RELATIVE_VARIANCE * mean_norm_sq
+        )
+        return GradientStats(
+            n, mean_norm_sq, trace, rel, snr, self._zeros / n, noise_dominated, deterministic
+        )
 
 
 def gradient_statistics(grads: Iterable[torch.Tensor]) -> GradientStats:
@@ -244,7 +256,7 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
         bins = []
         for L in sorted({r["length"] for r in recs}):
             at = [r for r in recs if r["length"] == L]
-            rel = [r["relative_variance"] for r in at if _finite_positive(r["relative_variance"])]
+            rel = [r["relative_variance"] for r in at if _on_log_scale(r)]
             logs = mean_ci([math.log10(v) for v in rel])
             snr = mean_ci([r["snr"] for r in at if r["snr"] is not None and math.isfinite(r["snr"])])
             bins.append(
@@ -259,10 +271,11 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
                     "snr_mean": snr.mean,
                     "zero_gradient_fraction": sum(r["zero_fraction"] for r in at) / len(at),
                     "noise_dominated_fraction": sum(bool(r.get("noise_dominated")) for r in at) / len(at),
+                    "deterministic_fraction": sum(bool(r.get("deterministic")) for r in at) / len(at),
                 }
             )
-        xs = [r["length"] for r in recs if _finite_positive(r["relative_variance"])]
-        ys = [math.log10(r["relative_variance"]) for r in recs if _finite_positive(r["relative_variance"])]
+        xs = [r["length"] for r in recs if _on_log_scale(r)]
+        ys = [math.log10(r["relative_variance"]) for r in recs if _on_log_scale(r)]
         t = linear_trend(xs, ys)
         data["bins"] = bins
         data["trend"] = {
@@ -276,6 +289,11 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
         }
     out["arms"] = arms
     return out
+
+
+def _on_log_scale(rec: Mapping[str, Any]) -> bool:
+    """A prompt whose relative variance enters the log-scale statistics: defined, positive, not deterministic."""
+    return _finite_positive(rec.get("relative_variance")) and not rec.get("deterministic")
 
 
 def _finite_positive(v: Any) -> bool:
@@ -309,7 +327,7 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
     for i, (arm, data) in enumerate(arms.items()):
         c = colours[i % len(colours)]
         shift = (i - (len(arms) - 1) / 2) * width / max(1, len(arms))
-        pts = [r for r in data.get("per_prompt", []) if _finite_positive(r.get("relative_variance"))]
+        pts = [r for r in data.get("per_prompt", []) if _on_log_scale(r)]
         ax.scatter(
             [r["length"] + shift for r in pts],
             [r["relative_variance"] for r in pts],

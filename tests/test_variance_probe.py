@@ -40,7 +40,10 @@ def test_gradient_statistics_degenerate():
     assert math.isnan(zeros.relative_variance) and zeros.zero_fraction == 1.0 and zeros.trace_cov == 0.0
     assert not zeros.noise_dominated  # no signal and no noise: counted as zero, not as noise
     same = gradient_statistics([torch.ones(3)] * 3)
-    assert same.relative_variance == 0.0 and same.snr == math.inf
+    assert same.relative_variance == 0.0 and same.snr == math.inf and same.deterministic
+    rounding = gradient_statistics([torch.ones(3), torch.ones(3) * (1 + 1e-7)])
+    assert rounding.deterministic and 0 < rounding.relative_variance < 1e-9
+    assert not gradient_statistics([torch.ones(2), torch.ones(2) * 1.1]).deterministic
     half = gradient_statistics([torch.zeros(2), torch.ones(2)])
     assert half.zero_fraction == 0.5
     assert math.isnan(gradient_statistics([torch.ones(2)]).trace_cov)
@@ -116,7 +119,15 @@ def test_probe_pipeline_recovers_known_trends(monkeypatch, tmp_path):
     # small enough that the ‖ḡ‖² bias of tr Σ / R is negligible: relvar ≤ 0.58 at length 5)
     assert g["trend"]["direction"] == "increasing"
     assert g["trend"]["slope"] == pytest.approx(2 * math.log10(1.5), abs=0.08)
-    assert g["bins"][-1]["noise_dominated_fraction"] == 0.0
+    assert g["bins"][-1]["noise_dominated_fraction"] == 0.0 and g["bins"][-1]["deterministic_fraction"] == 0.0
+    # a prompt whose estimates coincide is counted as deterministic and kept off the log-scale statistics
+    raw["per_prompt"].append({**raw["per_prompt"][0], "relative_variance": 1e-14, "deterministic": True})
+    again = summarise_probe(raw)["arms"]["grpo"]["bins"][0]
+    assert (
+        again["n_prompts"] == 6
+        and again["n_defined"] == 5
+        and again["deterministic_fraction"] == pytest.approx(1 / 6)
+    )
     assert r["trend"]["direction"] == "flat"
     from llm_rl.report import variance_sentence
 

@@ -128,8 +128,11 @@ def build_tiny_model(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    from llm_rl.policy import quiet_hf_progress
+
+    with quiet_hf_progress():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     spec = {
         "hidden_size": hidden_size,
         "num_layers": num_layers,
@@ -182,7 +185,7 @@ def load_policy(
     With ``lora.enabled`` and a model that has no adapter yet, a fresh LoRA adapter is attached (PEFT); only the
     adapter and the value head are then trainable.
     """
-    from llm_rl.policy import Policy
+    from llm_rl.policy import Policy, quiet_hf_progress
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -197,8 +200,9 @@ def load_policy(
             raise FileNotFoundError(f"{p} is a directory but holds no model (no config.json)")
         # A local directory is recorded absolute (a PEFT adapter stores its base model's path).
         name = str(p.resolve()) if p.exists() else str(path)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+        with quiet_hf_progress():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
         policy = Policy(model, tokenizer, value_head_hidden=value_head_hidden)
     if lora is not None and lora.enabled and not policy.is_peft:
         policy = policy.with_lora(lora)

@@ -17,7 +17,8 @@ include the delimiter/EOS token that ended the step).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,26 @@ from torch import nn
 
 from llm_rl.config import LoraSettings
 
-__all__ = ["Policy", "TokenLogprobs", "ValueHead", "position_ids_from_mask"]
+__all__ = ["Policy", "TokenLogprobs", "ValueHead", "position_ids_from_mask", "quiet_hf_progress"]
 
 VALUE_HEAD_WEIGHTS = "value_head.safetensors"
 VALUE_HEAD_CONFIG = "value_head.json"
 
 Text = str | Sequence[int]
+
+
+@contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Hide transformers' per-file load/save progress bars (a run loads and saves policies many times)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -281,8 +296,9 @@ class Policy(nn.Module):
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
+        with quiet_hf_progress():
+            self.model.save_pretrained(out)
+            self.tokenizer.save_pretrained(out)
         state = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
         save_file(state, str(out / VALUE_HEAD_WEIGHTS))
         meta: dict[str, Any] = {**self.value_head.config(), "peft": self.is_peft}
@@ -304,14 +320,15 @@ class Policy(nn.Module):
         if not meta_file.exists():
             raise FileNotFoundError(f"{d} has no {VALUE_HEAD_CONFIG}: not a saved Policy (use load_policy)")
         meta = json.loads(meta_file.read_text())
-        tokenizer = AutoTokenizer.from_pretrained(str(d))
-        if meta.get("peft"):
-            from peft import PeftModel
+        with quiet_hf_progress():
+            tokenizer = AutoTokenizer.from_pretrained(str(d))
+            if meta.get("peft"):
+                from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=dtype)
-            model = PeftModel.from_pretrained(base, str(d), is_trainable=is_trainable)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(d), dtype=dtype)
+                base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=dtype)
+                model = PeftModel.from_pretrained(base, str(d), is_trainable=is_trainable)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(str(d), dtype=dtype)
         head = ValueHead(meta["hidden_size"], hidden=meta["hidden"])
         head.load_state_dict(load_file(str(d / VALUE_HEAD_WEIGHTS)))
         return cls(model, tokenizer, head)

@@ -26,8 +26,8 @@ Weights: vLLM holds its own copy of the model. Before every call the backend che
 parameter of the policy changed since the last sync (torch bumps a tensor's ``_version`` on every in-place
 update, which is how optimisers write) and, if so, pushes the current weights into the engine (merging a PEFT
 adapter into the base weights for the push and unmerging after, as TRL does) and resets the prefix cache, whose
-blocks were computed with the old weights. This is single-process colocation: each process of an `accelerate
-launch` run holds its own engine on its own GPU.
+blocks were computed with the old weights. This is colocation: each process of an `accelerate launch` run holds
+its own engine on its own GPU (vLLM's ``external_launcher`` executor, as TRL's colocate mode uses).
 
 GRPO does not use this class: TRL's `GRPOTrainer` has its own vLLM integration (``use_vllm: true`` with
 ``vllm_mode: colocate`` or ``server`` in ``grpo.trl``).
@@ -102,6 +102,12 @@ def _named_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
         model.unmerge_adapter()
 
 
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 class VLLMBackend:
     """`GenerationBackend` on a vLLM engine colocated with the training process.
 
@@ -149,6 +155,9 @@ class VLLMBackend:
                 dtype=dtype or str(next(policy.model.parameters()).dtype).removeprefix("torch."),
                 seed=seed,
                 enforce_eager=enforce_eager,
+                # Under `accelerate launch` each process runs its own engine in-process on its own GPU (as TRL's
+                # colocate mode does); vLLM's default executor would start every engine on the first GPU.
+                **({"distributed_executor_backend": "external_launcher"} if _world_size() > 1 else {}),
             )
         self.llm = llm
         # An engine built here starts from the exported current weights; one passed in is synced on first use.

@@ -36,6 +36,7 @@ $(STAMP): pyproject.toml examples/plugin_verifier/pyproject.toml
 
 demo: setup
 	$(VENV)/bin/llm-rl compare recipes/quickstart.yaml
+	@echo "The report is runs/quickstart/report.md (plots, summary.json and per-run logs beside it)."
 
 test: setup
 	$(PY) -m pytest

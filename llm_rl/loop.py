@@ -46,7 +46,7 @@ from llm_rl.generation import GenerationBackend, make_backend
 from llm_rl.policy import Policy
 from relabel_rl.rundir import RunDir, read_metrics, seed_everything
 
-__all__ = ["Collect", "LossFn", "PromptCursor", "TaskData", "load_task", "run_training"]
+__all__ = ["Collect", "LossFn", "PromptCursor", "TaskData", "load_task", "run_training", "truncate_metrics"]
 
 Collect = Callable[[list[dict], Policy, GenerationBackend, torch.Generator], Any]
 LossFn = Callable[[Any, Policy], tuple[torch.Tensor, dict[str, float]]]
@@ -192,7 +192,7 @@ def _set_rng_state(generator: torch.Generator, rng: dict[str, Any]) -> None:
     np.random.set_state(rng["numpy"])
 
 
-def _truncate_metrics(run: RunDir, step: int) -> None:
+def truncate_metrics(run: RunDir, step: int) -> None:
     """Drop records a killed session logged after the checkpoint at ``step`` (they will be logged again)."""
     records = read_metrics(run.metrics_path)
     kept = [r for r in records if not isinstance(r.get("step"), int | float) or r["step"] <= step]
@@ -200,6 +200,9 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
         tmp = run.metrics_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         tmp.replace(run.metrics_path)
+
+
+_truncate_metrics = truncate_metrics  # the name the GRPO arm imports
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ def run_training(
         budget.load_state_dict(state["budget"])
         cursor.load_state_dict(state["cursor"])
         _set_rng_state(generator, state["rng"])
-        _truncate_metrics(run, step)
+        truncate_metrics(run, step)
         run.log({"kind": "resume", "step": step, **budget.as_dict()})
 
     def checkpoint() -> None:

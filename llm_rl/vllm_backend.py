@@ -27,7 +27,7 @@ parameter of the policy changed since the last sync (torch bumps a tensor's ``_v
 update, which is how optimisers write) and, if so, pushes the current weights into the engine (merging a PEFT
 adapter into the base weights for the push and unmerging after, as TRL does) and resets the prefix cache, whose
 blocks were computed with the old weights. This is colocation: each process of an `accelerate launch` run holds
-its own engine on its own GPU (vLLM's ``external_launcher`` executor, as TRL's colocate mode uses).
+its own engine, in-process, on its own GPU (vLLM's ``external_launcher`` executor, as TRL's colocate mode).
 
 GRPO does not use this class: TRL's `GRPOTrainer` has its own vLLM integration (``use_vllm: true`` with
 ``vllm_mode: colocate`` or ``server`` in ``grpo.trl``).
@@ -102,10 +102,21 @@ def _named_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
         model.unmerge_adapter()
 
 
-def _world_size() -> int:
+def _rank() -> int:
+    """This process's rank, after setting what vLLM's ``external_launcher`` reads: a single process is rank 0 of
+    1, rendezvousing on localhost at a free port (``accelerate launch`` sets all of these itself)."""
     import os
+    import socket
 
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "localhost")
+    if os.environ.get("MASTER_PORT", "").strip().lower() in ("", "0", "auto"):
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    return int(os.environ["RANK"])
 
 
 class VLLMBackend:
@@ -153,11 +164,12 @@ class VLLMBackend:
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len or policy.max_positions,
                 dtype=dtype or str(next(policy.model.parameters()).dtype).removeprefix("torch."),
-                seed=seed,
+                seed=seed + _rank(),
                 enforce_eager=enforce_eager,
-                # Under `accelerate launch` each process runs its own engine in-process on its own GPU (as TRL's
-                # colocate mode does); vLLM's default executor would start every engine on the first GPU.
-                **({"distributed_executor_backend": "external_launcher"} if _world_size() > 1 else {}),
+                # The engine runs inside this process (as in TRL's colocate mode), so its model is reachable for
+                # weight pushes, and under `accelerate launch` each process's engine sits on its own GPU.
+                distributed_executor_backend="external_launcher",
+                max_num_batched_tokens=4096,  # TRL's setting: vLLM's memory profiler misjudges the default
             )
         self.llm = llm
         # An engine built here starts from the exported current weights; one passed in is synced on first use.

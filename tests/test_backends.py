@@ -9,6 +9,7 @@ backend on the same model. What they cannot check is vLLM itself; see README "Sc
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -89,6 +90,12 @@ class _FakeLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         assert enable_prefix_caching is True
+        assert kw["distributed_executor_backend"] == "external_launcher"  # the engine lives in this process
+        assert (
+            os.environ["WORLD_SIZE"] == "1"
+            and os.environ["RANK"] == "0"
+            and int(os.environ["MASTER_PORT"]) > 0
+        )
         self.kwargs = kw
         self.model = AutoModelForCausalLM.from_pretrained(model).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
@@ -152,6 +159,10 @@ def fake_vllm(monkeypatch):
     module.LLM = _FakeLLM
     module.SamplingParams = _SamplingParams
     monkeypatch.setitem(sys.modules, "vllm", module)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        # the backend sets what vLLM's in-process launcher reads: restore the environment afterwards
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
     _FakeLLM.instances.clear()
     return module
 

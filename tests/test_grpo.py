@@ -4,6 +4,7 @@ per-prompt GRPO loss of ``gradient_sample``."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 
 import pytest
@@ -165,14 +166,26 @@ def test_grpo_resume_continues_the_counters(tmp_path, tiny_model) -> None:
 # --- gradient_sample ----------------------------------------------------------------------------------------
 
 
-class EvenLength(Verifier):
-    """A scripted reward (1 for an even-length completion) so that a group's advantages are not all zero."""
+class CoinFlip(Verifier):
+    """A deterministic pseudo-random 0/1 per completion text, so that a group's advantages are not all zero."""
 
-    name = "even_length"
+    name = "coin_flip"
     trusted = True
 
     def score(self, completion: str, example: dict) -> float:
-        return float(len(completion) % 2 == 0)
+        return float(hashlib.sha256(completion.encode()).digest()[0] % 2)
+
+
+def mixed_group_seed(policy, verifier, example, *, temperature: float) -> int:
+    """The first generator seed whose group of 4 samples has mixed rewards (independent of sampler internals)."""
+    from llm_rl.generation import HFBackend
+
+    for seed in range(64):
+        (samples,) = HFBackend(policy).sample([example["prompt"]], n=4, max_new_tokens=24, temperature=temperature,
+                                              stop=None, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        if 0 < sum(verifier.score(s.text, example) for s in samples) < 4:
+            return seed
+    raise AssertionError("no seed in 0..63 gives a group with mixed rewards")
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "bnpo", "dr_grpo"])
@@ -181,19 +194,20 @@ def test_gradient_sample_matches_the_grpo_loss_by_hand(tiny_model, loss_type) ->
     from llm_rl.models import load_policy
 
     policy = load_policy(tiny_model)
-    verifier = EvenLength()
+    verifier = CoinFlip()
     example = {"prompt": "Start 3. Add 4.\n", "answer": "7"}
     cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, "loss_type": loss_type}))
-    loss = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(5))
+    seed = mixed_group_seed(policy, verifier, example, temperature=1.0)
+    loss = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(seed))
     loss.backward()
     got = [p.grad.clone() for p in policy.model.parameters()]
     policy.zero_grad()
 
     # By hand, from the same samples: A = (r - mean) / (std + 1e-4); per-token -A * log p (ratio 1 on-policy).
     (samples,) = HFBackend(policy).sample([example["prompt"]], n=4, max_new_tokens=24, temperature=1.0, stop=None,
-                                          generator=torch.Generator().manual_seed(5))  # fmt: skip
+                                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
     rewards = torch.tensor([verifier.score(s.text, example) for s in samples])
-    assert 0 < rewards.sum() < 4, "pick a seed whose group has mixed rewards"
+    assert 0 < rewards.sum() < 4
     adv = (rewards - rewards.mean()) / (rewards.std() + 1e-4)
     scored = policy.token_logprobs([example["prompt"]] * 4, [list(s.token_ids) for s in samples])
     lp, mask = scored.logprobs, scored.mask
@@ -221,7 +235,7 @@ def test_gradient_sample_rejects_settings_it_does_not_mirror(tiny_model) -> None
     for trl in ({"beta": 0.04}, {"loss_type": "sapo"}):
         cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, **trl}))
         with pytest.raises(ValueError, match="gradient_sample"):
-            grpo.gradient_sample(cfg, policy, EvenLength(), {"prompt": "x\n"}, generator=None)
+            grpo.gradient_sample(cfg, policy, CoinFlip(), {"prompt": "x\n"}, generator=None)
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
@@ -235,17 +249,18 @@ def test_gradient_sample_equals_trl_compute_loss(tmp_path, tiny_model, loss_type
     from llm_rl.models import load_policy
 
     policy = load_policy(tiny_model)
-    verifier = EvenLength()
+    verifier = CoinFlip()
     example = {"prompt": "Start 3. Add 4.\n", "answer": "7"}
     trl_knobs = {**TRL_SMALL, "loss_type": loss_type, "temperature": 0.7}
     cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl=trl_knobs))
-    ours = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(5))
+    seed = mixed_group_seed(policy, verifier, example, temperature=0.7)
+    ours = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(seed))
     ours.backward()
     ours_grad = [p.grad.clone() for p in policy.model.parameters()]
     policy.zero_grad()
 
     (samples,) = HFBackend(policy).sample([example["prompt"]], n=4, max_new_tokens=24, temperature=0.7, stop=None,
-                                          generator=torch.Generator().manual_seed(5))  # fmt: skip
+                                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
     rewards = torch.tensor([verifier.score(s.text, example) for s in samples])
     assert 0 < rewards.sum() < 4
     trainer = GRPOTrainer(

@@ -255,6 +255,7 @@ def test_loss_is_the_per_token_policy_gradient_with_step_advantages(tiny_model) 
 
 
 def test_gradient_sample_gives_a_per_prompt_gradient(tiny_model) -> None:
+    from llm_rl.generation import HFBackend
     from llm_rl.models import load_policy
 
     class CoinFlip(AnswerIs7):
@@ -266,14 +267,25 @@ def test_gradient_sample_gives_a_per_prompt_gradient(tiny_model) -> None:
     policy = load_policy(tiny_model)
     example = {"prompt": "Q\n", "answer": "7"}
     cfg = small_cfg()
+    for seed in range(
+        32
+    ):  # the first seed whose advantages are not all zero (independent of sampler internals)
+        g = torch.Generator().manual_seed(seed)
+        batch = mc_value.collect_batch(
+            cfg, [example], policy, HFBackend(policy), CoinFlip(), generator=g, budget=None
+        )
+        if any(a != 0 for r in batch.rows for a in r.advantages):
+            break
+    else:
+        raise AssertionError("no seed gives a non-zero advantage")
     loss = mc_value.gradient_sample(
-        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(0)
+        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(seed)
     )
     assert loss.ndim == 0 and loss.requires_grad
     loss.backward()
     assert any(float(p.grad.abs().sum()) > 0 for p in policy.model.parameters() if p.grad is not None)
     again = mc_value.gradient_sample(
-        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(0)
+        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(seed)
     )
     assert float(again) == float(loss)  # same generator seed, same estimate
 

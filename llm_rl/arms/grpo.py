@@ -413,7 +413,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     import datasets
     from transformers import PrinterCallback, ProgressCallback
 
-    from llm_rl.loop import _truncate_metrics, load_task
+    from llm_rl.loop import load_task, truncate_metrics
     from llm_rl.models import load_policy
     from relabel_rl.rundir import seed_everything
 
@@ -439,7 +439,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
         init_model, lora=lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
     if resume is not None and _is_main():  # records a killed session wrote after its checkpoint are dropped
-        _truncate_metrics(run, budget.optimizer_steps)
+        truncate_metrics(run, budget.optimizer_steps)
         run.log({"kind": "resume", "step": budget.optimizer_steps, **budget.as_dict()})
     if state["last_eval_index"] < 0:
         _log_eval(cfg, run, policy, contained, test_ds, budget, 0, state)

@@ -275,7 +275,11 @@ class Policy(nn.Module):
 
     # --- PEFT ---------------------------------------------------------------------------------------------
     def with_lora(self, settings: LoraSettings) -> Policy:
-        """A policy whose LM carries a fresh LoRA adapter (base weights frozen); the value head is kept."""
+        """A policy whose LM carries a fresh LoRA adapter (base weights frozen); the value head is kept.
+
+        PEFT injects the adapter into the LM *in place*: this policy's ``.model`` becomes the new one's base, so
+        use only the returned policy afterwards.
+        """
         from peft import LoraConfig, get_peft_model
 
         if self.is_peft:

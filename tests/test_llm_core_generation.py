@@ -156,3 +156,21 @@ def test_bad_arguments_and_backend_factory(policy):
     with pytest.raises(ValueError, match="unknown generation backend"):
         make_backend("tgi", policy, None)
     assert backend.sample([], n=2, max_new_tokens=3) == []
+
+
+def test_a_peft_policy_samples_through_the_same_path(policy):
+    import copy
+
+    from llm_rl.config import LoraSettings
+
+    # with_lora injects the adapter into the LM in place: work on a copy, the fixture is shared
+    peft_policy = copy.deepcopy(policy).with_lora(LoraSettings(enabled=True, r=2, alpha=4))
+    budget = Budget()
+    out = HFBackend(peft_policy, budget).sample(
+        PREFIXES[:2], n=2, max_new_tokens=6, temperature=0.0, stop=None
+    )
+    plain = HFBackend(policy).sample(PREFIXES[:2], n=2, max_new_tokens=6, temperature=0.0, stop=None)
+    # a fresh LoRA adapter is the identity (B = 0): the same greedy tokens as the base model
+    assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in plain]
+    assert budget.prefill_tokens == _distinct_prefill(policy, PREFIXES[:2])
+    assert budget.generated_tokens == sum(c.num_tokens for g in out for c in g)

@@ -310,7 +310,6 @@ def write_report(
                     [
                         f"{ARM_LABELS.get(arm, arm)} / {ARM_LABELS.get(baseline, baseline)}",
                         _ratio(s["final_pass@1"], b["final_pass@1"]),
-                        _ratio(s["gain_pass@1"], b["gain_pass@1"]),
                         _ratio(s["budget_to_threshold"], b["budget_to_threshold"])
                         if all_reached
                         else "– (not all seeds reached it)",
@@ -330,13 +329,12 @@ def write_report(
                     [
                         "arms",
                         "final pass@1",
-                        "gain",
                         f"budget to {threshold:g}",
                         "wall time",
                         "verifier calls",
                     ],
                     ratio_rows,
-                    align="lrrrrr",
+                    align="lrrrr",
                 ),
                 "",
             ]

@@ -258,7 +258,7 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
             at = [r for r in recs if r["length"] == L]
             rel = [r["relative_variance"] for r in at if _on_log_scale(r)]
             logs = mean_ci([math.log10(v) for v in rel])
-            snr = mean_ci([r["snr"] for r in at if r["snr"] is not None and math.isfinite(r["snr"])])
+            snr = mean_ci([r["snr"] for r in at if _on_log_scale(r) and math.isfinite(r["snr"])])
             bins.append(
                 {
                     "length": L,

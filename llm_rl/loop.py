@@ -281,7 +281,7 @@ def run_training(
     def run_eval() -> dict[str, Any]:
         with budget.paused():
             metrics = evaluate(
-                policy,
+                backend,  # the run's own backend (its budget is detached while evaluating): no second engine
                 task.verifier,
                 rows_eval,
                 k=cfg.eval.pass_k,

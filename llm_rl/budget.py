@@ -59,7 +59,13 @@ class Budget:
         self.tick()
         if axis == "total_tokens":
             return float(self.total_tokens)
-        if axis not in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps", "wall_time"):
+        if axis not in (
+            "generated_tokens",
+            "prefill_tokens",
+            "verifier_calls",
+            "optimizer_steps",
+            "wall_time",
+        ):
             raise ValueError(f"unknown budget axis {axis!r}")
         return float(getattr(self, axis))
 

@@ -151,9 +151,7 @@ def _build(cls: type[T], tree: Mapping[str, Any], prefix: str) -> T:
     missing = [
         n
         for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise ConfigError(f"missing required key '{prefix}{missing[0]}'")
@@ -209,7 +207,9 @@ def _check(tp: Any, value: Any, key: str) -> Any:
             return tuple(_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
             raise ConfigError(f"'{key}' must have {len(args)} items, got {len(value)}")
-        return tuple(_check(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args or [Any] * len(value), value)))
+        return tuple(
+            _check(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args or [Any] * len(value), value))
+        )
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a mapping, got {value!r}")

@@ -25,7 +25,7 @@ def test_resume_keeps_metrics_and_refuses_a_different_config(tmp_path):
     again = RunDir.create(tmp_path / "r", config={"lr": 0.1})
     assert len(again.metrics()) == 1
     assert len(json.loads((again.path / "meta.json").read_text())["sessions"]) == 2
-    with pytest.raises(ConfigError, match="different config.*lr"):
+    with pytest.raises(ConfigError, match=r"different config.*lr"):
         RunDir.create(tmp_path / "r", config={"lr": 0.2})
 
 

@@ -1,12 +1,12 @@
 """`llm-rl`: the command line of the LLM side. Each subcommand lives in its own module and parses its own flags.
 
-    llm-rl train RECIPE [--key value ...]       one arm
-    llm-rl eval RUN_DIR_OR_MODEL [...]          held-out pass@1 / pass@k
-    llm-rl compare RECIPE [--key value ...]     all arms x seeds at equal budget -> report.md
-    llm-rl probe-variance RECIPE [...]          gradient-variance probe binned by task length
-    llm-rl tasks                                list verifiers (built-in and plugins)
-    llm-rl make-dataset NAME --n N --seed S --out DIR
-    llm-rl verify --verifier NAME --input completions.jsonl
+llm-rl train RECIPE [--key value ...]       one arm
+llm-rl eval RUN_DIR_OR_MODEL [...]          held-out pass@1 / pass@k
+llm-rl compare RECIPE [--key value ...]     all arms x seeds at equal budget -> report.md
+llm-rl probe-variance RECIPE [...]          gradient-variance probe binned by task length
+llm-rl tasks                                list verifiers (built-in and plugins)
+llm-rl make-dataset NAME --n N --seed S --out DIR
+llm-rl verify --verifier NAME --input completions.jsonl
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ class WarmStartConfig:
     """SFT (TRL `SFTTrainer`) on generated gold solutions until a held-out pass rate or a step count."""
 
     enabled: bool = True
-    target_pass_rate: float | None = 0.25  # stop once greedy pass@1 on held-out reaches this; None: run max_steps
+    target_pass_rate: float | None = (
+        0.25  # stop once greedy pass@1 on held-out reaches this; None: run max_steps
+    )
     max_steps: int = 400
     eval_every: int = 50
     learning_rate: float = 3e-3
@@ -180,7 +182,9 @@ class CompareConfig:
     arms: list[ArmName] = field(default_factory=lambda: ["grpo", "relabel", "mc_value"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     pass_threshold: float = 0.5  # report the budget each arm needed to reach this held-out pass@1
-    warm_start_pass_rates: list[float] = field(default_factory=list)  # the low-pass-rate regime; [] = one warm start
+    warm_start_pass_rates: list[float] = field(
+        default_factory=list
+    )  # the low-pass-rate regime; [] = one warm start
     probe_variance: bool = True
 
 

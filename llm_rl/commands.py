@@ -36,6 +36,7 @@ __all__ = [
     "child_config",
     "cmd_eval",
     "cmd_train",
+    "configure_threads",
     "parse_command",
     "prepare_experiment",
     "run_arm",
@@ -76,6 +77,25 @@ def quiet_libraries() -> None:
         datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover - both are dependencies
         pass
+
+
+def configure_threads(cfg: ExperimentConfig) -> None:
+    """One intra-op thread for the tiny preset on CPU, unless ``OMP_NUM_THREADS`` says otherwise.
+
+    Why: a 64-wide model has nothing to split across threads, and on a 2-core machine torch's second thread only
+    adds synchronisation. Measured on this project's 2-core box, one SFT step (batch 32 x 60 tokens) of the tiny
+    preset: 0.04 s with one thread, 0.8 s with two (the CPU time grows as much: it is spinning, not working).
+    """
+    import os
+
+    import torch
+
+    if (
+        cfg.model.name_or_path == "tiny"
+        and "OMP_NUM_THREADS" not in os.environ
+        and not torch.cuda.is_available()
+    ):
+        torch.set_num_threads(1)
 
 
 def run_command(body: Callable[[], int]) -> int:
@@ -239,6 +259,7 @@ def prepare_experiment(
     "steps"}`` per warm start — all of ``compare.warm_start_pass_rates`` when ``regime``, else the recipe's one."""
     from llm_rl.models import resolve_model_path
 
+    configure_threads(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_model_path(cfg.model, output_dir, seed=WARM_START_SEED)
     if not cfg.warm_start.enabled:
@@ -434,6 +455,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str =
     from llm_rl.loop import DATA_SEED
     from llm_rl.models import load_policy
 
+    configure_threads(cfg)
     policy = load_policy(checkpoint, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden)
     policy.eval()
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"

@@ -30,6 +30,7 @@ from llm_rl.commands import (
     FINAL_METRICS,
     _check_resumable,
     child_config,
+    configure_threads,
     parse_command,
     prepare_experiment,
     run_arm,
@@ -56,6 +57,7 @@ def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: b
 
     arms = list(cfg.compare.arms)
     validate_experiment(cfg, arms=arms, probe=cfg.compare.probe_variance)
+    configure_threads(cfg)
     out = Path(cfg.output_dir)
     grid = _grid(cfg)
     regime = bool(cfg.compare.warm_start_pass_rates)

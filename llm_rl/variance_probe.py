@@ -420,7 +420,13 @@ def cmd_probe_variance(argv: Sequence[str]) -> int:
 
     Without ``--checkpoint`` the recipe's warm start is built (or reused) under ``output_dir`` and probed there.
     """
-    from llm_rl.commands import CommandError, parse_command, prepare_experiment, run_command
+    from llm_rl.commands import (
+        CommandError,
+        configure_threads,
+        parse_command,
+        prepare_experiment,
+        run_command,
+    )
 
     def body() -> int:
         _, own, cfg = parse_command(
@@ -433,6 +439,7 @@ def cmd_probe_variance(argv: Sequence[str]) -> int:
         from llm_rl.commands import validate_experiment
 
         validate_experiment(cfg, arms=arms, probe=True)
+        configure_threads(cfg)
         out_dir = Path(own.get("out") or Path(cfg.output_dir) / "probe")
         checkpoint = own.get("checkpoint")
         if checkpoint is None:

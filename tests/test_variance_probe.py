@@ -137,3 +137,46 @@ def test_probe_pipeline_recovers_known_trends(monkeypatch, tmp_path):
     with Image.open(out) as im:
         assert im.format == "PNG"
     assert policy.model.weight.grad is None  # the probe leaves no gradient behind
+
+
+def test_probe_variance_command_on_real_arms(tmp_path, capsys):
+    """`llm-rl probe-variance --checkpoint` with the real GRPO and relabel estimators on an untrained tiny model."""
+    import yaml
+
+    from llm_rl.cli import main
+    from llm_rl.models import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model", hidden_size=32, num_layers=1, num_heads=2, seed=0)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "out"),
+                "task": {"max_step_tokens": 8, "max_completion_tokens": 24, "max_steps": 3},
+                "grpo": {"trl": {"num_generations": 2, "per_device_train_batch_size": 2, "beta": 0.0}},
+                "relabel": {"num_simulations": 2, "num_candidates": 2},
+                "probe": {"lengths": [1, 2], "prompts_per_length": 1, "repeats": 2},
+            }
+        )
+    )
+    out = tmp_path / "probe"
+    argv = [
+        "probe-variance",
+        str(recipe),
+        "--checkpoint",
+        str(model),
+        "--arms",
+        "grpo,relabel",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "variance probe written to" in capsys.readouterr().out
+    result = json.loads((out / "variance.json").read_text())
+    assert set(result["arms"]) == {"grpo", "relabel"} and result["num_parameters"] > 0
+    for arm in ("grpo", "relabel"):
+        recs = result["arms"][arm]["per_prompt"]
+        assert [r["length"] for r in recs] == [1, 2] and all(r["num_samples"] == 2 for r in recs)
+    with Image.open(out / "variance_vs_length.png") as im:
+        assert im.format == "PNG"
+    assert main(["probe-variance", str(recipe), "--checkpoint", str(tmp_path / "nope")]) == 2

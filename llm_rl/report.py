@@ -21,6 +21,7 @@ on length has a 95 % interval above zero.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -183,6 +184,14 @@ def _ci_dict(ci: MeanCI) -> dict[str, Any]:
     return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "std": ci.std}
 
 
+def _clip(ci: MeanCI, low: float, high: float) -> MeanCI:
+    """The interval cut to the range the quantity lives in (a pass rate in [0, 1], a budget >= 0) for display;
+    with three seeds a t-interval easily pokes out of it. summary.json keeps the raw interval."""
+    if math.isnan(ci.low):
+        return ci
+    return dataclasses.replace(ci, low=min(max(ci.low, low), high), high=max(min(ci.high, high), low))
+
+
 def _fmt_budget(v: float, axis: str) -> str:
     if math.isnan(v):
         return "–"
@@ -236,7 +245,8 @@ def write_report(
     lines = [f"# {title}", ""]
     lines.append(
         f"Task `{task}`; every arm trains from the same warm-started checkpoint until it has spent {budget_text}. "
-        f"Pass@1 is greedy, on a held-out split never trained on; intervals are 95% Student-t over seeds. "
+        f"Pass@1 is greedy, on a held-out split never trained on; intervals are 95% Student-t over seeds "
+        "(cut to the possible range in the tables). "
         f'"Budget to {threshold:g}" is the {axis.replace("_", " ")} at the first evaluation with pass@1 ≥ '
         f"{threshold:g}, averaged over the seeds that reached it."
     )
@@ -283,14 +293,14 @@ def write_report(
         rows = []
         for arm, s in stats.items():
             reach = s["seeds_reaching_threshold"]
-            btt = format_ci(s["budget_to_threshold"], digits=0) if reach else "never"
+            btt = format_ci(_clip(s["budget_to_threshold"], 0.0, math.inf), digits=0) if reach else "never"
             rows.append(
                 [
                     ARM_LABELS.get(arm, arm),
                     f"{len(s['seeds'])} ({s['finished']})",
-                    format_ci(s["final_pass@1"]),
-                    format_ci(s["final_pass@k"]),
-                    format_ci(s["gain_pass@1"]),
+                    format_ci(_clip(s["final_pass@1"], 0.0, 1.0)),
+                    format_ci(_clip(s["final_pass@k"], 0.0, 1.0)),
+                    format_ci(_clip(s["gain_pass@1"], -1.0, 1.0)),
                     f"{btt} ({reach}/{len(s['seeds'])} seeds)",
                     *[_fmt_budget(s["spend"][a].mean, a) for a in SPEND_AXES],
                 ]
@@ -443,8 +453,8 @@ def _regime_section(
                 [
                     f"{ws:g}",
                     ARM_LABELS.get(arm, arm),
-                    format_ci(s["start_pass@1"]),
-                    format_ci(s["gain_pass@1"]),
+                    format_ci(_clip(s["start_pass@1"], 0.0, 1.0)),
+                    format_ci(_clip(s["gain_pass@1"], -1.0, 1.0)),
                 ]
             )
     # one "run" per seed index: x = warm-start target, y = that seed's gain

@@ -188,8 +188,18 @@ class GnuGoPlayer(GtpPlayer):
 
 @dataclass(frozen=True)
 class GameOutcome:
-    """One arena game: ``result`` +1 black won / −1 white / 0 draw; ``score`` the area margin (NaN if decided
-    by resignation or forfeit); ``ended_by``: ``score``, ``resign`` or ``illegal``."""
+    """One arena game.
+
+    Attributes:
+      result: +1 black won / −1 white / 0 draw — by ``referee_score`` when a referee counted, else by ``score``.
+      score: the Tromp–Taylor area margin of the final board, black − white − komi (NaN after a resignation or
+        forfeit); stones left on the board count for their owner.
+      referee_score: GnuGo's ``final_score`` (Chinese counting *with dead stones removed*) when GnuGo played;
+        NaN otherwise. GnuGo passes as soon as it judges the game over, leaving dead stones on the board: under
+        pure Tromp–Taylor those would count as alive and hand GnuGo losses it did not deserve, so GnuGo matches
+        are decided by GnuGo's own count. When one side owns every point the two counts agree.
+      ended_by: ``score``, ``resign`` or ``illegal``.
+    """
 
     black: str
     white: str
@@ -197,6 +207,7 @@ class GameOutcome:
     result: int
     score: float
     ended_by: str
+    referee_score: float = float("nan")
 
 
 def play_game(
@@ -217,7 +228,22 @@ def play_game(
         pos = pos.play(action)
         moves.append(action)
         other.observe(color, action)
+    referee = next((p for p in (black, white) if isinstance(p, GnuGoPlayer)), None)
+    if referee is not None:
+        counted = _parse_score(referee.final_score())
+        result = 0 if counted == 0 else (1 if counted > 0 else -1)
+        return GameOutcome(black.name, white.name, tuple(moves), result, pos.score(), "score", counted)
     return GameOutcome(black.name, white.name, tuple(moves), pos.result(), pos.score(), "score")
+
+
+def _parse_score(text: str) -> float:
+    """``"B+17.5"`` → 17.5, ``"W+2.5"`` → −2.5, ``"0"`` → 0 (GTP final_score)."""
+    t = text.strip().upper()
+    if t in ("0", "DRAW", "JIGO"):
+        return 0.0
+    if len(t) < 3 or t[0] not in "BW" or t[1] != "+":
+        raise ValueError(f"unparseable final_score {text!r}")
+    return float(t[2:]) * (1 if t[0] == "B" else -1)
 
 
 def elo_from_rate(rate: float, n: int) -> float:
@@ -270,6 +296,7 @@ class MatchResult:
             "elo": self.elo,
             "elo_ci95": [elo_from_rate(lo, self.n), elo_from_rate(hi, self.n)],
             "scores": [g.score for g in self.games],
+            "referee_scores": [g.referee_score for g in self.games],
             "distinct_games": len({g.moves for g in self.games}),
             **self._by_colour(),
         }

@@ -139,7 +139,7 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
     finally:
         opp.close()
     summary = res.summary()
-    scores = [g.score for g in res.games]
+    scores = [g.score for g in res.games]  # Tromp–Taylor: the 17.5 target means every point captured
     summary["scores_black_minus_white"] = scores
     summary["ended_by"] = [g.ended_by for g in res.games]
     summary["num_simulations"] = sims
@@ -165,7 +165,17 @@ def _cmd_gtp(a: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_compare(a: argparse.Namespace, overrides: list[str]) -> int:
     from go_baseline.compare import compare
 
-    out = compare(a.az, a.pg, out_dir=a.out, probe_positions=a.probe_positions, probe_games=a.probe_games)
+    out = compare(
+        a.az,
+        a.pg,
+        out_dir=a.out,
+        probe_positions=a.probe_positions,
+        probe_games=a.probe_games,
+        gnugo_level=a.gnugo_level,
+        gnugo_games=a.gnugo_games,
+        gnugo_every=a.gnugo_every,
+        gnugo_simulations=a.gnugo_simulations,
+    )
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -211,6 +221,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="output directory (default: <first AZ run>/../compare)")
     c.add_argument("--probe-positions", type=int, default=64)
     c.add_argument("--probe-games", type=int, default=64)
+    c.add_argument("--gnugo-level", type=int, help="also evaluate checkpoints against GnuGo at this level")
+    c.add_argument("--gnugo-games", type=int, default=10)
+    c.add_argument("--gnugo-every", type=int, default=8, help="every k-th checkpoint (and the last)")
+    c.add_argument("--gnugo-simulations", type=int, default=8)
     return p
 
 

@@ -36,15 +36,79 @@ from relabel_rl.report import (
 )
 from relabel_rl.rundir import read_metrics
 
-__all__ = ["compare"]
+__all__ = ["compare", "evaluate_curve"]
 
 _CKPT_NAME = re.compile(r"^ckpt_\d+$")
+CURVE_EVALS = "compare_evals.jsonl"
+
+
+def evaluate_curve(
+    run: Path, *, gnugo_level: int, games: int, every: int, num_simulations: int, seed: int = 0
+) -> list[dict]:
+    """Play each ``every``-th checkpoint of ``run`` (and the last) against GnuGo, colours alternating.
+
+    Results are appended to ``run/compare_evals.jsonl`` (not the loop's ``metrics.jsonl``) as eval records, and
+    checkpoints already evaluated there at the same settings are skipped, so a killed compare resumes.
+    """
+    from go_baseline.arena import GnuGoPlayer, NetPlayer, play_match
+    from go_baseline.config import GoConfig
+    from go_baseline.train import list_checkpoints
+    from relabel_rl.config import load_config
+
+    cfg = load_config(GoConfig, data=read_yaml(run / "config.yaml"))
+    name = f"gnugo-L{gnugo_level}"
+    done = {
+        (r["iteration"], r.get("num_simulations"))
+        for r in read_metrics(run / CURVE_EVALS)
+        if r.get("opponent") == name
+    }
+    ckpts = list_checkpoints(run / "checkpoints")
+    chosen = [c for i, c in enumerate(ckpts) if i % every == 0 or i == len(ckpts) - 1]
+    out = []
+    for ckpt in chosen:
+        net, meta = load_net(ckpt)
+        if (meta["iteration"], num_simulations) in done:
+            continue
+        me = NetPlayer(
+            net,
+            history=net.cfg.history,
+            num_simulations=num_simulations,
+            name=ckpt.stem,
+            search=cfg.selfplay.search,
+            max_considered=cfg.selfplay.max_considered,
+            score_weight=cfg.selfplay.score_weight,
+        )
+        opp = GnuGoPlayer(gnugo_level, seed=seed)
+        try:
+            res = play_match(
+                me,
+                opp,
+                games=games,
+                board_size=cfg.board.size,
+                komi=cfg.board.komi,
+                sgf_dir=run / "sgf" / "compare",
+                sgf_prefix=f"{ckpt.stem}_{name}",
+                max_game_length=cfg.board.max_game_length,
+            )
+        finally:
+            opp.close()
+        rec = {
+            "kind": "eval",
+            "iteration": meta["iteration"],
+            "selfplay_games": meta["games"],
+            "num_simulations": num_simulations,
+            **res.summary(),
+        }
+        with open(run / CURVE_EVALS, "a") as f:
+            f.write(json.dumps(rec, default=_json_default) + "\n")
+        out.append(rec)
+    return out
 
 
 def _fixed_evals(run: Path) -> dict[str, list[dict]]:
     """Eval records of one run against fixed opponents, by opponent, in order of games."""
     out: dict[str, list[dict]] = {}
-    records = read_metrics(run / "metrics.jsonl")
+    records = read_metrics(run / "metrics.jsonl") + read_metrics(run / CURVE_EVALS)
     games_at = {0: 0, **{r["iteration"]: r["games"] for r in records if r.get("kind") == "train"}}
     for rec in records:
         if rec.get("kind") == "eval" and not _CKPT_NAME.match(str(rec.get("opponent", ""))):
@@ -52,6 +116,14 @@ def _fixed_evals(run: Path) -> dict[str, list[dict]]:
             # records of early versions lacked these two keys; both are recoverable
             rec.setdefault("selfplay_games", games_at.get(rec["iteration"], 0))
             rec.setdefault("eval_games", rec["wins"] + rec["losses"] + rec["draws"])
+            if (
+                "games_as_black" not in rec and "scores" in rec
+            ):  # early records: colours alternated, black first
+                for colour, start, sign in (("black", 0, 1), ("white", 1, -1)):
+                    mine = [x for x in rec["scores"][start::2] if x is not None]
+                    rec[f"games_as_{colour}"] = len(mine)
+                    won = sum(1.0 if sign * x > 0 else 0.5 if x == 0 else 0.0 for x in mine)
+                    rec[f"win_rate_as_{colour}"] = won / len(mine) if mine else 0.0
             out.setdefault(rec["opponent"], []).append(rec)
     for v in out.values():
         v.sort(key=lambda r: (r["selfplay_games"], r["iteration"]))
@@ -62,12 +134,14 @@ def _arm_rows(arm: str, runs: Sequence[Path], opponent: str) -> tuple[list[Any],
     finals = []
     curves = []
     crossings = []
+    black_curves = []
     for run in runs:
         recs = _fixed_evals(run).get(opponent, [])
         if not recs:
             continue
         xs, ys = [r["selfplay_games"] for r in recs], [r["win_rate"] for r in recs]
         curves.append((xs, ys))
+        black_curves.append((xs, [r.get("win_rate_as_black", float("nan")) for r in recs]))
         finals.append(recs[-1])
         crossings.append(first_crossing(xs, ys, 0.9))
     if not finals:
@@ -103,6 +177,7 @@ def _arm_rows(arm: str, runs: Sequence[Path], opponent: str) -> tuple[list[Any],
         "elo_ci95": [elo.low, elo.high],
         "games_to_90pct": crossings,
         "curves": curves,
+        "curves_as_black": black_curves,
     }
     return row, summary
 
@@ -115,8 +190,16 @@ def compare(
     probe_positions: int = 64,
     probe_games: int = 64,
     seed: int = 0,
+    gnugo_level: int | None = None,
+    gnugo_games: int = 10,
+    gnugo_every: int = 8,
+    gnugo_simulations: int = 8,
 ) -> Path:
-    """Write the AZ-vs-PG report for the given run directories; returns the output directory."""
+    """Write the AZ-vs-PG report for the given run directories; returns the output directory.
+
+    With ``gnugo_level``, every ``gnugo_every``-th checkpoint of every run (and its last) first plays
+    ``gnugo_games`` games against GnuGo at that level (see :func:`evaluate_curve`), giving a second curve.
+    """
     az = [Path(r) for r in az_runs]
     pg = [Path(r) for r in pg_runs]
     for r in (*az, *pg):
@@ -124,6 +207,18 @@ def compare(
             raise FileNotFoundError(f"{r} is not a go-baseline run directory (no metrics.jsonl)")
     out = Path(out_dir) if out_dir else az[0].parent / "compare"
     out.mkdir(parents=True, exist_ok=True)
+    if gnugo_level is not None:
+        from tqdm import tqdm
+
+        for r in tqdm([*az, *pg], desc=f"GnuGo L{gnugo_level} curves"):
+            evaluate_curve(
+                r,
+                gnugo_level=gnugo_level,
+                games=gnugo_games,
+                every=gnugo_every,
+                num_simulations=gnugo_simulations,
+                seed=seed,
+            )
     opponents = sorted({o for r in (*az, *pg) for o in _fixed_evals(r)})
     summary: dict[str, Any] = {
         "az_runs": [str(r) for r in az],
@@ -136,7 +231,8 @@ def compare(
         "Both arms train the same network on the same number of self-play games. **AZ** learns from the search's "
         "visit distribution at every move; **PG** (REINFORCE) from one outcome per game. Win rates are against "
         "fixed opponents, colours alternating, with 95 % Wilson intervals pooled over runs; Elo is relative to "
-        "the opponent.",
+        "the opponent. Games against GnuGo are decided by GnuGo's own count (dead stones removed); all others by "
+        "Tromp–Taylor area scoring.",
         "",
     ]
     headers = [
@@ -165,12 +261,22 @@ def compare(
             ylim=(-0.02, 1.02),
             clip=(0.0, 1.0),
         )
+        png_black = plot_mean_ci(
+            out / f"winrate_as_black_vs_games_{opp}.png",
+            {arm: s.get("curves_as_black", []) for arm, s in per_arm.items() if s.get("runs")},
+            xlabel="self-play games",
+            ylabel=f"win rate as black vs {opp}",
+            title=f"Go: win rate as black vs {opp} against self-play games",
+            markers=True,
+            ylim=(-0.02, 1.02),
+            clip=(0.0, 1.0),
+        )
         lines += [
             f"## Against {opp}",
             "",
             markdown_table(headers, rows, align="lrrrrrr"),
             "",
-            f"![]({png.name})",
+            f"![]({png.name}) ![]({png_black.name})",
             "",
         ]
     # gradient-variance probe at the AZ run's latest checkpoint

@@ -214,7 +214,7 @@ def play_game(
     black: Player, white: Player, *, board_size: int, komi: float, max_game_length: int | None = None
 ) -> GameOutcome:
     """Play one game to the end; both players are told every move."""
-    pos = new_position(board_size, komi, history=8, max_game_length=max_game_length)
+    pos = new_position(board_size, komi, history=16, max_game_length=max_game_length)
     for p in (black, white):
         p.new_game(board_size, komi)
     moves: list[int] = []

@@ -264,6 +264,7 @@ class MatchResult:
     losses: int = 0
     draws: int = 0
     games: list[GameOutcome] = field(default_factory=list)
+    player_was_black: list[bool] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -304,7 +305,7 @@ class MatchResult:
     def _by_colour(self) -> dict:
         out = {}
         for colour, sign in (("black", 1), ("white", -1)):
-            mine = [g for g in self.games if (g.black if sign == 1 else g.white) == self.player]
+            mine = [g for g, b in zip(self.games, self.player_was_black) if b == (sign == 1)]
             score = sum(1.0 if g.result == sign else 0.5 if g.result == 0 else 0.0 for g in mine)
             out[f"games_as_{colour}"] = len(mine)
             out[f"win_rate_as_{colour}"] = score / len(mine) if mine else float("nan")
@@ -330,6 +331,7 @@ def play_match(
         black, white = (player, opponent) if player_black else (opponent, player)
         game = play_game(black, white, board_size=board_size, komi=komi, max_game_length=max_game_length)
         out.games.append(game)
+        out.player_was_black.append(player_black)
         mine = game.result * (1 if player_black else -1)
         if mine > 0:
             out.wins += 1

@@ -158,3 +158,54 @@ def test_kill_9_then_resume_loses_no_game(tmp_path):
     )
     sessions = json.loads((tmp_path / "run" / "meta.json").read_text())["sessions"]
     assert len(sessions) == 2
+
+
+def test_puct_selfplay_with_playout_cap_and_tree_reuse():
+    import torch
+
+    from go_baseline.config import SelfPlaySection
+    from go_baseline.network import NetConfig, PolicyValueNet
+    from go_baseline.selfplay import play_selfplay_games
+
+    torch.manual_seed(0)
+    net = PolicyValueNet(NetConfig(board_size=5, history=2, blocks=1, filters=8)).eval()
+    cfg = SelfPlaySection(
+        games_in_flight=3,
+        search="puct",
+        num_simulations=6,
+        fast_simulations=2,
+        playout_cap_fraction=0.5,
+        dirichlet_fraction=0.25,
+        temperature_moves=4,
+        reuse_tree=True,
+        no_resign_fraction=1.0,
+    )
+    seen = []
+    records, stats = play_selfplay_games(
+        net,
+        num_games=3,
+        board_size=5,
+        komi=7.5,
+        history=2,
+        cfg=cfg,
+        rng=np.random.default_rng(0),
+        on_game=seen.append,
+    )
+    assert len(records) == 3 and seen == records and stats.moves == sum(len(r.moves) for r in records)
+    for r in records:
+        # playout-cap randomisation: only full searches are recorded for training
+        assert 0 < r.num_positions < len(r.moves)
+        assert np.allclose(np.stack(r.policy_targets).sum(1), 1.0)
+        assert r.no_resign and r.resigned == 0 and r.result in (-1, 0, 1)
+
+
+def test_arena_parses_gtp_scores_and_counts_colours():
+    from go_baseline.arena import RandomPlayer, _parse_score, play_match
+
+    assert _parse_score("B+17.5") == 17.5 and _parse_score("w+2.5") == -2.5 and _parse_score("0") == 0.0
+    with pytest.raises(ValueError):
+        _parse_score("resign")
+    res = play_match(RandomPlayer(1), RandomPlayer(2), games=4, board_size=5, komi=7.5)
+    s = res.summary()
+    assert s["games_as_black"] == 2 and s["games_as_white"] == 2 and s["eval_games"] == 4
+    assert 0.0 <= s["ci95"][0] <= s["win_rate"] <= s["ci95"][1] <= 1.0

@@ -385,7 +385,13 @@ def write_report(
     if len(groups) > 1 and all(ws is not None for ws in groups):
         lines += _regime_section(groups, out, axis=axis, threshold=threshold, summary=summary, plots=plots)
     if variance:
-        lines += _variance_section(variance, out, summary, plots=plots)
+        from llm_rl.variance_probe import markdown_section
+
+        text, verdict = markdown_section(variance, out, plots=plots)
+        summary["variance"] = verdict
+        summary["sentences"].append({"kind": "variance", **verdict})
+        summary["plots"] += ["variance_vs_length.png"] if plots else []
+        lines += text
     if not runs:
         lines += ["_No runs found yet._", ""]
     lines += [
@@ -489,76 +495,6 @@ def _regime_section(
         summary["plots"].append(name)
         text += [f"![{name}]({name})", ""]
     return text
-
-
-def _variance_section(
-    variance: Mapping[str, Any], out: Path, summary: dict[str, Any], *, plots: bool = True
-) -> list[str]:
-    from llm_rl.variance_probe import plot_variance
-
-    sentence, verdict = variance_sentence(variance)
-    summary["variance"] = verdict
-    summary["sentences"].append({"kind": "variance", **verdict, "text": sentence})
-    rows = []
-    for arm, data in variance.get("arms", {}).items():
-        for b in data.get("bins", []):
-            rows.append(
-                [
-                    ARM_LABELS.get(arm, arm),
-                    b["length"],
-                    _fmt_float(b.get("relative_variance_geomean")),
-                    f"[{_fmt_float(b.get('relative_variance_low'))}, {_fmt_float(b.get('relative_variance_high'))}]",
-                    _fmt_float(b.get("relative_variance_median")),
-                    _fmt_float(b.get("snr_mean")),
-                    f"{b.get('n_defined', 0)}/{b.get('n_prompts', 0)}",
-                    _fmt_float(b.get("zero_gradient_fraction")),
-                    _fmt_float(b.get("noise_dominated_fraction")),
-                    _fmt_float(b.get("deterministic_fraction")),
-                ]
-            )
-    name = "variance_vs_length.png"
-    if plots:
-        plot_variance(variance, out / name)
-        summary["plots"].append(name)
-    return [
-        "## Gradient variance vs task length",
-        "",
-        f"Per-prompt gradient estimates at the checkpoint `{variance.get('checkpoint', '?')}` "
-        f"({variance.get('repeats', '?')} independent estimates per prompt, all policy parameters). Relative variance "
-        "is E‖g − ḡ‖² / ‖ḡ‖² (unbiased trace of the covariance over the squared norm of the mean); SNR is "
-        "‖ḡ‖ / √(E‖g − ḡ‖²). Prompts whose mean gradient is exactly zero (e.g. a GRPO group with equal rewards) "
-        "have no relative variance and are counted apart; a prompt is noise-dominated when ‖ḡ‖² ≤ tr Σ̂ / R (its "
-        "mean gradient cannot be told from noise at R repeats, and its relative variance is an underestimate); "
-        "deterministic when its R estimates agree to float rounding (no sampling noise: counted apart, not put on "
-        "the log scale).",
-        "",
-        markdown_table(
-            [
-                "arm",
-                "length",
-                "rel. variance (geo-mean)",
-                "95% CI",
-                "median",
-                "SNR (mean)",
-                "defined",
-                "zero-grad share",
-                "noise-dominated share",
-                "deterministic share",
-            ],
-            rows,
-            align="lrrrrrrrrr",
-        ),
-        "",
-        f"- {sentence}",
-        "",
-    ] + ([f"![{name}]({name})", ""] if plots else [])
-
-
-def _fmt_float(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    v = float(v)
-    return f"{v:.3g}"
 
 
 def _jsonable(x: Any) -> Any:

@@ -46,6 +46,7 @@ __all__ = [
     "cmd_probe_variance",
     "examples_for_length",
     "gradient_statistics",
+    "markdown_section",
     "plot_variance",
     "policy_gradient_vector",
     "probe_gradient_variance",
@@ -379,6 +380,78 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def markdown_section(
+    variance: Mapping[str, Any], out: str | Path, *, plots: bool = True
+) -> tuple[list[str], dict[str, Any]]:
+    """The report's "Gradient variance vs task length" section (markdown lines) and its computed verdict (with
+    ``text``); draws ``variance_vs_length.png`` into ``out`` when ``plots``."""
+    from llm_rl.verdicts import ARM_LABELS, variance_sentence
+    from relabel_rl.report import markdown_table
+
+    sentence, verdict = variance_sentence(variance)
+    verdict = {**verdict, "text": sentence}
+    rows = []
+    for arm, data in variance.get("arms", {}).items():
+        for b in data.get("bins", []):
+            rows.append(
+                [
+                    ARM_LABELS.get(arm, arm),
+                    b["length"],
+                    _fmt_float(b.get("relative_variance_geomean")),
+                    f"[{_fmt_float(b.get('relative_variance_low'))}, {_fmt_float(b.get('relative_variance_high'))}]",
+                    _fmt_float(b.get("relative_variance_median")),
+                    _fmt_float(b.get("snr_mean")),
+                    f"{b.get('n_defined', 0)}/{b.get('n_prompts', 0)}",
+                    _fmt_float(b.get("zero_gradient_fraction")),
+                    _fmt_float(b.get("noise_dominated_fraction")),
+                    _fmt_float(b.get("deterministic_fraction")),
+                ]
+            )
+    name = "variance_vs_length.png"
+    if plots:
+        plot_variance(variance, Path(out) / name)
+    lines = [
+        "## Gradient variance vs task length",
+        "",
+        f"Per-prompt gradient estimates at the checkpoint `{variance.get('checkpoint', '?')}` "
+        f"({variance.get('repeats', '?')} independent estimates per prompt, all policy parameters). Relative variance "
+        "is E‖g − ḡ‖² / ‖ḡ‖² (unbiased trace of the covariance over the squared norm of the mean); SNR is "
+        "‖ḡ‖ / √(E‖g − ḡ‖²). Prompts whose mean gradient is exactly zero (e.g. a GRPO group with equal rewards) "
+        "have no relative variance and are counted apart; a prompt is noise-dominated when ‖ḡ‖² ≤ tr Σ̂ / R (its "
+        "mean gradient cannot be told from noise at R repeats, and its relative variance is an underestimate); "
+        "deterministic when its R estimates agree to float rounding (no sampling noise: counted apart, not put on "
+        "the log scale).",
+        "",
+        markdown_table(
+            [
+                "arm",
+                "length",
+                "rel. variance (geo-mean)",
+                "95% CI",
+                "median",
+                "SNR (mean)",
+                "defined",
+                "zero-grad share",
+                "noise-dominated share",
+                "deterministic share",
+            ],
+            rows,
+            align="lrrrrrrrrr",
+        ),
+        "",
+        f"- {sentence}",
+        "",
+    ]
+    return lines + ([f"![{name}]({name})", ""] if plots else []), verdict
+
+
+def _fmt_float(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    v = float(v)
+    return f"{v:.3g}"
 
 
 def run_probe(

@@ -126,3 +126,28 @@ def test_compare_all_three_arms_two_seeds(tmp_path):
         and ("mc_value", "grpo") in verdicts
         and ("relabel", "mc_value") in verdicts
     )
+
+
+def test_compare_low_pass_rate_regime(tmp_path):
+    """One warm start per target pass rate, every arm from each, and the regime section in the report."""
+    out = tmp_path / "regime"
+    cfg = _cfg(
+        out,
+        compare={
+            "arms": ["relabel"],
+            "seeds": [0],
+            "warm_start_pass_rates": [0.0, 0.5],
+            "probe_variance": False,
+        },
+    )
+    summary = run_compare(cfg, progress=False)
+    assert (out / "warm_start" / "ws0" / "warm_start.json").exists()
+    assert (out / "warm_start" / "ws0.5" / "warm_start.json").exists()
+    for target in ("0", "0.5"):
+        assert (out / "runs" / f"ws{target}" / "relabel-seed0" / FINAL_METRICS).exists()
+        assert "relabel" in summary["groups"][target]
+    assert [w["target"] for w in summary["warm_starts"]] == [0.0, 0.5]
+    assert "gain_vs_warm_start.png" in summary["plots"]
+    assert "## Low-pass-rate regime" in (out / "report.md").read_text()
+    child = yaml.safe_load((out / "runs" / "ws0.5" / "relabel-seed0" / "config.yaml").read_text())
+    assert child["warm_start"]["target_pass_rate"] == 0.5

@@ -75,9 +75,9 @@ def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: b
         warm_file.write_text(json.dumps(warm, indent=2, default=str))
         for w in warm:
             _say(
-                f"  warm start target {w['target']}: reached pass@1 {w['pass_rate']:.3f} after {w['steps']} steps "
-                f"({time.perf_counter() - t0:.0f}s)"
+                f"  warm start target {w['target']}: reached pass@1 {w['pass_rate']:.3f} after {w['steps']} steps"
             )
+        _say(f"  warm start(s) ready in {time.perf_counter() - t0:.0f}s (cached ones are reused)")
         by_target = {w["target"]: w for w in warm}
         bar = tqdm(grid, desc="compare runs", unit="run", disable=not progress, file=sys.stderr, position=0)
         for target, arm, seed in bar:

@@ -153,8 +153,9 @@ class CountingBackend:
 
     def sample(self, prefixes, **kwargs):
         out = self.inner.sample(prefixes, **kwargs)
-        self.tokens += sum(len(c.token_ids) for group in out for c in group)
-        self.continuations += sum(len(group) for group in out)
+        if self.inner.budget is not None:  # evaluation shares the backend with its budget detached
+            self.tokens += sum(len(c.token_ids) for group in out for c in group)
+            self.continuations += sum(len(group) for group in out)
         return out
 
     def greedy(self, prefixes, **kwargs):

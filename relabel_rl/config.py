@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 T = TypeVar("T")
+_SCI_NOTATION = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 __all__ = ["ConfigError", "config_to_dict", "load_config", "parse_overrides", "to_yaml"]
 
@@ -219,6 +221,9 @@ def _check(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"'{key}' must be true or false, got {value!r}")
         return value
+    if tp in (int, float) and isinstance(value, str) and _SCI_NOTATION.fullmatch(value.strip()):
+        # PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; users mean the number.
+        value = float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():

@@ -86,3 +86,12 @@ def test_missing_recipe_and_non_mapping(tmp_path):
     p.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_config(Recipe, p)
+
+
+def test_dotless_scientific_notation_is_a_number():
+    # YAML 1.1 (PyYAML) reads `3e-4` as a string; a recipe author means a float.
+    cfg = load_config(Recipe, data={"search": {"c_puct": "3e-4", "num_simulations": "1e2"}})
+    assert cfg.search.c_puct == 3e-4
+    assert cfg.search.num_simulations == 100
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(Recipe, data={"search": {"c_puct": "fast"}})

@@ -45,7 +45,12 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 bench: setup
+	@# search speed vs OpenSpiel's MCTS, and the share of wall time outside a batched network evaluator
 	$(PY) benchmarks/bench_tree_search.py
+	@# tree-expansion sampling (one shared prefill, K candidates) vs model.generate as GRPO samples
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_generation.py
+	@# generation backends through the interface the arms call (vLLM row skipped without a GPU)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_backends.py
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

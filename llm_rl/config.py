@@ -114,6 +114,10 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     prompts_per_step: int = 8
     checkpoint_every: int = 10  # optimizer steps
+    # The global batch is collected in this many equal chunks, each seeded by (seed, step, chunk) and shared by
+    # the processes of an `accelerate launch` run; None: one per process. Runs with the same value give the same
+    # results whatever the number of processes (see llm_rl/distributed.py).
+    prompt_chunks: int | None = None
 
 
 @dataclass(frozen=True)

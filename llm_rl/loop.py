@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from llm_rl.budget import Budget
 from llm_rl.config import ExperimentConfig
+from llm_rl.distributed import LoopDistribution
 from llm_rl.evaluate import evaluate
 from llm_rl.generation import GenerationBackend, make_backend
 from llm_rl.policy import Policy
@@ -255,6 +256,15 @@ def run_training(
     prepared, optimizer = accelerator.prepare(policy, optimizer)
     policy = accelerator.unwrap_model(prepared)
     backend = make_backend(cfg.model.generation_backend, policy, budget)
+    # Under `accelerate launch`: seeded prompt chunks shared by the processes, summed gradients, exact global
+    # counters, main-process-only logging/evaluation/checkpoints (llm_rl/distributed.py).
+    dist = LoopDistribution(
+        seed=cfg.seed,
+        prompts_per_step=cfg.optim.prompts_per_step,
+        prompt_chunks=cfg.optim.prompt_chunks,
+        budget=budget,
+        backward=accelerator.backward,
+    )
 
     step, evals_done = 0, 0
     ckpt = _find_checkpoint(run.checkpoint_dir / "last")
@@ -264,8 +274,11 @@ def run_training(
         budget.load_state_dict(state["budget"])
         cursor.load_state_dict(state["cursor"])
         _set_rng_state(generator, state["rng"])
-        truncate_metrics(run, step)
-        run.log({"kind": "resume", "step": step, **budget.as_dict()})
+        dist.sync.reset()
+        if dist.is_main:
+            truncate_metrics(run, step)
+            run.log({"kind": "resume", "step": step, **budget.as_dict()})
+        dist.barrier()
 
     def checkpoint() -> None:
         with budget.paused():
@@ -276,9 +289,15 @@ def run_training(
                 "cursor": cursor.state_dict(),
                 "rng": _rng_state(generator),
             }
-            _save_checkpoint(run.checkpoint_dir / "last", policy, optimizer, state)
+            if dist.is_main:
+                _save_checkpoint(run.checkpoint_dir / "last", policy, optimizer, state)
+            dist.barrier()
 
     def run_eval() -> dict[str, Any]:
+        verifier_stats = dist.sum_counts(task.verifier.stats.as_dict())  # over processes (collective)
+        if not dist.is_main:  # the main process evaluates; the others wait for its record
+            with budget.paused():
+                return dist.broadcast(None)
         with budget.paused():
             metrics = evaluate(
                 backend,  # the run's own backend (its budget is detached while evaluating): no second engine
@@ -290,9 +309,9 @@ def run_training(
                 progress=False,
             )
             record = {"kind": "eval", "step": step, **budget.as_dict(), **metrics}
-            record["verifier_stats"] = task.verifier.stats.as_dict()
+            record["verifier_stats"] = verifier_stats
             run.log(record)
-        return record
+            return dist.broadcast(record)
 
     last_eval: dict[str, Any] | None = None
     if ckpt is None:
@@ -306,33 +325,44 @@ def run_training(
         initial=min(limit, budget.value(cfg.budget.axis)),
         desc=f"{cfg.arm} seed {cfg.seed}",
         unit=_unit(cfg.budget.axis),
-        disable=not progress,
+        disable=not progress or not dist.is_main,
         dynamic_ncols=True,
     )
-    while not budget.exhausted(cfg.budget):
+    while not dist.exhausted(budget, cfg.budget):
         examples = [task.train[i] for i in cursor.next(cfg.optim.prompts_per_step)]
-        policy.eval()
-        items = collect(examples, policy, backend, generator)
-        policy.train()
-        loss, metrics = loss_fn(items, policy)
         optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            accelerator.backward(loss)
+        if dist.active:  # this process's seeded chunks of the global batch; gradients summed over processes
+            loss_value, metrics, has_grad = dist.stepper.run(
+                step, examples, policy, backend, collect=collect, loss_fn=loss_fn, params=params
+            )
+        else:
+            policy.eval()
+            items = collect(examples, policy, backend, generator)
+            policy.train()
+            loss, metrics = loss_fn(items, policy)
+            has_grad, loss_value = loss.requires_grad, float(loss.detach())
+            if has_grad:
+                accelerator.backward(loss)
+        if has_grad:
             grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
         else:  # nothing to learn from this batch (e.g. every advantage is zero): the step is still taken
             grad_norm = torch.tensor(0.0)
         optimizer.step()
         budget.add_optimizer_step()
+        dist.sync.sync()  # every process now holds the global counters
         step += 1
-        record = {"kind": "train", "step": step, **budget.as_dict(), "loss": float(loss.detach())}
+        record = {"kind": "train", "step": step, **budget.as_dict(), "loss": loss_value}
         record["grad_norm"] = float(grad_norm)
         record.update({k: float(v) for k, v in metrics.items()})
-        run.log(record)
+        if dist.is_main:
+            run.log(record)
         bar.update(min(limit, budget.value(cfg.budget.axis)) - bar.n)
         bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
         last_eval = None
         crossings = math.floor(budget.value(cfg.budget.axis) / cfg.budget.eval_every)
-        if crossings > evals_done and not budget.exhausted(cfg.budget):
+        due = crossings > evals_done and not budget.exhausted(cfg.budget)
+        due, crossings = dist.broadcast((due, crossings))  # one decision for all processes
+        if due:
             evals_done = crossings
             last_eval = run_eval()
         if step % cfg.optim.checkpoint_every == 0:
@@ -341,8 +371,11 @@ def run_training(
     if last_eval is None or last_eval["step"] != step:
         last_eval = run_eval()  # the final evaluation
     checkpoint()
-    run.log({"kind": "verifier", "step": step, **task.verifier.stats.as_dict()})
-    policy.save_pretrained(run.path / "final")
+    verifier_stats = dist.sum_counts(task.verifier.stats.as_dict())
+    if dist.is_main:
+        run.log({"kind": "verifier", "step": step, **verifier_stats})
+        policy.save_pretrained(run.path / "final")
+    dist.barrier()
     return {k: v for k, v in last_eval.items() if k != "kind"}
 
 

@@ -330,15 +330,24 @@ def run_arm(
     final_file = run_path / FINAL_METRICS
     if final_file.exists():
         return json.loads(final_file.read_text()), False
-    run = RunDir.create(
-        run_path,
-        config=cfg,
-        seeds={"seed": cfg.seed, "warm_start_seed": WARM_START_SEED},
-        extra_meta={"init_model": init_model, "warm_start": dict(warm_start or {})},
-    )
+    from llm_rl.distributed import Layout
+
+    layout = Layout.current()  # under accelerate launch, only the main process writes the run's files
+    if layout.is_main:
+        run = RunDir.create(
+            run_path,
+            config=cfg,
+            seeds={"seed": cfg.seed, "warm_start_seed": WARM_START_SEED},
+            extra_meta={"init_model": init_model, "warm_start": dict(warm_start or {})},
+        )
+    layout.barrier()
+    if not layout.is_main:
+        run = RunDir(run_path)
     seed_everything(cfg.seed)
     final = get_arm(cfg.arm).train(cfg, run, init_model=init_model)
-    run.write_json(FINAL_METRICS, dict(final or {}))
+    if layout.is_main:
+        run.write_json(FINAL_METRICS, dict(final or {}))
+    layout.barrier()
     return dict(final or {}), True
 
 

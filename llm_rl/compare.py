@@ -64,7 +64,9 @@ def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: b
     for target, arm, seed in grid:  # refuse a mismatched directory before the warm start
         path = run_dir_for(out, arm, seed, target)
         _check_resumable(path, child_config(cfg, arm, seed, path, target))
-    RunDir.create(out, config=cfg, seeds={"seeds": cfg.compare.seeds}, extra_meta={"command": "compare"})
+    if _layout().is_main:  # under accelerate launch, only the main process writes the run's files
+        RunDir.create(out, config=cfg, seeds={"seeds": cfg.compare.seeds}, extra_meta={"command": "compare"})
+    _layout().barrier()
     warm_file = out / "warm_starts.json"
     if report_only:
         warm = json.loads(warm_file.read_text()) if warm_file.exists() else []
@@ -102,10 +104,14 @@ def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: b
             from llm_rl.variance_probe import run_probe
 
             probe_at = max(warm, key=lambda w: -1.0 if w["target"] is None else float(w["target"]))
-            _say(f"gradient-variance probe at {probe_at['path']} ...")
-            run_probe(cfg, probe_at["path"], out, arms=arms, progress=progress)
+            if _layout().is_main:  # under accelerate launch, one process probes; the others wait
+                _say(f"gradient-variance probe at {probe_at['path']} ...")
+                run_probe(cfg, probe_at["path"], out, arms=arms, progress=progress)
+            _layout().barrier()
         if var_file.exists():
             variance = json.loads(var_file.read_text())
+    if not _layout().is_main:  # the main process writes the report; the others wait for its summary
+        return _broadcast(None)
     summary = write_report(
         out,
         axis=cfg.budget.axis,
@@ -116,7 +122,25 @@ def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: b
         warm_starts=warm,
         title=f"relabel-rl comparison: {', '.join(arms)} on {cfg.task.verifier}",
     )
-    return summary
+    return _broadcast(summary)
+
+
+def _layout() -> Any:
+    from llm_rl.distributed import Layout
+
+    return Layout.current()
+
+
+def _broadcast(obj: Any) -> Any:
+    """The main process's ``obj`` on every process (itself in a single process)."""
+    layout = _layout()
+    if layout.world == 1:
+        return obj
+    import torch.distributed
+
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _num(v: Any) -> str:
@@ -154,3 +178,10 @@ def cmd_compare(argv: Sequence[str]) -> int:
         return 0
 
     return run_command(body)
+
+
+# `python -m llm_rl.compare --config RECIPE`: the form `accelerate launch -m` needs.
+if __name__ == "__main__":
+    from llm_rl.train import module_main
+
+    raise SystemExit(module_main(cmd_compare))

@@ -471,4 +471,8 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     if _is_main():
         run.log({"kind": "verifier", "step": step, **_verifier_stats(contained, state)})
         policy.save_pretrained(run.path / "final")
+    # Under accelerate launch only the main process evaluated: every process returns its record.
+    from accelerate.utils import broadcast_object_list
+
+    final = broadcast_object_list([final])[0] if args.world_size > 1 else final
     return {k: v for k, v in final.items() if k != "kind"}

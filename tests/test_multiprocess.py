@@ -4,20 +4,26 @@ process with the same global batch.
 One launch (process start-up dominates: ~20 s on 2 shared cores) runs every check in ``_worker`` below; the
 single-process references are computed in the pytest process while the launch runs. Checked:
 
-* **LLM arms** (`llm_rl.distributed.ChunkedStep`, the step the hand-written arms' loop takes): two optimizer
-  steps of the MC-value arm's real ``collect``/``loss`` on the tiny model, global batch 4 prompts in 2 chunks
-  (one per process vs both in one process). Loss and metrics agree to 1e-5 relative, parameters to 1e-5
-  absolute (float32 summation order differs: per-process partial gradients are summed by the all-reduce).
-* **budget counters** (`llm_rl.distributed.BudgetSync`): generated tokens, prefill tokens and verifier calls
-  after each step are *exactly* the single-process totals on both processes.
+* **the hand-written arms end to end** (relabel, mc_value, and relabel with LoRA: their own ``train`` through
+  `llm_rl.loop`): two optimizer steps of a global batch of 4 prompts in ``optim.prompt_chunks: 2`` seeded
+  chunks — one chunk per process vs both in one process. Every train/eval record (loss, every arm metric, every budget counter)
+  matches; the final parameters agree to 1e-5 (float32 summation order differs: per-process partial gradients
+  are summed by the all-reduce). Only the main process writes records: each appears once.
+* **budget counters**: generated tokens, prefill tokens and verifier calls in every record are *exactly* the
+  single-process totals (summed over processes by `llm_rl.distributed.BudgetSync`), and so are the verifier
+  call statistics.
+* **a step in isolation** (`llm_rl.distributed.ChunkedStep` with the MC-value arm's ``collect``/``loss``), so a
+  failure points at the step or at the loop.
 * **Go** (`go_baseline`): self-play sharded by game (each game seeded by its index) gives the very same games as
   one process playing all of them; then two AlphaZero training steps of `go_baseline.train.Trainer` under DDP,
   each process on half of the global batch, match one process accumulating the same two half-batches
   (parameters to 1e-5). Not one forward pass over the whole batch: the Go net has BatchNorm, whose statistics
   are per process under DDP (SyncBatchNorm needs a GPU), so per-half statistics are part of what DDP computes.
 
-Tolerance: 1e-5 (absolute on parameters after two AdamW/SGD steps, relative on losses); sampled tokens and
-budget counts must be identical.
+GRPO under 2 processes (TRL distributes it) is in ``test_multiprocess_grpo.py`` (slow).
+
+Tolerance: 1e-5 (absolute on parameters after two AdamW/SGD steps, relative on losses and metrics); sampled
+tokens and budget counts must be identical. Timing metrics (wall time, tokens/s, grad norm) are not compared.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -64,6 +72,84 @@ class ToyVerifier:
 
     def is_terminal_step(self, step: str) -> bool:
         return step.startswith("Answer:")
+
+
+class DigitChain(ChainArithmetic):
+    """Chain-arithmetic prompts scored by the share of digits in the completion: a dense reward an untrained
+    tiny model already varies on, so the arms have a gradient from the first step (no warm start needed)."""
+
+    name = "digit_chain"
+
+    def score(self, completion: str, example: dict) -> float:
+        return sum(ch.isdigit() for ch in completion) / max(1, len(completion))
+
+    def check_step(self, previous_steps, step, example):
+        return None
+
+
+ARMS = (
+    "relabel",
+    "mc_value",
+    "relabel+lora",
+)  # "+lora": with a PEFT LoRA adapter (adapter + value head train)
+TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_s"}
+
+
+def _train_cfg(arm: str, out: str, *, lora: bool = False):
+    from llm_rl.config import (
+        BudgetConfig,
+        EvalConfig,
+        ExperimentConfig,
+        LoraSettings,
+        McValueArmConfig,
+        ModelConfig,
+        OptimConfig,
+        RelabelArmConfig,
+        TaskConfig,
+        WarmStartConfig,
+    )
+
+    return ExperimentConfig(
+        output_dir=out,
+        arm=arm,
+        model=ModelConfig(lora=LoraSettings(enabled=lora, r=4, alpha=8)),
+        task=TaskConfig(
+            verifier="test_multiprocess:DigitChain",
+            train_size=16,
+            test_size=4,
+            difficulty={"min_steps": 1, "max_steps": 2},
+            max_steps=3,
+            max_step_tokens=8,
+            max_completion_tokens=24,
+        ),
+        warm_start=WarmStartConfig(enabled=False),
+        # optimizer steps: no arm stops mid-batch on this axis, so both runs take the same two full steps
+        budget=BudgetConfig(axis="optimizer_steps", limit=STEPS, eval_every=STEPS),
+        eval=EvalConfig(num_examples=2, pass_k=2),
+        optim=OptimConfig(
+            learning_rate=5e-2, prompts_per_step=PROMPTS_PER_STEP, prompt_chunks=CHUNKS, checkpoint_every=100
+        ),
+        relabel=RelabelArmConfig(num_simulations=2, num_candidates=2),
+        mc_value=McValueArmConfig(num_samples=2, num_rollouts=1),
+    )
+
+
+def train_arm(arm: str, base: str, out: str, *, lora: bool = False) -> dict:
+    """The arm's own ``train`` (through `llm_rl.loop.run_training`); returns its records and final weights."""
+    from llm_rl.arms import get_arm
+    from llm_rl.distributed import Layout
+    from llm_rl.models import load_policy
+    from relabel_rl.rundir import RunDir, read_metrics
+
+    arm, _, variant = arm.partition("+")
+    cfg = _train_cfg(arm, out, lora=lora or variant == "lora")
+    run = RunDir.create(out, config=cfg, seeds={"seed": 0})
+    torch.manual_seed(0)
+    get_arm(arm).train(cfg, run, init_model=base)
+    Layout.current().barrier()
+    final = load_policy(Path(out) / "final")
+    params = {n: p.detach().clone() for n, p in final.named_parameters()}
+    return {"records": read_metrics(Path(out) / "metrics.jsonl"), "params": params}
 
 
 def _policy(path: str):
@@ -224,7 +310,9 @@ def _worker(path: str, out_dir: str) -> None:
         torch.distributed.all_gather_object(out, obj)
         return [x for part in out for x in part]
 
-    result = {"mc_value": run_arm("mc_value", path, layout), "go": run_go(layout, gather)}
+    result = {"step": run_arm("mc_value", path, layout), "go": run_go(layout, gather)}
+    for arm in ARMS:  # every process writes the same run directory (only the main process writes files)
+        result[arm] = train_arm(arm, path, str(Path(out_dir) / arm))
     torch.save(result, Path(out_dir) / f"rank{layout.rank}.pt")
     accelerator.wait_for_everyone()
 
@@ -260,36 +348,57 @@ def _close(a: dict, b: dict) -> None:
         assert torch.allclose(a[n], b[n], atol=TOL, rtol=0), (n, (a[n] - b[n]).abs().max().item())
 
 
+def _compare_records(got: list[dict], want: list[dict]) -> None:
+    assert [(r["kind"], r.get("step")) for r in got] == [(r["kind"], r.get("step")) for r in want]
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys(), (g["kind"], g.keys() ^ w.keys())
+        for k, v in w.items():
+            if k in TIMING_KEYS or k == "verifier_failures":
+                continue
+            if isinstance(v, float):
+                assert g[k] == pytest.approx(v, rel=TOL, abs=1e-7), (w["kind"], w.get("step"), k)
+            else:
+                assert g[k] == v, (w["kind"], w.get("step"), k, g[k], v)
+
+
 def test_two_processes_match_one(tiny_path, tmp_path):
     from llm_rl.distributed import Layout
 
     start = time.perf_counter()
-    proc = launch([str(Path(__file__).resolve()), "--worker", tiny_path, str(tmp_path)], timeout=300)
+    proc = launch([str(Path(__file__).resolve()), "--worker", tiny_path, str(tmp_path / "two")], timeout=300)
     torch.set_num_threads(1)
-    ref_arm = run_arm("mc_value", tiny_path, Layout())
+    ref_step = run_arm("mc_value", tiny_path, Layout())
     ref_go = run_go(Layout(), lambda mine: mine)
+    ref_arms = {arm: train_arm(arm, tiny_path, str(tmp_path / "one" / arm)) for arm in ARMS}
     try:
         output, _ = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
     assert proc.returncode == 0, output[-4000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for res in ranks:
-        # LLM arm: same losses, metrics, exact global counters, same parameters.
-        for got, want in zip(res["mc_value"]["records"], ref_arm["records"]):
+        # The arms end to end: the very same records (written once, by the main process) and final weights.
+        for arm in ARMS:
+            _compare_records(res[arm]["records"], ref_arms[arm]["records"])
+            _close(res[arm]["params"], ref_arms[arm]["params"])
+        # The step alone: same losses, metrics, exact global counters, same parameters.
+        for got, want in zip(res["step"]["records"], ref_step["records"]):
             assert got["loss"] == pytest.approx(want["loss"], rel=TOL, abs=1e-7)
             assert got["metrics"].keys() == want["metrics"].keys()
             for k in want["metrics"]:
                 assert got["metrics"][k] == pytest.approx(want["metrics"][k], rel=TOL, abs=1e-7), k
             for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps"):
                 assert got[k] == want[k], (k, got[k], want[k])
-        _close(res["mc_value"]["params"], ref_arm["params"])
+        _close(res["step"]["params"], ref_step["params"])
         # Go: the same games, then the same training.
         assert res["go"]["moves"] == ref_go["moves"]
         _close(res["go"]["params"], ref_go["params"])
-    # Each process generated only part of the tokens: the counters really were summed across processes.
-    assert ref_arm["records"][-1]["generated_tokens"] > 0
+    for arm in ARMS:  # something was spent and learnt, so the comparison is not vacuous
+        last = ref_arms[arm]["records"][-1]
+        assert last["kind"] == "verifier" and last["calls"] > 0
+        trains = [r for r in ref_arms[arm]["records"] if r["kind"] == "train"]
+        assert len(trains) == STEPS and trains[-1]["generated_tokens"] > 0
     print(f"2-process check took {time.perf_counter() - start:.1f}s")
 
 

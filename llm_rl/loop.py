@@ -267,10 +267,12 @@ def run_training(
     )
 
     step, evals_done = 0, 0
+    stats_at_resume: dict[str, int] = {}  # verifier stats (summed over processes) saved with the checkpoint
     ckpt = _find_checkpoint(run.checkpoint_dir / "last")
     if ckpt is not None:
         state = _load_checkpoint(ckpt, policy, optimizer)
         step, evals_done = int(state["step"]), int(state["evals_done"])
+        stats_at_resume = dict(state.get("verifier_stats", {}))
         budget.load_state_dict(state["budget"])
         cursor.load_state_dict(state["cursor"])
         _set_rng_state(generator, state["rng"])
@@ -280,11 +282,17 @@ def run_training(
             run.log({"kind": "resume", "step": step, **budget.as_dict()})
         dist.barrier()
 
+    def run_verifier_stats() -> dict[str, int]:
+        """The run's verifier stats so far: this session's, summed over processes (collective), plus the resumed."""
+        session = dist.sum_counts(task.verifier.stats.as_dict())
+        return {k: stats_at_resume.get(k, 0) + session.get(k, 0) for k in stats_at_resume | session}
+
     def checkpoint() -> None:
         with budget.paused():
             state = {
                 "step": step,
                 "evals_done": evals_done,
+                "verifier_stats": run_verifier_stats(),
                 "budget": budget.state_dict(),
                 "cursor": cursor.state_dict(),
                 "rng": _rng_state(generator),
@@ -294,7 +302,7 @@ def run_training(
             dist.barrier()
 
     def run_eval() -> dict[str, Any]:
-        verifier_stats = dist.sum_counts(task.verifier.stats.as_dict())  # over processes (collective)
+        verifier_stats = run_verifier_stats()
         if not dist.is_main:  # the main process evaluates; the others wait for its record
             with budget.paused():
                 return dist.broadcast(None)
@@ -371,7 +379,7 @@ def run_training(
     if last_eval is None or last_eval["step"] != step:
         last_eval = run_eval()  # the final evaluation
     checkpoint()
-    verifier_stats = dist.sum_counts(task.verifier.stats.as_dict())
+    verifier_stats = run_verifier_stats()
     if dist.is_main:
         run.log({"kind": "verifier", "step": step, **verifier_stats})
         policy.save_pretrained(run.path / "final")

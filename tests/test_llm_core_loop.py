@@ -134,3 +134,31 @@ def test_prompt_cursor_epochs_and_state():
     d = PromptCursor(5, seed=1)
     d.load_state_dict(state)
     assert d.next(4) == rest
+
+
+def test_verifier_stats_survive_a_resume(base, tmp_path):
+    """The eval/verifier records count the run's verifier calls, not the session's, across a kill and resume."""
+    cfg = load_config(ExperimentConfig, data=RECIPE)
+
+    def train(path, kill_at_call=None):
+        task = load_task(cfg)  # a fresh verifier (and stats) per session, as in a new process
+        collect, loss_fn, _ = _arm(kill_at_call)
+
+        def scoring_collect(examples, policy, backend, generator):
+            for e in examples:
+                task.verifier.score(e["solution"], e)
+            return collect(examples, policy, backend, generator)
+
+        run = RunDir.create(path, config=cfg)
+        torch.manual_seed(0)
+        run_training(
+            cfg, run, load_policy(base), collect=scoring_collect, loss_fn=loss_fn, task=task, progress=False
+        )
+        return [r for r in run.metrics() if r["kind"] == "verifier"][-1]
+
+    uninterrupted = train(tmp_path / "a")
+    with pytest.raises(Killed):
+        train(tmp_path / "c", kill_at_call=4)
+    resumed = train(tmp_path / "c")
+    assert uninterrupted["calls"] == 5 * cfg.optim.prompts_per_step
+    assert resumed == uninterrupted

@@ -15,6 +15,7 @@ iteration).
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,20 @@ def _play(
 
 
 def run(cfg: GoConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the loop described by ``cfg``; returns the last metrics record."""
+    """Run (or resume) the loop described by ``cfg``; returns the last metrics record.
+
+    Raises:
+      RuntimeError: under a multi-process launch (``WORLD_SIZE > 1``). The loop draws every game from one RNG
+        stream and writes one run directory, so N processes would play the same games N times and race on the
+        files; sharding self-play by game index (as ``tests/test_multiprocess.py`` does for the pieces) is not
+        wired into the loop yet. One process with a GPU batches all games in flight instead.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        raise RuntimeError(
+            f"go-baseline train runs in one process (got WORLD_SIZE={world_size}): multi-process self-play is not "
+            "implemented in the loop yet; run it without `accelerate launch` (one GPU batches all games in flight)"
+        )
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     run_dir = RunDir.create(cfg.run_dir, config=cfg, seeds={"seed": cfg.seed})

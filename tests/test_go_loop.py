@@ -209,3 +209,11 @@ def test_arena_parses_gtp_scores_and_counts_colours():
     s = res.summary()
     assert s["games_as_black"] == 2 and s["games_as_white"] == 2 and s["eval_games"] == 4
     assert 0.0 <= s["ci95"][0] <= s["win_rate"] <= s["ci95"][1] <= 1.0
+
+
+def test_multi_process_launch_is_refused_before_any_work(tmp_path, monkeypatch):
+    # Every rank would play the same games and race on one run directory: refuse early, touch nothing.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"WORLD_SIZE=2.*not implemented"):
+        run(_cfg(tmp_path, "mp"), progress=False)
+    assert not (tmp_path / "mp").exists()

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from llm_rl.budget import Budget
     from llm_rl.policy import Policy
 
-__all__ = ["Continuation", "GenerationBackend", "HFBackend", "make_backend"]
+__all__ = ["Continuation", "GenerationBackend", "HFBackend", "check_sample_args", "make_backend"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,18 @@ class GenerationBackend(Protocol):
         ...
 
 
+def check_sample_args(*, n: int, max_new_tokens: int, temperature: float, stop: str | None) -> None:
+    """The argument checks every `GenerationBackend.sample` makes (one place, so the backends agree)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if stop == "":
+        raise ValueError("stop must be a non-empty string or None")
+
+
 class HFBackend:
     """`GenerationBackend` on a `Policy` (a transformers causal LM, with or without PEFT).
 
@@ -138,14 +150,7 @@ class HFBackend:
         generator: torch.Generator | None = None,
     ) -> list[list[Continuation]]:
         """``n`` continuations of every prefix; ``temperature=0`` is greedy. See the module docstring."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if stop == "":
-            raise ValueError("stop must be a non-empty string or None")
+        check_sample_args(n=n, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
         if not prefixes:
             return []
         policy, model = self.policy, self.policy.model

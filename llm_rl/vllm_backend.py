@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llm_rl.generation import Continuation
+from llm_rl.generation import Continuation, check_sample_args
 
 if TYPE_CHECKING:
     from llm_rl.budget import Budget
@@ -217,14 +217,7 @@ class VLLMBackend:
         generator: torch.Generator | None = None,
     ) -> list[list[Continuation]]:
         """``n`` continuations of every prefix (``result[i][j]``), as `HFBackend.sample` (module docstring)."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if stop == "":
-            raise ValueError("stop must be a non-empty string or None")
+        check_sample_args(n=n, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
         if not prefixes:
             return []
         self.sync_weights()

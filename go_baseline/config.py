@@ -123,6 +123,10 @@ class TrainSection:
       augment: a random board symmetry per sample.
       max_grad_norm: gradient clipping.
       pg_baseline: subtract the value head's prediction in the PG arm (still one scalar outcome per game).
+      micro_batches: each optimiser step's batch is cut into this many equal micro-batches, spread over the
+        processes of an ``accelerate launch`` (a multiple of their number; null = one per process). The net has
+        BatchNorm, whose batch statistics are per micro-batch, so a run's numbers depend on this knob and not on
+        the number of processes: 1 process with ``micro_batches: 2`` computes what 2 processes compute.
     """
 
     algo: Literal["az", "pg"] = "az"
@@ -136,8 +140,15 @@ class TrainSection:
     augment: bool = True
     max_grad_norm: float = 5.0
     pg_baseline: bool = False
+    micro_batches: int | None = None
 
     def __post_init__(self) -> None:
+        if self.micro_batches is not None:
+            _positive("train", micro_batches=self.micro_batches)
+            if self.micro_batches > self.batch_size:
+                raise ValueError(
+                    f"'train.micro_batches' ({self.micro_batches}) exceeds 'train.batch_size' ({self.batch_size})"
+                )
         _positive(
             "train", batch_size=self.batch_size, steps_per_iteration=self.steps_per_iteration, lr=self.lr
         )

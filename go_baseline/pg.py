@@ -19,7 +19,7 @@ every move instead of one outcome per game — that is the comparison.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,9 @@ from go_baseline.board import new_position
 from go_baseline.features import encode_batch
 from go_baseline.network import PolicyValueNet
 from go_baseline.replay import Batch
-from go_baseline.selfplay import GameRecord, SelfPlayStats, game_utility
+from go_baseline.selfplay import GameRecord, SelfPlayStats, game_generators, game_utility
 
-__all__ = ["per_sample_reinforce_loss", "play_policy_games", "reinforce_loss"]
+__all__ = ["per_sample_reinforce_loss", "pg_parts", "play_policy_games", "reinforce_loss"]
 
 
 def play_policy_games(
@@ -44,36 +44,41 @@ def play_policy_games(
     history: int,
     games_in_flight: int,
     temperature: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | Sequence[np.random.Generator],
     max_game_length: int | None = None,
     score_weight: float = 0.0,
     on_game: Callable[[GameRecord], None] | None = None,
 ) -> tuple[list[GameRecord], SelfPlayStats]:
-    """Self-play with moves sampled from the policy. Records store the legal-move mask as ``policy_targets``."""
+    """Self-play with moves sampled from the policy. Records store the legal-move mask as ``policy_targets``.
+
+    ``rng``: one generator (spawned per game) or one per game (see :func:`go_baseline.selfplay.game_generators`).
+    """
+    rngs = game_generators(rng, num_games)
     stats = SelfPlayStats()
     start = time.perf_counter()
     n_actions = board_size * board_size + 1
     finished: list[GameRecord] = []
-    games: list[tuple[Any, GameRecord]] = []
+    games: list[tuple[Any, GameRecord, np.random.Generator]] = []
     started = 0
     while started < num_games or games:
         while started < num_games and len(games) < games_in_flight:
             games.append(
                 (
                     new_position(board_size, komi, history=history, max_game_length=max_game_length),
-                    GameRecord(board_size, komi),
+                    GameRecord(board_size, komi, game_index=started),
+                    rngs[started],
                 )
             )
             started += 1
-        logits, _ = net.predict(encode_batch([p for p, _ in games], history))
+        logits, _ = net.predict(encode_batch([p for p, _, _ in games], history))
         stats.evaluations += len(games)
         keep = []
-        for (pos, rec), lg in zip(games, logits):
+        for (pos, rec, g), lg in zip(games, logits):
             legal = np.asarray(pos.legal_actions(), dtype=np.int64)
             z = lg[legal] / temperature
             p = np.exp(z - z.max())
             p /= p.sum()
-            action = int(legal[rng.choice(len(legal), p=p)])
+            action = int(legal[g.choice(len(legal), p=p)])
             mask = np.zeros(n_actions, dtype=np.float64)
             mask[legal] = 1.0
             rec.add(pos, history, mask, action)
@@ -88,7 +93,7 @@ def play_policy_games(
                 if on_game is not None:
                     on_game(rec)
             else:
-                keep.append((pos, rec))
+                keep.append((pos, rec, g))
         games = keep
     stats.seconds = time.perf_counter() - start
     return finished, stats
@@ -118,6 +123,14 @@ def per_sample_reinforce_loss(
     logp = F.log_softmax(logits.masked_fill(~legal, -1e9), dim=-1).gather(1, played[:, None]).squeeze(1)
     advantage = z - value.detach() if baseline else z
     return -(advantage * logp), value_weight * (value - z) ** 2
+
+
+def pg_parts(
+    net: PolicyValueNet, batch: Batch, device: Any, *, baseline: bool, value_weight: float
+) -> dict[str, torch.Tensor]:
+    """Per-move REINFORCE loss (``loss``, optimised) and its parts (logged), for ``Trainer.train_step``."""
+    pg, v = per_sample_reinforce_loss(net, batch, device, baseline=baseline, value_weight=value_weight)
+    return {"loss": pg + v, "pg_loss": pg, "value_mse": v / max(value_weight, 1e-12)}
 
 
 def reinforce_loss(

@@ -1,8 +1,9 @@
 """The replay buffer on disk: one ``.npz`` per finished game, training samples from the last ``window`` games.
 
 Every game is written the moment it finishes (temp file + rename, so a ``kill -9`` leaves either the whole game
-or nothing). The files are the buffer: a resumed run counts them and goes on, losing no finished game. Games
-are numbered in finishing order; the window is the ``window_games`` highest numbers.
+or nothing). The files are the buffer: a resumed run counts them and goes on, losing no finished game. The loop
+numbers games by their index in the run (game ``g`` is seeded by ``g``, whichever process plays it), so they
+may land out of order; the window is the ``window_games`` highest numbers.
 """
 
 from __future__ import annotations
@@ -57,10 +58,14 @@ class ReplayBuffer:
     def num_games(self) -> int:
         return len(self.indices())
 
-    def add(self, rec: GameRecord) -> int:
-        """Write ``rec`` as the next game; returns its number."""
-        idx = self.indices()
-        number = (idx[-1] + 1) if idx else 0
+    def path(self, number: int) -> Path:
+        return self.directory / f"game_{number:08d}.npz"
+
+    def add(self, rec: GameRecord, number: int | None = None) -> int:
+        """Write ``rec`` as game ``number`` (default: the next after the highest on disk); returns its number."""
+        if number is None:
+            idx = self.indices()
+            number = (idx[-1] + 1) if idx else 0
         planes = np.stack(rec.planes) if rec.planes else np.zeros((0,), np.uint8)
         to_play = np.asarray(rec.to_play, dtype=np.int8)
         buf = io.BytesIO()
@@ -79,7 +84,7 @@ class ReplayBuffer:
             no_resign=np.bool_(rec.no_resign),
             would_have_resigned=np.int64(rec.would_have_resigned),
         )
-        target = self.directory / f"game_{number:08d}.npz"
+        target = self.path(number)
         tmp = self.directory / f".game_{number:08d}.npz.tmp"
         with open(tmp, "wb") as f:
             f.write(buf.getvalue())
@@ -90,7 +95,7 @@ class ReplayBuffer:
 
     def load(self, number: int) -> dict[str, np.ndarray]:
         if number not in self._cache:
-            with np.load(self.directory / f"game_{number:08d}.npz") as z:
+            with np.load(self.path(number)) as z:
                 self._cache[number] = {k: z[k] for k in z.files}
         return self._cache[number]
 

@@ -31,7 +31,14 @@ from go_baseline.features import encode, encode_batch
 from go_baseline.network import PolicyValueNet, masked_policy
 from tree_search import Expansion, Node, Transition, advance, gumbel_search, search, select_action
 
-__all__ = ["GameRecord", "GoSearchEnv", "SelfPlayStats", "game_utility", "play_selfplay_games"]
+__all__ = [
+    "GameRecord",
+    "GoSearchEnv",
+    "SelfPlayStats",
+    "game_generators",
+    "game_utility",
+    "play_selfplay_games",
+]
 
 
 def game_utility(result: int, score: float, board_size: int, score_weight: float) -> float:
@@ -100,6 +107,8 @@ class GameRecord:
       no_resign: the game was in the no-resign set.
       would_have_resigned: in a no-resign game, the first colour whose root value fell below the threshold (0 if
         none); a false resignation when that colour won.
+      game_index: the game's position in the list of games of the call that played it (games finish out of
+        order; the loop maps it to the game's number).
     """
 
     board_size: int
@@ -115,6 +124,7 @@ class GameRecord:
     resigned: int = 0
     no_resign: bool = False
     would_have_resigned: int = 0
+    game_index: int = -1
 
     @property
     def num_positions(self) -> int:
@@ -145,11 +155,30 @@ class SelfPlayStats:
         return self.moves / self.seconds if self.seconds > 0 else 0.0
 
 
+def game_generators(
+    rng: np.random.Generator | Sequence[np.random.Generator], num_games: int
+) -> list[np.random.Generator]:
+    """One generator per game: ``rng`` itself when it is a sequence of them, else ``num_games`` spawned children.
+
+    Every random draw of a game (resign set, playout cap, search noise, move sampling) comes from its own
+    generator, so a game depends only on its generator and the net, not on which games share its batch. That
+    is what lets the loop shard self-play over processes: game ``g`` seeded ``default_rng([seed, g])`` is the
+    same game whichever process plays it, and alongside whichever others.
+    """
+    if isinstance(rng, np.random.Generator):
+        return list(rng.spawn(num_games))
+    rngs = list(rng)
+    if len(rngs) != num_games:
+        raise ValueError(f"rng: got {len(rngs)} generators for {num_games} games")
+    return rngs
+
+
 @dataclass
 class _Slot:
     pos: Position
     root: Position | Node
     record: GameRecord
+    rng: np.random.Generator
 
 
 def play_selfplay_games(
@@ -160,12 +189,13 @@ def play_selfplay_games(
     komi: float,
     history: int,
     cfg: SelfPlaySection,
-    rng: np.random.Generator,
+    rng: np.random.Generator | Sequence[np.random.Generator],
     max_game_length: int | None = None,
     on_game: Callable[[GameRecord], None] | None = None,
 ) -> tuple[list[GameRecord], SelfPlayStats]:
     """Play ``num_games`` AlphaZero self-play games, ``cfg.games_in_flight`` at a time.
 
+    ``rng`` is one generator (each game gets a spawned child) or one per game (see :func:`game_generators`).
     ``on_game`` is called as soon as each game finishes (the loop writes it to disk there, so a killed run loses
     no finished game). Returns the records (in finishing order) and throughput statistics.
     """
@@ -176,11 +206,15 @@ def play_selfplay_games(
     started = 0
     slots: list[_Slot] = []
     num_actions = board_size * board_size + 1
+    rngs = game_generators(rng, num_games)
 
-    def new_slot() -> _Slot:
+    def new_slot(index: int) -> _Slot:
+        g = rngs[index]
         pos = new_position(board_size, komi, history=history, max_game_length=max_game_length)
-        rec = GameRecord(board_size, komi, no_resign=bool(rng.random() < cfg.no_resign_fraction))
-        return _Slot(pos, pos, rec)
+        rec = GameRecord(
+            board_size, komi, no_resign=bool(g.random() < cfg.no_resign_fraction), game_index=index
+        )
+        return _Slot(pos, pos, rec, g)
 
     def finish(slot: _Slot, result: int, resigned: int = 0) -> None:
         rec = slot.record
@@ -194,12 +228,12 @@ def play_selfplay_games(
 
     while started < num_games or slots:
         while started < num_games and len(slots) < cfg.games_in_flight:
-            slots.append(new_slot())
+            slots.append(new_slot(started))
             started += 1
-        full = rng.random(len(slots)) < cfg.playout_cap_fraction
+        full = [bool(s.rng.random() < cfg.playout_cap_fraction) for s in slots]
         results: list = [None] * len(slots)
         for is_full in (True, False):
-            idx = [i for i in range(len(slots)) if bool(full[i]) == is_full]
+            idx = [i for i in range(len(slots)) if full[i] == is_full]
             if not idx:
                 continue
             roots = [slots[i].root for i in idx]
@@ -213,7 +247,7 @@ def play_selfplay_games(
                     gumbel_scale=1.0,
                     two_player=True,
                     value_bounds=(-1.0, 1.0),
-                    rng=rng,
+                    rng=[slots[i].rng for i in idx],
                 )
             else:
                 searched = search(
@@ -225,7 +259,7 @@ def play_selfplay_games(
                     dirichlet_alpha=cfg.dirichlet_alpha,
                     dirichlet_fraction=cfg.dirichlet_fraction if is_full else 0.0,
                     value_bounds=(-1.0, 1.0),
-                    rng=rng,
+                    rng=[slots[i].rng for i in idx],
                 )
             for i, r in zip(idx, searched):
                 results[i] = r
@@ -243,7 +277,7 @@ def play_selfplay_games(
                 index, policy = int(res.selected_index), np.asarray(res.improved_policy, dtype=np.float64)
             else:
                 temperature = cfg.temperature if pos.move_number < cfg.temperature_moves else 0.0
-                index = select_action(res.visit_counts, temperature=temperature, rng=rng)
+                index = select_action(res.visit_counts, temperature=temperature, rng=slot.rng)
                 policy = res.visit_counts / max(1, res.visit_counts.sum())
             action = int(res.actions[index])
             if is_full:

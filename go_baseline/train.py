@@ -5,13 +5,23 @@ optimiser's weight decay), on samples drawn from the replay window, each under a
 optimiser is SGD with momentum, as in AlphaZero. ``accelerate`` places the model and optimiser (CPU, one GPU,
 or several processes with ``accelerate launch``); on CPU it is a thin wrapper.
 
+Under ``accelerate launch`` (DDP) one optimiser step's batch is cut into ``train.micro_batches`` micro-batches,
+spread over the processes (:meth:`Trainer.train_step`). Where this departs from plain DDP: BatchNorm. AlphaZero's net
+normalises over each device's batch (no SyncBatchNorm: it needs a GPU and costs a collective per layer), so the
+forward pass depends on how the batch is cut; we make that cut a recipe knob rather than a side effect of the
+process count, and every micro-batch starts from the same running statistics and updates them by the mean of
+the micro-batches' updates (all-reduced; DDP's own buffer broadcast, which would keep rank 0's alone, is off).
+Then 1 process with ``micro_batches: 2`` and 2 processes compute the same step (to float summation order).
+
 Checkpoints (``checkpoints/ckpt_XXXXX.pt``) hold the model, optimiser, step counter, games trained on and the
 RNG state; they are written to a temp file and renamed, so a ``kill -9`` never leaves a torn checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+from torch import nn
 from torch.nn import functional as F
 
 from go_baseline.config import GoConfig
@@ -35,7 +47,10 @@ __all__ = [
     "list_checkpoints",
     "load_net",
     "per_sample_az_loss",
+    "split_batch",
 ]
+
+PerSampleLoss = Callable[[nn.Module, Batch, torch.device], dict[str, torch.Tensor]]
 
 _CKPT = re.compile(r"^ckpt_(\d{5})\.pt$")
 
@@ -61,6 +76,37 @@ def per_sample_az_loss(
     ce = -(policy * F.log_softmax(logits, dim=-1)).sum(-1)
     mse = (value - outcome) ** 2
     return ce + value_weight * mse, ce, mse
+
+
+def az_parts(
+    net: nn.Module, batch: Batch, device: torch.device, *, value_weight: float
+) -> dict[str, torch.Tensor]:
+    """Per-sample AlphaZero loss (``loss``, optimised) and its parts (logged), for :meth:`Trainer.train_step`."""
+    total, ce, mse = per_sample_az_loss(
+        net,
+        torch.from_numpy(batch.planes).to(device),
+        torch.from_numpy(batch.policy).to(device),
+        torch.from_numpy(batch.outcome).to(device),
+        value_weight,
+    )
+    return {"loss": total, "policy_ce": ce, "value_mse": mse}
+
+
+def split_batch(batch: Batch, parts: int) -> list[Batch]:
+    """``batch`` cut into ``parts`` contiguous micro-batches of (nearly) equal size.
+
+    Raises:
+      ValueError: when the batch has fewer samples than ``parts`` (a micro-batch would be empty).
+    """
+    n = len(batch.played)
+    if n < parts:
+        raise ValueError(
+            f"a batch of {n} positions cannot be cut into {parts} micro-batches (train.micro_batches)"
+        )
+    return [
+        Batch(batch.planes[i], batch.policy[i], batch.played[i], batch.outcome[i], batch.game[i])
+        for i in np.array_split(np.arange(n), parts)
+    ]
 
 
 def az_loss(net: PolicyValueNet, batch: Batch, value_weight: float, device: Any) -> tuple[torch.Tensor, dict]:
@@ -115,7 +161,11 @@ class Trainer:
 
     def __init__(self, cfg: GoConfig) -> None:
         self.cfg = cfg
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # broadcast_buffers off: :meth:`step` all-reduces the BatchNorm statistics itself (module docstring)
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )
         self.net_config = cfg.net.net_config(cfg.board.size)
         net = PolicyValueNet(self.net_config)
         opt = torch.optim.SGD(
@@ -132,6 +182,27 @@ class Trainer:
         return self.accelerator.device
 
     @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def micro_batches(self) -> int:
+        """``train.micro_batches``, or one per process.
+
+        Raises:
+          ValueError: when it is not a multiple of the number of processes.
+        """
+        m = self.cfg.train.micro_batches or self.num_processes
+        if m % self.num_processes:
+            raise ValueError(
+                f"'train.micro_batches' ({m}) must be a multiple of the number of processes ({self.num_processes})"
+            )
+        return m
+
+    @property
     def model(self) -> PolicyValueNet:
         """The bare network (for self-play and evaluation)."""
         return self.accelerator.unwrap_model(self.net)
@@ -146,17 +217,77 @@ class Trainer:
         self.step += 1
         return float(norm)
 
+    def _batchnorm_buffers(self) -> list[torch.Tensor]:
+        return [
+            b
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if b is not None
+        ]
+
+    def train_step(self, micro_batches: Sequence[Batch], loss_fn: PerSampleLoss) -> dict[str, float]:
+        """One optimiser step on a global batch given as its micro-batches (every process passes the same list).
+
+        Process ``r`` of ``W`` takes micro-batches ``r, r + W, …``. ``loss_fn(net, micro_batch, device)`` returns
+        per-sample tensors: ``loss`` is optimised, every entry is logged. The step minimises the mean of ``loss``
+        over all samples of all micro-batches (DDP averages gradients over processes, hence the ``W / total``
+        scale). Returns those means, global over processes, and the gradient norm.
+        """
+        world, rank = self.num_processes, self.accelerator.process_index
+        if len(micro_batches) % world:
+            raise ValueError(f"{len(micro_batches)} micro-batches cannot be shared by {world} processes")
+        total = sum(len(b.played) for b in micro_batches)
+        mine = micro_batches[rank::world]
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        buffers = self._batchnorm_buffers()
+        start = [b.clone() for b in buffers]
+        moved = [torch.zeros_like(b, dtype=torch.float64) for b in buffers]
+        sums: dict[str, torch.Tensor] = {}
+        for i, mb in enumerate(mine):
+            # gradient accumulation: DDP all-reduces once, on the last micro-batch's backward
+            sync = contextlib.nullcontext() if i == len(mine) - 1 else self.accelerator.no_sync(self.net)
+            with sync:
+                parts = loss_fn(self.net, mb, self.device)
+                self.accelerator.backward(parts["loss"].sum() * (world / total))
+            with torch.no_grad():  # this micro-batch's BatchNorm update, then back to the step's start
+                for acc, b, s in zip(moved, buffers, start):
+                    acc += b
+                    b.copy_(s)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
+        with (
+            torch.no_grad()
+        ):  # running statistics: the mean of the micro-batches' updates, over all processes
+            for b, acc in zip(
+                buffers, moved
+            ):  # (num_batches_tracked: every term is start + 1; the mean is exact)
+                b.copy_(self.accelerator.reduce(acc, reduction="sum") / len(micro_batches))
+        grad_norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        keys = sorted(sums)
+        means = self.accelerator.reduce(torch.stack([sums[k] for k in keys]), reduction="sum") / total
+        return {**{k: float(v) for k, v in zip(keys, means)}, "grad_norm": float(grad_norm)}
+
     def train_az(self, sample: Any, steps: int, rng: np.random.Generator) -> dict:
-        """``steps`` AlphaZero steps on batches from ``sample(batch_size, rng)``; returns mean losses."""
+        """``steps`` AlphaZero steps on batches from ``sample(batch_size, rng)``; returns mean losses.
+
+        Every process draws the same global batch (the same ``rng`` state) and trains on its micro-batches.
+        """
         logs: list[dict] = []
+        parts = self.micro_batches()
+        vw = self.cfg.train.value_weight
         for _ in range(steps):
             batch = sample(self.cfg.train.batch_size, rng)
             if self.cfg.train.augment:
                 batch = augment_batch(batch, self.cfg.board.size, rng)
-            self.net.train()
-            loss, parts = az_loss(self.net, batch, self.cfg.train.value_weight, self.device)
-            parts["grad_norm"] = self.update(loss)
-            logs.append(parts)
+            logs.append(
+                self.train_step(
+                    split_batch(batch, parts), lambda net, b, d: az_parts(net, b, d, value_weight=vw)
+                )
+            )
         return {k: float(np.mean([d[k] for d in logs])) for k in logs[0]} if logs else {}
 
     def save(self, directory: str | Path, *, iteration: int, games: int, rng: np.random.Generator) -> Path:
@@ -188,7 +319,7 @@ class Trainer:
         return target
 
     def load(self, path: str | Path, rng: np.random.Generator) -> Checkpoint:
-        blob = torch.load(Path(path), map_location=self.device, weights_only=False)
+        blob = torch.load(Path(path), map_location="cpu", weights_only=False)  # load_state_dict places it
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.step = int(blob["step"])

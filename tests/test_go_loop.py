@@ -211,9 +211,83 @@ def test_arena_parses_gtp_scores_and_counts_colours():
     assert 0.0 <= s["ci95"][0] <= s["win_rate"] <= s["ci95"][1] <= 1.0
 
 
-def test_multi_process_launch_is_refused_before_any_work(tmp_path, monkeypatch):
-    # Every rank would play the same games and race on one run directory: refuse early, touch nothing.
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match=r"WORLD_SIZE=2.*not implemented"):
-        run(_cfg(tmp_path, "mp"), progress=False)
-    assert not (tmp_path / "mp").exists()
+def _trainer_and_batch(micro_batches: int | None):
+    import torch
+
+    from go_baseline.replay import Batch
+    from go_baseline.train import Trainer
+
+    cfg = load_config(
+        GoConfig,
+        data={**TINY, "train": {**TINY["train"], "micro_batches": micro_batches, "augment": False}},
+    )
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    rng = np.random.default_rng(0)
+    n, a = 8, 26
+    policy = rng.random((n, a)).astype(np.float32)
+    planes = rng.integers(0, 2, (n, 6, 5, 5)).astype(np.float32)
+    planes[n // 2 :] = 0.0  # the halves differ, so their BatchNorm statistics do
+    batch = Batch(
+        planes=planes,
+        policy=policy / policy.sum(1, keepdims=True),
+        played=rng.integers(0, a, n),
+        outcome=rng.choice([-1.0, 1.0], n).astype(np.float32),
+        game=np.zeros(n, dtype=np.int64),
+    )
+    return trainer, batch
+
+
+def _state(trainer) -> dict:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_micro_batches_are_order_free_and_change_only_batchnorm_statistics():
+    """A step on micro-batches: each starts from the same BatchNorm statistics, so their order does not matter
+    (what lets processes take them in parallel); the logged loss is the mean over all samples."""
+    import functools
+
+    import torch
+
+    from go_baseline.train import az_parts, split_batch
+
+    loss = functools.partial(az_parts, value_weight=1.0)
+    states, logs = [], []
+    for order in ((0, 1), (1, 0)):
+        trainer, batch = _trainer_and_batch(2)
+        halves = split_batch(batch, trainer.micro_batches())
+        assert [len(h.played) for h in halves] == [4, 4]
+        logs.append(trainer.train_step([halves[i] for i in order], loss))
+        states.append(_state(trainer))
+    for k in states[0]:
+        assert torch.allclose(states[0][k].double(), states[1][k].double(), atol=1e-6), k
+    assert logs[0]["loss"] == pytest.approx(logs[1]["loss"], rel=1e-6)
+    assert logs[0]["loss"] == pytest.approx(logs[0]["policy_ce"] + logs[0]["value_mse"], rel=1e-6)
+
+    whole, batch = _trainer_and_batch(None)  # one process: one micro-batch, one forward over the batch
+    before = _state(whole)
+    with torch.no_grad():
+        expected = az_parts(whole.net.train(), batch, whole.device, value_weight=1.0)["loss"].mean().item()
+    whole.model.load_state_dict(before)  # (that forward moved the running statistics)
+    out = whole.train_step(split_batch(batch, whole.micro_batches()), loss)
+    after = _state(whole)
+    assert out["loss"] == pytest.approx(expected, rel=1e-6)
+    # The first BatchNorm sees the same inputs either way: the mean of the halves' means is the batch mean, so
+    # its running mean agrees with one forward pass, its running variance (within-half spread) does not.
+    assert torch.allclose(states[0]["stem.1.running_mean"], after["stem.1.running_mean"], atol=1e-6)
+    var = "stem.1.running_var"  # compare the updates (momentum 0.1 keeps them small next to the start)
+    assert not torch.allclose(states[0][var] - before[var], after[var] - before[var], rtol=1e-2, atol=0)
+    assert all(int(after[k]) == int(before[k]) + 1 for k in before if k.endswith("num_batches_tracked"))
+
+
+def test_micro_batches_are_validated():
+    with pytest.raises(ConfigError, match=r"train\.micro_batches"):
+        load_config(GoConfig, data={"train": {"batch_size": 4, "micro_batches": 8}})
+    with pytest.raises(ConfigError, match=r"train\.micro_batches"):
+        load_config(GoConfig, data={"train": {"micro_batches": 0}})
+    from go_baseline.replay import Batch
+    from go_baseline.train import split_batch
+
+    tiny = Batch(np.zeros((1, 1, 5, 5)), np.zeros((1, 26)), np.zeros(1), np.zeros(1), np.zeros(1))
+    with pytest.raises(ValueError, match="1 positions cannot be cut into 2 micro-batches"):
+        split_batch(tiny, 2)

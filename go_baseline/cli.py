@@ -30,7 +30,8 @@ def _cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
             overrides += ["--run_dir", f"{stem}-{a.algo}"]
     cfg = _load(a.recipe, overrides)
     last = run(cfg, progress=not a.quiet)
-    print(json.dumps(last, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, once
+        print(json.dumps(last, indent=2))
     return 0
 
 

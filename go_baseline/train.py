@@ -6,12 +6,13 @@ optimiser is SGD with momentum, as in AlphaZero. ``accelerate`` places the model
 or several processes with ``accelerate launch``); on CPU it is a thin wrapper.
 
 Under ``accelerate launch`` (DDP) one optimiser step's batch is cut into ``train.micro_batches`` micro-batches,
-spread over the processes (:meth:`Trainer.train_step`). Where this departs from plain DDP: BatchNorm. AlphaZero's net
-normalises over each device's batch (no SyncBatchNorm: it needs a GPU and costs a collective per layer), so the
-forward pass depends on how the batch is cut; we make that cut a recipe knob rather than a side effect of the
-process count, and every micro-batch starts from the same running statistics and updates them by the mean of
-the micro-batches' updates (all-reduced; DDP's own buffer broadcast, which would keep rank 0's alone, is off).
-Then 1 process with ``micro_batches: 2`` and 2 processes compute the same step (to float summation order).
+spread over the processes (:meth:`Trainer.train_step`). Where this departs from plain DDP: BatchNorm.
+AlphaZero's net normalises over each device's batch (no SyncBatchNorm: it needs a GPU and costs a collective per
+layer), so the forward pass depends on how the batch is cut; we make that cut a recipe knob rather than a side
+effect of the process count. Every micro-batch starts from the same running statistics, which then move by the
+mean of the micro-batches' updates (all-reduced, so every process holds the same statistics and DDP's broadcast
+of rank 0's buffers before each forward pass changes nothing). So 1 process with ``micro_batches: 2`` and 2
+processes compute the same step (to float summation order).
 
 Checkpoints (``checkpoints/ckpt_XXXXX.pt``) hold the model, optimiser, step counter, games trained on and the
 RNG state; they are written to a temp file and renamed, so a ``kill -9`` never leaves a torn checkpoint.
@@ -29,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 from torch.nn import functional as F
 
@@ -161,11 +161,7 @@ class Trainer:
 
     def __init__(self, cfg: GoConfig) -> None:
         self.cfg = cfg
-        # broadcast_buffers off: :meth:`step` all-reduces the BatchNorm statistics itself (module docstring)
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-        )
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.net_config = cfg.net.net_config(cfg.board.size)
         net = PolicyValueNet(self.net_config)
         opt = torch.optim.SGD(

@@ -19,6 +19,7 @@ Float summation order differs (gradients and statistics are summed across proces
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _procs import kill_tree
 
 from go_baseline.config import GoConfig
 from go_baseline.loop import run
@@ -148,12 +150,14 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
         if proc.poll() is not None:
             pytest.fail("the run finished before it could be killed")
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
-    proc.wait()
+    kill_tree(proc)
     before = {p.name: _digest(p) for p in games.glob("game_*.npz")}
     assert 5 <= len(before) < 12
+    time.sleep(1.0)
+    assert len(list(games.glob("game_*.npz"))) == len(before), "a worker outlived the kill"
     _finish(_launch(recipe))
     after = {p.name: _digest(p) for p in games.glob("game_*.npz")}
     assert all(after[k] == v for k, v in before.items())  # every finished game kept, untouched
+    assert len(after) == 12 and len(json.loads((tmp_path / "two" / "meta.json").read_text())["sessions"]) == 2
     _reference(_recipe(tmp_path, "ref", total_games=12), tmp_path / "one")
     _assert_same_run(tmp_path / "two", tmp_path / "one", games=12, all_records=False)

@@ -303,7 +303,7 @@ def test_epochs_reuse_a_batch_with_recorded_old_logprobs(tiny_model) -> None:
     policy = load_policy(tiny_model)
     cfg = dataclasses.replace(small_cfg(), mc_value=McValueArmConfig(num_samples=2, num_rollouts=2, epochs=2))
     budget = Budget()
-    collect = mc_value._EpochReuse(cfg, AnswerIs7(), budget)
+    collect = mc_value._EpochReuse(cfg, AnswerIs7(), budget, chunks_per_process=1)
     backend = HFBackend(policy, budget)
     g = torch.Generator().manual_seed(0)
     first = collect([{"prompt": "Q\n"}], policy, backend, g)
@@ -318,6 +318,14 @@ def test_epochs_reuse_a_batch_with_recorded_old_logprobs(tiny_model) -> None:
     on_rows = tuple(mc_value.CompletionRow(r.prompt, r.token_ids, r.advantages) for r in first.rows)
     on, _ = mc_value.loss_fn(mc_value.McValueBatch(on_rows, ()), policy)
     assert float(off) == pytest.approx(float(on), abs=1e-6)
+
+    # Two chunks per step in one process: each chunk keeps its own batch (step 2 reuses step 1's, chunk by chunk).
+    chunked = mc_value._EpochReuse(cfg, AnswerIs7(), Budget(), chunks_per_process=2)
+    step1 = [chunked([{"prompt": p}], policy, HFBackend(policy, Budget()), g) for p in ("A\n", "B\n")]
+    step2 = [chunked([{"prompt": p}], policy, HFBackend(policy, Budget()), g) for p in ("C\n", "D\n")]
+    step3 = [chunked([{"prompt": p}], policy, HFBackend(policy, Budget()), g) for p in ("E\n", "F\n")]
+    assert [b.rows[0].prompt for b in step1 + step2 + step3] == ["A\n", "B\n", "A\n", "B\n", "E\n", "F\n"]
+    assert [b.stats["epoch"] for b in step1 + step2 + step3] == [1.0, 1.0, 2.0, 2.0, 1.0, 1.0]
 
     with pytest.raises(ConfigError, match=r"mc_value\.temperature"):
         mc_value.validate_config(dataclasses.replace(cfg, mc_value=McValueArmConfig(temperature=0.0)))
@@ -337,7 +345,7 @@ def test_the_batch_crossing_the_budget_stops_after_the_prompt_that_spent_it(tiny
     )
     budget = Budget()
     examples = [{"prompt": p} for p in ("A\n", "B\n", "C\n")]
-    reuse = mc_value._EpochReuse(cfg, AnswerIs7(), budget)
+    reuse = mc_value._EpochReuse(cfg, AnswerIs7(), budget, chunks_per_process=1)
     assert reuse.near_limit()  # the first batch is always collected prompt by prompt
     batch = reuse(examples, policy, HFBackend(policy, budget), torch.Generator().manual_seed(0))
     assert batch.stats["num_prompts"] == 1 and {s.prompt for s in batch.samples} == {"A\n"}
@@ -348,6 +356,7 @@ def test_the_batch_crossing_the_budget_stops_after_the_prompt_that_spent_it(tiny
         dataclasses.replace(cfg, budget=BudgetConfig(axis="generated_tokens", limit=1000, eval_every=500)),
         AnswerIs7(),
         budget2,
+        chunks_per_process=1,
     )
     assert not far.near_limit()
     budget2.generated_tokens = 850  # 150 left < 2 x the average batch (850)

@@ -450,10 +450,13 @@ def gradient_sample(
 class _EpochReuse:
     """`collect` for `llm_rl.loop.run_training` that serves each collected batch ``epochs`` times.
 
-    The loop takes one optimizer step per ``collect``; PPO-style ``epochs`` means several steps on one batch, so the
-    batch is kept and handed back (spending nothing; the loop's fresh prompts are ignored on reuse) until it has
-    been trained on ``epochs`` times. With ``epochs=1`` every call samples a fresh batch. The kept batch is not
-    checkpointed: a run resumed mid-batch samples a new one.
+    The loop takes one optimizer step per global batch; PPO-style ``epochs`` means several steps on one batch, so
+    the batch is kept and handed back (spending nothing; the loop's fresh prompts are ignored on reuse) until it
+    has been trained on ``epochs`` times. With ``epochs=1`` every call samples a fresh batch. A step's batch comes
+    in ``optim.prompt_chunks`` chunks, of which this process collects ``chunks / processes`` in order, one call
+    each; call ``n`` of the run is chunk slot ``n mod (chunks / processes)``, and each slot keeps its own batch.
+    The kept batches are not checkpointed: a run resumed mid-reuse (always at a step boundary, slot 0) samples
+    new ones.
 
     A batch that may cross the budget limit is collected one prompt at a time, stopping at the limit (see
     `collect_batch`): the first batch, and any batch when what is left is under twice the average cost of the
@@ -461,10 +464,14 @@ class _EpochReuse:
     uninterrupted one did.
     """
 
-    def __init__(self, cfg: ExperimentConfig, verifier: Any, budget: Budget) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, verifier: Any, budget: Budget, *, chunks_per_process: int
+    ) -> None:
         self.cfg, self.verifier, self.budget = cfg, verifier, budget
-        self.batch: McValueBatch | None = None
-        self.uses = 0
+        self.slots: list[tuple[McValueBatch, int] | None] = [
+            None
+        ] * chunks_per_process  # (batch, times served)
+        self.calls = 0
 
     def near_limit(self) -> bool:
         """Whether the next batch may cross the budget limit (collect it prompt by prompt)."""
@@ -478,16 +485,18 @@ class _EpochReuse:
     def __call__(
         self, examples: list[dict], policy: Any, backend: Any, generator: torch.Generator
     ) -> McValueBatch:
-        if self.batch is None or self.uses >= self.cfg.mc_value.epochs:
-            self.batch = collect_batch(
+        slot = self.calls % len(self.slots)
+        self.calls += 1
+        kept = self.slots[slot]
+        if kept is None or kept[1] >= self.cfg.mc_value.epochs:
+            fresh = collect_batch(
                 self.cfg, examples, policy, backend, self.verifier, generator=generator, budget=self.budget,
                 one_prompt_at_a_time=self.near_limit(),
             )  # fmt: skip
-            self.uses = 0
-        self.uses += 1
-        return McValueBatch(
-            self.batch.rows, self.batch.samples, {**self.batch.stats, "epoch": float(self.uses)}
-        )
+            kept = (fresh, 0)
+        batch, uses = kept[0], kept[1] + 1
+        self.slots[slot] = (batch, uses)
+        return McValueBatch(batch.rows, batch.samples, {**batch.stats, "epoch": float(uses)})
 
 
 def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
@@ -495,6 +504,7 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     the loop (`llm_rl.loop.run_training`) logs train/eval records and saves ``run.path / "final"``."""
     from functools import partial
 
+    from llm_rl.distributed import Layout, resolve_chunks
     from llm_rl.loop import load_task, run_training
     from llm_rl.models import load_policy
     from relabel_rl.rundir import seed_everything
@@ -506,12 +516,14 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
         init_model, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
     budget = Budget()
+    world = Layout.current().world
+    chunks = resolve_chunks(cfg.optim.prompts_per_step, cfg.optim.prompt_chunks, world)
     loss = partial(loss_fn, clip_epsilon=cfg.mc_value.clip_epsilon, temperature=cfg.mc_value.temperature)
     return run_training(
         cfg,
         run,
         policy,
-        collect=_EpochReuse(cfg, task.verifier, budget),
+        collect=_EpochReuse(cfg, task.verifier, budget, chunks_per_process=chunks // world),
         loss_fn=loss,
         budget=budget,
         task=task,

@@ -32,7 +32,7 @@ from go_baseline.network import PolicyValueNet
 from go_baseline.replay import Batch
 from go_baseline.selfplay import GameRecord, SelfPlayStats, game_generators, game_utility
 
-__all__ = ["per_sample_reinforce_loss", "pg_parts", "play_policy_games", "reinforce_loss"]
+__all__ = ["per_sample_reinforce_loss", "pg_parts", "play_policy_games", "records_to_batch"]
 
 
 def play_policy_games(
@@ -131,15 +131,3 @@ def pg_parts(
     """Per-move REINFORCE loss (``loss``, optimised) and its parts (logged), for ``Trainer.train_step``."""
     pg, v = per_sample_reinforce_loss(net, batch, device, baseline=baseline, value_weight=value_weight)
     return {"loss": pg + v, "pg_loss": pg, "value_mse": v / max(value_weight, 1e-12)}
-
-
-def reinforce_loss(
-    net: PolicyValueNet, batch: Batch, device: Any, *, baseline: bool, value_weight: float
-) -> tuple[torch.Tensor, dict]:
-    pg, v = per_sample_reinforce_loss(net, batch, device, baseline=baseline, value_weight=value_weight)
-    loss = pg.mean() + v.mean()
-    return loss, {
-        "loss": loss.item(),
-        "pg_loss": pg.mean().item(),
-        "value_mse": v.mean().item() / max(value_weight, 1e-12),
-    }

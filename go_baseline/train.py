@@ -42,7 +42,7 @@ __all__ = [
     "Checkpoint",
     "Trainer",
     "augment_batch",
-    "az_loss",
+    "az_parts",
     "latest_checkpoint",
     "list_checkpoints",
     "load_net",
@@ -107,22 +107,6 @@ def split_batch(batch: Batch, parts: int) -> list[Batch]:
         Batch(batch.planes[i], batch.policy[i], batch.played[i], batch.outcome[i], batch.game[i])
         for i in np.array_split(np.arange(n), parts)
     ]
-
-
-def az_loss(net: PolicyValueNet, batch: Batch, value_weight: float, device: Any) -> tuple[torch.Tensor, dict]:
-    """Mean AlphaZero loss over ``batch`` and its parts (for logging)."""
-    total, ce, mse = per_sample_az_loss(
-        net,
-        torch.from_numpy(batch.planes).to(device),
-        torch.from_numpy(batch.policy).to(device),
-        torch.from_numpy(batch.outcome).to(device),
-        value_weight,
-    )
-    return total.mean(), {
-        "loss": total.mean().item(),
-        "policy_ce": ce.mean().item(),
-        "value_mse": mse.mean().item(),
-    }
 
 
 @dataclass(frozen=True)
@@ -202,16 +186,6 @@ class Trainer:
     def model(self) -> PolicyValueNet:
         """The bare network (for self-play and evaluation)."""
         return self.accelerator.unwrap_model(self.net)
-
-    def update(self, loss: torch.Tensor) -> float:
-        """One optimiser step on ``loss``; returns the gradient norm before clipping."""
-        self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
-        norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.train.max_grad_norm)
-        self.optimizer.step()
-        self.step += 1
-        return float(norm)
 
     def _batchnorm_buffers(self) -> list[torch.Tensor]:
         return [

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -170,6 +171,15 @@ def parse_command(
 # Validation (cheap; before any model is loaded)
 
 
+def sharded_launch() -> str | None:
+    """``"FSDP"`` or ``"DeepSpeed"`` when ``accelerate launch`` started this process with sharded parameters."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "FSDP"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        return "DeepSpeed"
+    return None
+
+
 def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bool = False) -> None:
     """Check what `load_config`'s types cannot: names resolve, knobs exist, arm configs are accepted upstream.
 
@@ -185,6 +195,15 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
             raise ConfigError(f"unknown arm {arm!r}; choose from {', '.join(ARM_NAMES)}")
     if len(set(arms)) != len(arms):
         raise ConfigError(f"'compare.arms' repeats an arm: {list(arms)}")
+    sharded = sharded_launch()
+    hand_written = [a for a in arms if a != "grpo"]
+    if sharded and hand_written:
+        raise ConfigError(
+            f"{' and '.join(hand_written)} cannot run under {sharded}: the hand-written arms run their forward "
+            "passes on the unwrapped model and sum gradients themselves (llm_rl/distributed.py), which is right "
+            "for DDP, not for sharded parameters. Launch them with recipes/accelerate/ddp.yaml (add "
+            "--model.lora.enabled true when the model does not fit), or keep this config for --arm grpo"
+        )
     seeds = list(cfg.compare.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"'compare.seeds' must be a non-empty list of distinct seeds, got {seeds}")

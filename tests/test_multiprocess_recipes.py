@@ -74,3 +74,20 @@ def test_config_flag_becomes_the_positional_recipe():
         config_argv(["--config"])
     with pytest.raises(SystemExit):
         config_argv(["--config", "a.yaml", "--config", "b.yaml"])
+
+
+@pytest.mark.parametrize("env", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_sharded_launch_is_refused_for_the_hand_written_arms_before_any_work(env, monkeypatch):
+    from llm_rl.commands import validate_experiment
+    from relabel_rl.config import ConfigError
+
+    cfg = load_config(ExperimentConfig, ROOT / "recipes" / "llm" / "tiny_ddp_cpu.yaml")
+    monkeypatch.setenv(env, "true")
+    with pytest.raises(
+        ConfigError, match=r"relabel and mc_value cannot run under (FSDP|DeepSpeed).*ddp\.yaml"
+    ):
+        validate_experiment(cfg, arms=["grpo", "relabel", "mc_value"])
+    if env == "ACCELERATE_USE_FSDP":  # (under DeepSpeed, TRL's config itself needs the deepspeed extra)
+        validate_experiment(cfg, arms=["grpo"])  # GRPO: TRL drives the sharding itself
+    monkeypatch.delenv(env)
+    validate_experiment(cfg, arms=["relabel", "mc_value"])

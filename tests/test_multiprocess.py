@@ -15,7 +15,7 @@ single-process references are computed in the pytest process while the launch ru
 * **a step in isolation** (`llm_rl.distributed.ChunkedStep` with the MC-value arm's ``collect``/``loss``), so a
   failure points at the step or at the loop.
 Go (`go-baseline train` itself, both arms, and a killed 2-process run resumed) is in ``test_multiprocess_go.py``.
-GRPO under 2 processes (TRL distributes it) is in ``test_multiprocess_grpo.py`` (slow).
+GRPO under 2 processes (TRL distributes it) is in ``test_multiprocess_grpo.py``.
 
 Tolerance: 1e-5 (absolute on parameters after two AdamW/SGD steps, relative on losses and metrics); sampled
 tokens and budget counts must be identical. Timing metrics (wall time, tokens/s, grad norm) are not compared.

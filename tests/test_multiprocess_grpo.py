@@ -1,4 +1,4 @@
-"""GRPO (TRL's `GRPOTrainer`) under ``accelerate launch --multi_gpu --num_processes 2`` on CPU (gloo). Slow.
+"""GRPO (TRL's `GRPOTrainer`) under ``accelerate launch --multi_gpu --num_processes 2`` on CPU (gloo), ~15 s.
 
 TRL distributes GRPO itself (each process generates for its share of the prompts; rewards are gathered), and
 its sampling RNG is per process, so a 2-process run cannot reproduce a 1-process run sample for sample. What
@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from test_multiprocess import WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
 
@@ -93,7 +92,6 @@ def _worker(base: str, out: str) -> None:
     state.wait_for_everyone()
 
 
-@pytest.mark.slow
 def test_grpo_two_processes_count_exactly(tmp_path):
     from llm_rl.models import build_tiny_model
     from relabel_rl.rundir import read_metrics

@@ -276,11 +276,14 @@ def prepare_experiment(
 ) -> list[dict[str, Any]]:
     """Build (or reuse) the base model and the warm start(s); return one ``{"target", "path", "pass_rate",
     "steps"}`` per warm start — all of ``compare.warm_start_pass_rates`` when ``regime``, else the recipe's one."""
+    from llm_rl.distributed import process_state
     from llm_rl.models import resolve_model_path
 
     configure_threads(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
-    base = resolve_model_path(cfg.model, output_dir, seed=WARM_START_SEED)
+    # Under `accelerate launch` the main process builds the tiny preset; the others then find it on disk.
+    with process_state().main_process_first():
+        base = resolve_model_path(cfg.model, output_dir, seed=WARM_START_SEED)
     if not cfg.warm_start.enabled:
         return [{"target": None, "path": base, "pass_rate": math.nan, "steps": 0}]
     from llm_rl.warm_start import warm_start
@@ -391,6 +394,10 @@ def cmd_train(argv: Sequence[str]) -> int:
         ws = prepare_experiment(cfg, output_dir)[0]
         print(f"[llm-rl train] {cfg.arm} seed {cfg.seed} from {ws['path']} -> {run_path}", file=sys.stderr)
         final, trained = run_arm(child, run_path, init_model=ws["path"], warm_start=ws)
+        from llm_rl.distributed import process_state
+
+        if not process_state().is_main_process:  # under `accelerate launch`, the main process reports
+            return 0
         if not trained:
             print(f"[llm-rl train] {run_path} had already finished; nothing to do", file=sys.stderr)
         print(json.dumps({k: v for k, v in final.items() if not isinstance(v, dict | list)}, indent=2))

@@ -79,7 +79,7 @@ class WarmStartConfig:
     max_steps: int = 400
     eval_every: int = 50
     learning_rate: float = 3e-3
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: shared by the processes under accelerate launch
     eval_examples: int = 64
 
 

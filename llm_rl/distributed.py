@@ -42,6 +42,7 @@ __all__ = [
     "LoopDistribution",
     "all_reduce_gradients",
     "chunk_seed",
+    "process_state",
     "split_chunks",
 ]
 
@@ -73,6 +74,17 @@ class Layout:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
+
+
+def process_state() -> Any:
+    """accelerate's ``PartialState`` for this launch (joins the process group under ``accelerate launch``).
+
+    ``cpu`` must be passed on a CPU-only machine: a bare ``PartialState()`` there reports a single process even
+    under a 2-process launch, and, being a singleton, would make every later ``Accelerator`` agree.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def chunk_seed(seed: int, step: int, chunk: int) -> int:

@@ -148,10 +148,18 @@ def _train(
                     control.should_training_stop = True
             return control
 
+    from llm_rl.distributed import process_state
+
+    world = process_state().num_processes  # under `accelerate launch` TRL shards the batch over the processes
+    if ws.batch_size % world:
+        raise ValueError(
+            f"warm_start.batch_size ({ws.batch_size}) is the global batch: it must be a multiple of the number "
+            f"of processes ({world})"
+        )
     args = SFTConfig(
         output_dir=str(out / "trainer"),
         max_steps=ws.max_steps,
-        per_device_train_batch_size=ws.batch_size,
+        per_device_train_batch_size=ws.batch_size // world,
         learning_rate=ws.learning_rate,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=min(10, ws.max_steps // 10),
@@ -189,11 +197,15 @@ def _train(
     torch.manual_seed(seed)  # the fresh value head's init
     final = Policy(model, policy.tokenizer, value_head_hidden=cfg.model.value_head_hidden)
     target = out / "model"
+    rate = history[-1]["pass@1"]
+    result = WarmStartResult(target.resolve(), float(rate), steps)
+    if not trainer.accelerator.is_main_process:  # one writer; the others wait for the model on disk
+        trainer.accelerator.wait_for_everyone()
+        return result
     if target.exists():
         shutil.rmtree(target)
     final.save_pretrained(target)
     shutil.rmtree(out / "trainer", ignore_errors=True)
-    rate = history[-1]["pass@1"]
     record = {
         "path": str(target.resolve()),
         "pass_rate": rate,
@@ -204,10 +216,12 @@ def _train(
         "base_model": str(base_model),
         "seed": seed,
         "sft_rows": n_rows,
+        "processes": world,
         "held_out_rows": len(held_out),
         "fingerprint": fingerprint,
     }
     tmp = out / "warm_start.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out / "warm_start.json")
-    return WarmStartResult(target.resolve(), float(rate), steps)
+    trainer.accelerator.wait_for_everyone()
+    return result

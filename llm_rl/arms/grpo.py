@@ -351,9 +351,9 @@ def _make_callback(
 
 def _is_main() -> bool:
     """Whether this is the main process (always, without ``accelerate launch``)."""
-    from accelerate import PartialState
+    from llm_rl.distributed import process_state
 
-    return bool(PartialState().is_main_process)
+    return bool(process_state().is_main_process)
 
 
 def _log_eval(

@@ -44,6 +44,7 @@ __all__ = [
     "chunk_seed",
     "process_state",
     "split_chunks",
+    "sum_counts",
 ]
 
 _SUMMED = ("generated_tokens", "prefill_tokens", "verifier_calls")
@@ -85,6 +86,18 @@ def process_state() -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def sum_counts(counts: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
+    """Integer counters (e.g. verifier call/failure stats) summed over processes; other values as given.
+    Collective: every process must call it at the same point with the same keys."""
+    layout = layout or Layout.current()
+    if layout.world == 1:
+        return dict(counts)
+    keys = sorted(k for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool))
+    t = torch.tensor([counts[k] for k in keys], dtype=torch.int64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return {**counts, **dict(zip(keys, (int(x) for x in t.tolist())))}
 
 
 def chunk_seed(seed: int, step: int, chunk: int) -> int:
@@ -318,11 +331,5 @@ class LoopDistribution:
         return box[0]
 
     def sum_counts(self, counts: dict[str, Any]) -> dict[str, Any]:
-        """Integer counters (e.g. verifier call/failure stats) summed over processes; other values as given.
-        Collective: every process must call it at the same point with the same keys."""
-        if self.layout.world == 1:
-            return dict(counts)
-        keys = sorted(k for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool))
-        t = torch.tensor([counts[k] for k in keys], dtype=torch.int64)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
-        return {**counts, **dict(zip(keys, (int(x) for x in t.tolist())))}
+        """`sum_counts` over this loop's processes."""
+        return sum_counts(counts, self.layout)

@@ -1,14 +1,20 @@
-"""GRPO (TRL's `GRPOTrainer`) under ``accelerate launch --multi_gpu --num_processes 2`` on CPU (gloo), ~15 s.
+"""GRPO (TRL's `GRPOTrainer`) under ``accelerate launch --multi_gpu --num_processes 2`` on CPU (gloo), ~25 s.
 
-TRL distributes GRPO itself (each process generates for its share of the prompts; rewards are gathered), and
-its sampling RNG is per process, so a 2-process run cannot reproduce a 1-process run sample for sample. What
-must hold, and is checked here:
+TRL distributes GRPO itself: each process generates for its share of the global batch, rewards are gathered
+for the group advantages, the loss is normalised by the global token count, and DDP sums the gradients. Its
+sampling RNG is per process (``set_seed(seed, device_specific=True)``), so a 2-process run cannot reproduce a
+1-process run sample for sample *as shipped*. To test everything else, both runs here sample through a
+stand-in for ``generate`` that draws each completion from the model's own distribution with a seed that depends
+only on the prompt and on how many completions of that prompt were drawn before (what a layout-independent
+sampler would do); then, with the same global batch (2 processes x 2 rows vs 1 x 4):
 
+* every train and eval record (loss, reward, every TRL metric, every budget counter) matches one process
+  (1e-5 relative; counts exact; TRL's entropy 1e-3, see below) and the final weights agree to 1e-5 — TRL's distributed update and our
+  reward/counting integration are layout-independent;
 * the budget counters are global and exact: the generated tokens every process holds equal the sum, over both
   processes, of the completion lengths TRL handed to each process's reward function (counted independently
   through the arm's test hook), and the verifier calls equal the number of completions scored;
-* both processes stop at the same step (no hang) with the same counters;
-* each train/eval record is written once (by the main process), with non-decreasing counters.
+* both processes stop at the same step (no hang), and each record is written once (by the main process).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from test_multiprocess import WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
 
@@ -35,7 +42,7 @@ class DigitChain(ChainArithmetic):
         return None
 
 
-def _cfg(out: str):
+def _cfg(out: str, per_device: int = 2):
     from llm_rl.config import (
         BudgetConfig,
         EvalConfig,
@@ -61,8 +68,11 @@ def _cfg(out: str):
         grpo=GrpoArmConfig(
             trl={
                 "num_generations": 2,
-                "per_device_train_batch_size": 2,
-                "learning_rate": 5e-2,
+                "per_device_train_batch_size": per_device,
+                # SGD, not AdamW: Adam's first steps are ~lr*sign(g), which turns float-summation noise on
+                # near-zero gradient entries into differences of order lr, hiding what the test compares
+                "optim": "sgd",
+                "learning_rate": 0.5,
                 "beta": 0.0,
                 "loss_type": "dapo",
             }
@@ -70,21 +80,71 @@ def _cfg(out: str):
     )
 
 
+def layout_free_generate(original):
+    """A ``generate`` that samples row by row, row seeds from (prompt tokens, draws of that prompt so far)."""
+    drawn: dict[tuple[int, ...], int] = {}
+
+    def generate(self, input_ids=None, attention_mask=None, **kwargs):
+        rows = []
+        for ids, mask in zip(input_ids, attention_mask):
+            prompt = ids[mask.bool()]
+            key = tuple(prompt.tolist())
+            k = drawn.get(key, 0)
+            drawn[key] = k + 1
+            torch.manual_seed(hash((key, k)) % (2**31))
+            out = original(
+                self, input_ids=prompt[None], attention_mask=torch.ones_like(prompt)[None], **kwargs
+            )
+            rows.append(out[0, len(prompt) :])
+        width = max(len(r) for r in rows)
+        pad = self.generation_config.pad_token_id
+        completions = torch.full((len(rows), width), pad, dtype=input_ids.dtype)
+        for i, r in enumerate(rows):
+            completions[i, : len(r)] = r
+        return torch.cat([input_ids, completions], dim=1)
+
+    return generate
+
+
+def _patch_generate() -> None:
+    from transformers import LlamaForCausalLM
+
+    LlamaForCausalLM.generate = layout_free_generate(LlamaForCausalLM.generate)
+
+
+def _train(base: str, out: str, per_device: int, seen: list[int]):
+    import llm_rl.arms.grpo as grpo
+    from relabel_rl.rundir import RunDir
+
+    original = grpo._reward_function
+    grpo._reward_function = lambda contained, seen_=None: original(contained, seen)  # count what TRL scores
+    try:
+        cfg = _cfg(out, per_device)
+        run = RunDir.create(out, config=cfg, seeds={"seed": 0})
+        final = grpo.train(cfg, run, init_model=base)
+    finally:
+        grpo._reward_function = original
+    params = {n: p.detach().clone() for n, p in load_policy_params(Path(out) / "final").items()}
+    return final, params
+
+
+def load_policy_params(path: Path) -> dict:
+    from llm_rl.models import load_policy
+
+    return dict(load_policy(path).named_parameters())
+
+
 def _worker(base: str, out: str) -> None:
     import torch.distributed as dist
     from accelerate import PartialState
 
-    import llm_rl.arms.grpo as grpo
-    from relabel_rl.rundir import RunDir
-
     torch.set_num_threads(1)
-    state = PartialState()
+    state = PartialState(cpu=True)
+    _patch_generate()
     seen: list[int] = []
-    original = grpo._reward_function
-    grpo._reward_function = lambda contained, seen_=None: original(contained, seen)  # count what TRL scores
-    cfg = _cfg(out)
-    run = RunDir.create(out, config=cfg, seeds={"seed": 0})
-    final = grpo.train(cfg, run, init_model=base)
+    final, params = _train(base, out, 2, seen)
+    if state.is_main_process:
+        torch.save(params, Path(out) / "params.pt")
     gathered: list = [None] * state.num_processes
     dist.all_gather_object(gathered, {"seen": seen, "final": final})
     if state.is_main_process:
@@ -92,13 +152,21 @@ def _worker(base: str, out: str) -> None:
     state.wait_for_everyone()
 
 
-def test_grpo_two_processes_count_exactly(tmp_path):
+TIMING_KEYS = {"wall_time", "grad_norm", "gen_tokens_per_s", "expand_tokens_per_s", "step_time"}
+
+
+def test_grpo_two_processes_match_one_and_count_exactly(tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
     from llm_rl.models import build_tiny_model
     from relabel_rl.rundir import read_metrics
 
     base = str(build_tiny_model(tmp_path / "tiny", hidden_size=32, num_layers=2, num_heads=2))
     out = tmp_path / "run"
     proc = launch([str(Path(__file__).resolve()), "--worker", base, str(out)], timeout=600)
+    torch.set_num_threads(1)  # the reference, one process with the same global batch, while the launch runs
+    monkeypatch.setattr(LlamaForCausalLM, "generate", layout_free_generate(LlamaForCausalLM.generate))
+    ref_final, ref_params = _train(base, str(tmp_path / "one"), 4, [])
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-4000:]
     ranks = json.loads((out / "worker.json").read_text())
@@ -106,6 +174,7 @@ def test_grpo_two_processes_count_exactly(tmp_path):
     counters = ("step", "generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps")
     finals = [{k: r["final"][k] for k in counters} for r in ranks]
     assert finals[0] == finals[1], "the processes ended in different states"
+    assert finals[0] == {k: ref_final[k] for k in counters}, "2 processes spent what 1 process spent"
     final = ranks[0]["final"]  # the main process's, with the evaluation
     assert "pass@1" in final
     assert final["generated_tokens"] == sum(sum(r["seen"]) for r in ranks)  # exact, over both processes
@@ -118,6 +187,26 @@ def test_grpo_two_processes_count_exactly(tmp_path):
     trains = [r for r in records if r["kind"] == "train"]
     assert trains and [r["generated_tokens"] for r in trains] == sorted(r["generated_tokens"] for r in trains)
     assert trains[-1]["step"] == final["step"]
+    # Against one process: the same records and final weights.
+    want = [r for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if r["kind"] in ("train", "eval")]
+    got = [r for r in records if r["kind"] in ("train", "eval")]
+    assert [(r["kind"], r["step"]) for r in got] == [(r["kind"], r["step"]) for r in want]
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys(), g.keys() ^ w.keys()
+        for k, v in w.items():
+            if k in TIMING_KEYS:
+                continue
+            if isinstance(v, float):
+                # TRL logs entropy as the mean over processes of each process's token mean: a weighting that
+                # shifts it (not the loss) when the processes hold different numbers of tokens
+                rel = 1e-3 if k == "entropy" else 1e-5
+                assert g[k] == pytest.approx(v, rel=rel, abs=1e-6), (w["kind"], w["step"], k)
+            else:
+                assert g[k] == v, (w["kind"], w["step"], k, g[k], v)
+    params = torch.load(out / "params.pt")
+    for n, p in ref_params.items():
+        assert torch.allclose(params[n], p, atol=1e-5, rtol=0), n
+    assert any(r["loss"] != 0.0 for r in trains)  # the comparison is not of a run that learnt nothing
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":

@@ -330,11 +330,12 @@ def _make_callback(
 
         def on_save(self, args, trainer_state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{trainer_state.global_step}"
+            stats = _verifier_stats(contained, state)  # collective: every process, before the main one writes
             if args.should_save and ckpt.is_dir():
                 payload = {
                     "budget": budget.state_dict(),
                     "last_eval_index": state["last_eval_index"],
-                    "verifier_stats": _verifier_stats(contained, state),
+                    "verifier_stats": stats,
                 }
                 tmp = ckpt / (_BUDGET_FILE + ".tmp")
                 tmp.write_text(json.dumps(payload, indent=2))
@@ -368,21 +369,26 @@ def _log_eval(
 ) -> dict[str, Any]:
     """Evaluate and log an ``eval`` record (the same fields as `llm_rl.loop`); eval time is not budget wall time.
     Only the main process evaluates (the others get the budget counters only)."""
+    stats = _verifier_stats(contained, state)  # collective (before evaluating: its calls are not training's)
     if not _is_main():
         return {"kind": "eval", "step": step, **budget.as_dict()}
     with budget.paused():
         result = _evaluate(cfg, policy, contained, test)
         record = {"kind": "eval", "step": step, **budget.as_dict(), **result}
-        record["verifier_stats"] = _verifier_stats(contained, state)
+        record["verifier_stats"] = stats
         run.log(record)
     return record
 
 
 def _verifier_stats(contained: Any, state: dict) -> dict[str, int]:
-    """The training verifier's call/failure counts, cumulative over resumed sessions."""
+    """The training verifier's call/failure counts, summed over processes and cumulative over resumed sessions.
+    Collective under ``accelerate launch``: every process calls it at the same points."""
+    from llm_rl.distributed import sum_counts
+
     total = dict(state.get("verifier_stats_before", {}))
-    for key, value in contained.stats.as_dict().items():
-        total[key] = total.get(key, 0) + int(value)
+    session = sum_counts({k: int(v) for k, v in contained.stats.as_dict().items()})
+    for key, value in session.items():
+        total[key] = total.get(key, 0) + value
     return total
 
 
@@ -466,13 +472,16 @@ def train(cfg: ExperimentConfig, run: RunDir, *, init_model: str) -> dict:
     else:
         step = budget.optimizer_steps
 
-    done = [r for r in run.metrics() if r.get("kind") == "eval" and r.get("step") == step and step > 0]
-    final = done[-1] if done else _log_eval(cfg, run, policy, contained, test_ds, budget, step, state)
-    if _is_main():
-        run.log({"kind": "verifier", "step": step, **_verifier_stats(contained, state)})
-        policy.save_pretrained(run.path / "final")
-    # Under accelerate launch only the main process evaluated: every process returns its record.
     from accelerate.utils import broadcast_object_list
 
+    done = [r for r in run.metrics() if r.get("kind") == "eval" and r.get("step") == step and step > 0]
+    if args.world_size > 1:  # the main process's view decides (_log_eval is collective)
+        done = broadcast_object_list([done])[0]
+    final = done[-1] if done else _log_eval(cfg, run, policy, contained, test_ds, budget, step, state)
+    stats = _verifier_stats(contained, state)  # collective
+    if _is_main():
+        run.log({"kind": "verifier", "step": step, **stats})
+        policy.save_pretrained(run.path / "final")
+    # Under accelerate launch only the main process evaluated: every process returns its record.
     final = broadcast_object_list([final])[0] if args.world_size > 1 else final
     return {k: v for k, v in final.items() if k != "kind"}

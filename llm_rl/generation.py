@@ -87,8 +87,11 @@ class GenerationBackend(Protocol):
     def greedy(
         self, prefixes: Sequence[str], *, max_new_tokens: int, stop: str | None = None
     ) -> list[Continuation]:
-        """The argmax continuation of every prefix."""
-        ...
+        """The argmax continuation of every prefix (``sample`` at temperature 0; backends inherit it)."""
+        return [
+            row[0]
+            for row in self.sample(prefixes, n=1, max_new_tokens=max_new_tokens, temperature=0.0, stop=stop)
+        ]
 
 
 def check_sample_args(*, n: int, max_new_tokens: int, temperature: float, stop: str | None) -> None:
@@ -103,7 +106,7 @@ def check_sample_args(*, n: int, max_new_tokens: int, temperature: float, stop: 
         raise ValueError("stop must be a non-empty string or None")
 
 
-class HFBackend:
+class HFBackend(GenerationBackend):
     """`GenerationBackend` on a `Policy` (a transformers causal LM, with or without PEFT).
 
     Args:
@@ -131,14 +134,6 @@ class HFBackend:
         return self._stop_cache[stop]
 
     # --- sampling -----------------------------------------------------------------------------------------
-    def greedy(
-        self, prefixes: Sequence[str], *, max_new_tokens: int, stop: str | None = None
-    ) -> list[Continuation]:
-        return [
-            row[0]
-            for row in self.sample(prefixes, n=1, max_new_tokens=max_new_tokens, temperature=0.0, stop=stop)
-        ]
-
     def sample(
         self,
         prefixes: Sequence[str],

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llm_rl.generation import Continuation, check_sample_args
+from llm_rl.generation import Continuation, GenerationBackend, check_sample_args
 
 if TYPE_CHECKING:
     from llm_rl.budget import Budget
@@ -119,7 +119,7 @@ def _rank() -> int:
     return int(os.environ["RANK"])
 
 
-class VLLMBackend:
+class VLLMBackend(GenerationBackend):
     """`GenerationBackend` on a vLLM engine colocated with the training process.
 
     Args:
@@ -198,14 +198,6 @@ class VLLMBackend:
         return True
 
     # --- sampling -----------------------------------------------------------------------------------------
-    def greedy(
-        self, prefixes: Sequence[str], *, max_new_tokens: int, stop: str | None = None
-    ) -> list[Continuation]:
-        return [
-            row[0]
-            for row in self.sample(prefixes, n=1, max_new_tokens=max_new_tokens, temperature=0.0, stop=stop)
-        ]
-
     def sample(
         self,
         prefixes: Sequence[str],

@@ -1,12 +1,45 @@
-"""Killing a whole `accelerate launch`: torchrun starts each worker in a session of its own, so killing the
-launcher's process group leaves the workers running; a test of ``kill -9`` must kill every descendant."""
+"""Starting and killing ``accelerate launch --multi_gpu --num_processes 2`` on CPU (gloo), for the 2-process tests.
+
+torchrun starts each worker in a session of its own, so killing the launcher's process group leaves the
+workers running: a test of ``kill -9`` must kill every descendant (`kill_tree`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+WORLD = 2
+
+
+def launch_env() -> dict[str, str]:
+    """The environment of a launch: CPU, one thread, offline, and ``tests/`` importable (test verifiers)."""
+    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH", "")) if p)
+    return {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": path,
+    }
+
+
+def launch(args: list[str]) -> subprocess.Popen:
+    """``accelerate launch`` of ``args`` (a script or ``-m module`` and its arguments) on ``WORLD`` processes."""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(WORLD),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+        *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

@@ -23,7 +23,6 @@ tokens and budget counts must be identical. Timing metrics (wall time, tokens/s,
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -31,11 +30,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _procs import REPO, WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
 
 from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
-REPO = Path(__file__).resolve().parents[1]
-WORLD = 2
 PROMPTS_PER_STEP = 4
 CHUNKS = 2
 STEPS = 2
@@ -254,18 +252,6 @@ def tiny_path(tmp_path_factory) -> str:
     )
 
 
-def launch(args: list[str], *, timeout: float) -> subprocess.Popen:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(WORLD),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        *args,
-    ]  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
 def _close(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for n in a:
@@ -289,7 +275,7 @@ def test_two_processes_match_one(tiny_path, tmp_path):
     from llm_rl.distributed import Layout
 
     start = time.perf_counter()
-    proc = launch([str(Path(__file__).resolve()), "--worker", tiny_path, str(tmp_path / "two")], timeout=300)
+    proc = launch([str(Path(__file__).resolve()), "--worker", tiny_path, str(tmp_path / "two")])
     torch.set_num_threads(1)
     ref_step = run_arm("mc_value", tiny_path, Layout())
     ref_arms = {arm: train_arm(arm, tiny_path, str(tmp_path / "one" / arm)) for arm in ARMS}

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from _procs import kill_tree
+from _procs import kill_tree, launch  # tests/ is on sys.path (pytest's default import mode)
+from test_go_loop import TINY
 
 from go_baseline.config import GoConfig
 from go_baseline.loop import run
@@ -39,22 +37,9 @@ from go_baseline.train import latest_checkpoint
 from relabel_rl.config import load_config
 from relabel_rl.rundir import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5
 TIMING = {"selfplay_seconds", "positions_per_second", "session_seconds", "seconds", "elapsed_seconds"}
-RECIPE = {
-    "total_games": 8,
-    "games_per_iteration": 4,
-    "net": {"history": 2, "blocks": 1, "filters": 8, "value_hidden": 16},
-    "selfplay": {
-        "games_in_flight": 4,
-        "num_simulations": 4,
-        "temperature_moves": 4,
-        "no_resign_fraction": 0.5,
-    },
-    "train": {"batch_size": 16, "steps_per_iteration": 3, "micro_batches": 2},
-    "eval": {"every_iterations": 2, "games": 2, "num_simulations": 2, "opponents": ["random", "previous"]},
-}
+RECIPE = {**TINY, "train": {**TINY["train"], "micro_batches": 2}}  # test_go_loop's tiny run, cut in two
 
 
 def _recipe(tmp_path: Path, name: str, **changes) -> Path:
@@ -65,28 +50,14 @@ def _recipe(tmp_path: Path, name: str, **changes) -> Path:
 
 
 def _launch(recipe: Path) -> subprocess.Popen:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        "-m", "go_baseline.cli", "train", str(recipe), "--quiet",
-    ]  # fmt: skip
-    return subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return launch(["-m", "go_baseline.cli", "train", str(recipe), "--quiet"])
 
 
 def _finish(proc: subprocess.Popen) -> None:
     try:
         output, _ = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc)
         raise
     assert proc.returncode == 0, output[-4000:]
 

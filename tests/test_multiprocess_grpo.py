@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_multiprocess import WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
+from _procs import WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
 
 from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
@@ -163,7 +163,7 @@ def test_grpo_two_processes_match_one_and_count_exactly(tmp_path, monkeypatch):
 
     base = str(build_tiny_model(tmp_path / "tiny", hidden_size=32, num_layers=2, num_heads=2))
     out = tmp_path / "run"
-    proc = launch([str(Path(__file__).resolve()), "--worker", base, str(out)], timeout=600)
+    proc = launch([str(Path(__file__).resolve()), "--worker", base, str(out)])
     torch.set_num_threads(1)  # the reference, one process with the same global batch, while the launch runs
     monkeypatch.setattr(LlamaForCausalLM, "generate", layout_free_generate(LlamaForCausalLM.generate))
     ref_final, ref_params = _train(base, str(tmp_path / "one"), 4, [])

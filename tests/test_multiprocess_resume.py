@@ -11,18 +11,15 @@ budget counters must be identical.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from _procs import kill_tree
+from _procs import kill_tree, launch  # tests/ is on sys.path (pytest's default import mode)
 
-REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5
 TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_s"}
 STEPS = 6
@@ -62,27 +59,8 @@ def _recipe(tmp_path: Path, model: str, name: str) -> Path:
     return path
 
 
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH", "")) if p)
-    return {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": path,
-    }
-
-
 def _launch(recipe: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        "-m", "llm_rl.train", "--config", str(recipe),
-    ]  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    return launch(["-m", "llm_rl.train", "--config", str(recipe)])
 
 
 def _records(run: Path, kinds: tuple[str, ...] = ("train", "eval")) -> list[dict]:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import yaml
-from test_multiprocess_resume import REPO, _env  # tests/ is on sys.path (pytest's default import mode)
+from _procs import REPO, launch_env  # tests/ is on sys.path (pytest's default import mode)
 
 
 def test_two_processes_build_the_base_and_warm_start_once(tmp_path):
@@ -44,7 +44,7 @@ def test_two_processes_build_the_base_and_warm_start_once(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_ddp.yaml",
         "--main_process_port", "0", "-m", "llm_rl.train", "--config", str(path),
     ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     out = tmp_path / "out"
     record = json.loads((out / "warm_start" / "warm_start.json").read_text())

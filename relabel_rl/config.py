@@ -6,7 +6,8 @@ is nested (``model:``, ``task:``, ``relabel:``, ``grpo:``, …), and the standar
 be rejected *before* any heavy work, with an error naming the key. So this module is a small strict loader:
 
 * every section is a (frozen or not) dataclass; unknown keys are an error naming the dotted path and the nearest
-  valid key;
+  valid key; a sub-section given in part keeps the field's default for the rest (which may differ from the
+  sub-section class's own defaults);
 * values are checked against the field's annotation (``int``, ``float``, ``bool``, ``str``, ``Path``, ``Literal``,
   ``Optional``, ``list``, ``tuple``, ``dict``, nested dataclasses);
 * CLI overrides are ``--section.key value`` (or ``--section.key=value``); the value is parsed as YAML, so
@@ -149,6 +150,11 @@ def _build(cls: type[T], tree: Mapping[str, Any], prefix: str) -> T:
             )
     kwargs = {}
     for name, value in tree.items():
+        default = _default(fields[name])
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            # a partial sub-section overrides the *field's* default, not the section class's defaults: a
+            # `relabel.puct: {num_simulations: 16}` keeps the relabeller's other PUCT settings
+            value = {**config_to_dict(default), **value}
         kwargs[name] = _check(hints[name], value, f"{prefix}{name}")
     missing = [
         n
@@ -163,6 +169,14 @@ def _build(cls: type[T], tree: Mapping[str, Any], prefix: str) -> T:
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def _type_name(tp: Any) -> str:

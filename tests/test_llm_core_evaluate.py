@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import verifiers
-from llm_rl.budget import Budget
-from llm_rl.evaluate import evaluate, pass_at_k
 from llm_rl.generation import Continuation, HFBackend
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.harness.budget import Budget
+from llm_rl.harness.evaluation import evaluate, pass_at_k
+from llm_rl.model import build_tiny_model, load_policy
 
 
 @pytest.fixture(autouse=True, scope="module")

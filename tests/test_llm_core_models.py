@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from llm_rl.config import LoraSettings, ModelConfig
-from llm_rl.models import build_tiny_model, load_policy, resolve_model_path
-from llm_rl.policy import Policy
+from llm_rl.model import build_tiny_model, load_policy, resolve_model_path
+from llm_rl.model.policy import Policy
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llm_rl.config import ExperimentConfig
-from llm_rl.models import load_policy, resolve_model_path
+from llm_rl.model import load_policy, resolve_model_path
 from llm_rl.warm_start import warm_start
 from relabel_rl import load_config
 

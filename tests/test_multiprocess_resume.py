@@ -27,7 +27,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory) -> str:
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     return str(
         build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", hidden_size=32, num_layers=2, num_heads=2)
@@ -70,13 +70,13 @@ def _records(run: Path, kinds: tuple[str, ...] = ("train", "eval")) -> list[dict
 
 
 def test_killed_two_process_run_resumes_to_the_uninterrupted_result(tiny_path, tmp_path):
-    from llm_rl.commands import cmd_train
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
+    from llm_rl.train import cmd_train
 
     two = tmp_path / "two" / "runs" / "mc_value-seed0"
     proc = _launch(_recipe(tmp_path, tiny_path, "two"))
     deadline = time.time() + 180
-    while time.time() < deadline and not (two / "checkpoints" / "last").exists():
+    while time.time() < deadline and not list((two / "checkpoints").glob("checkpoint-*[0-9]")):
         if proc.poll() is not None:
             pytest.fail("the run ended before it could be killed:\n" + proc.stdout.read()[-3000:])
         time.sleep(0.02)

@@ -21,12 +21,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
-from llm_rl.config import LoraSettings
+if TYPE_CHECKING:  # annotation only: the recipe module imports the arms, which use the policy
+    from llm_rl.config import LoraSettings
 
 __all__ = ["Policy", "TokenLogprobs", "ValueHead", "position_ids_from_mask", "quiet_hf_progress"]
 
@@ -39,8 +44,6 @@ Text = str | Sequence[int]
 @contextmanager
 def quiet_hf_progress() -> Iterator[None]:
     """Hide transformers' per-file load/save progress bars (a run loads and saves policies many times)."""
-    from transformers.utils import logging as hf_logging
-
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -280,8 +283,6 @@ class Policy(nn.Module):
         PEFT injects the adapter into the LM *in place*: this policy's ``.model`` becomes the new one's base, so
         use only the returned policy afterwards.
         """
-        from peft import LoraConfig, get_peft_model
-
         if self.is_peft:
             raise ValueError("this policy already has a PEFT adapter")
         config = LoraConfig(
@@ -296,8 +297,6 @@ class Policy(nn.Module):
     # --- saving -------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Save the LM (or only its adapter, with PEFT), the tokenizer and the value head to ``directory``."""
-        from safetensors.torch import save_file
-
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         with quiet_hf_progress():
@@ -316,9 +315,6 @@ class Policy(nn.Module):
         cls, directory: str | Path, *, dtype: torch.dtype = torch.float32, is_trainable: bool = True
     ) -> Policy:
         """Load what `save_pretrained` wrote (a PEFT adapter is re-attached to its recorded base model)."""
-        from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         d = Path(directory)
         meta_file = d / VALUE_HEAD_CONFIG
         if not meta_file.exists():
@@ -327,8 +323,6 @@ class Policy(nn.Module):
         with quiet_hf_progress():
             tokenizer = AutoTokenizer.from_pretrained(str(d))
             if meta.get("peft"):
-                from peft import PeftModel
-
                 base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=dtype)
                 model = PeftModel.from_pretrained(base, str(d), is_trainable=is_trainable)
             else:

@@ -22,15 +22,7 @@ from relabel_rl.config import ConfigError, load_config
 from relabel_rl.rundir import RunDir
 from verifiers.base import Verifier
 
-TRL_SMALL = {
-    "num_generations": 4,
-    "per_device_train_batch_size": 8,
-    "learning_rate": 1e-3,
-    "beta": 0.0,
-    "loss_type": "dapo",
-    "scale_rewards": "group",
-    "temperature": 1.0,
-}
+TRL_SMALL = dict(GrpoArmConfig().trl)  # the arm's defaults: 4 generations, 8 rows, lr 1e-3, beta 0, dapo
 
 
 def small_cfg(**budget) -> ExperimentConfig:

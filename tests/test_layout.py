@@ -112,7 +112,10 @@ def test_no_import_cycles():
     modules = _modules()
     known = set(modules)
     graph = {m: _imports(m, p, known) for m, p in modules.items()}
-    assert graph["llm_rl.harness.loop"] >= {"llm_rl.harness.session", "llm_rl.arms.base"}  # the walk sees imports
+    assert graph["llm_rl.harness.loop"] >= {
+        "llm_rl.harness.session",
+        "llm_rl.arms.base",
+    }  # the walk sees imports
     assert _cycles(graph) == []
 
 

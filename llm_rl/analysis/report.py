@@ -32,6 +32,7 @@ from typing import Any
 
 from llm_rl.analysis.variance_report import markdown_section
 from llm_rl.analysis.verdicts import ARM_LABELS, SEED_CLAIM, ci_dict, performance_sentence, variance_sentence
+from llm_rl.harness.budget import AXES
 from relabel_rl.report import MeanCI, first_crossing, format_ci, markdown_table, mean_ci, plot_mean_ci
 from relabel_rl.rundir import jsonable, read_metrics
 
@@ -51,18 +52,8 @@ CURVE_AXES = (
     ("verifier_calls", "verifier calls", "pass1_vs_verifier_calls"),
     ("wall_time", "wall time (s)", "pass1_vs_wall_time"),
 )
-# Every budget counter (`llm_rl.harness.budget`) goes into summary.json; the table shows these, under these names.
-SPEND_AXES = (
-    "generated_tokens",
-    "prefill_tokens",
-    "total_tokens",
-    "verifier_calls",
-    "outcome_verifier_calls",
-    "step_verifier_calls",
-    "prompts",
-    "optimizer_steps",
-    "wall_time",
-)
+# Every budget counter (`llm_rl.harness.budget.AXES`) goes into summary.json; the table shows these, so named.
+SPEND_AXES = AXES
 TABLE_SPEND = {
     "generated_tokens": "generated tok",
     "prefill_tokens": "prefill tok",

@@ -175,9 +175,7 @@ class _Loop:
         for epoch in range(self.cfg.optim.epochs):
             parts = [self._minibatches(b, collected_at, epoch, chunk) for chunk, b in batches]
             for m in range(self.cfg.optim.minibatches):
-                record = self._update([p[m] for p in parts])
-                if self.updates > 1:
-                    record.update(epoch=epoch + 1, minibatch=m + 1)
+                record = {**self._update([p[m] for p in parts]), "epoch": epoch + 1, "minibatch": m + 1}
                 self.session.log_train(self.step, record)
                 progress.update(self.session.budget.value(self.cfg.budget.axis), loss=f"{record['loss']:.3f}")
                 if self.session.eval_due():

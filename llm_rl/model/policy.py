@@ -187,28 +187,26 @@ class Policy(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [B, L, V], value logits [B, L])`` for any padding (positions come from the mask)."""
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            output_hidden_states=True,
-            use_cache=False,
-        )
+        out = self._run(input_ids, attention_mask)
         return out.logits, self.value_head(out.hidden_states[-1])
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``[B]`` the value in [0, 1] at each row's last non-pad token (left or right padding)."""
-        out = self.model(
+        out = self._run(input_ids, attention_mask)
+        width = attention_mask.shape[1]
+        last = width - 1 - attention_mask.long().flip(-1).argmax(-1)  # [B]
+        hidden = out.hidden_states[-1][torch.arange(len(last), device=last.device), last]
+        return torch.sigmoid(self.value_head(hidden))
+
+    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """The LM's forward pass with its hidden states, positions counted over real tokens (any padding)."""
+        return self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask),
             output_hidden_states=True,
             use_cache=False,
         )
-        width = attention_mask.shape[1]
-        last = width - 1 - attention_mask.long().flip(-1).argmax(-1)  # [B]
-        hidden = out.hidden_states[-1][torch.arange(len(last), device=last.device), last]
-        return torch.sigmoid(self.value_head(hidden))
 
     def text_values(self, texts: Sequence[str]) -> torch.Tensor:
         """``[B]`` the value in [0, 1] of each text (a prompt or prompt + steps), batched."""

@@ -28,12 +28,7 @@ STOP = "|"
 PREFIXES = ["Start 3. Add 4.\n", "Start 12. Add 5, times 3.\n3 + 4 = 7\n", "Start 3. Add 4.\n"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturbed_policy(path, *, lora: bool = False):

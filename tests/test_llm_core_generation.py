@@ -12,13 +12,7 @@ from llm_rl.model import build_tiny_model, load_policy
 PREFIXES = ["Start 3. Add 4.\n", "ab", "Start 12. Add 5, times 3.\n3 + 4 = 7\n"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
     """``llm-rl eval RUN_DIR_OR_MODEL [--recipe R] [--split test|train] [--out FILE] [--section.key value ...]``.
 
     Greedy pass@1 and sampled pass@k on the first ``eval.num_examples`` rows of the held-out split, drawn and
-    sampled exactly as the training loop evaluates (`llm_rl.loop`), so a run's final pass@1 is reproduced. The
+    sampled exactly as the harness evaluates (`llm_rl.harness.session`), so a run's final pass@1 is reproduced. The
     recipe defaults to the run directory's ``config.yaml``.
     """
 

@@ -48,7 +48,7 @@ MAX_SFT_ROWS = 4096
 @dataclass(frozen=True)
 class WarmStartResult:
     """Attributes:
-    path: the saved warm-started `Policy` (load with `llm_rl.models.load_policy`).
+    path: the saved warm-started `Policy` (load with `llm_rl.model.load_policy`).
     pass_rate: greedy pass@1 on the held-out rows at the end of the warm start.
     steps: SFT optimizer steps taken.
     """
@@ -87,7 +87,7 @@ def warm_start(
 
     Args:
       cfg: the recipe (``warm_start``, ``task``, ``model`` sections are used).
-      base_model: a ``from_pretrained`` path (e.g. from `llm_rl.models.resolve_model_path`).
+      base_model: a ``from_pretrained`` path (e.g. from `llm_rl.model.resolve_model_path`).
       out_dir: where ``model/`` and ``warm_start.json`` go.
       seed: seeds the SFT data order, the value-head init and the trainer.
       progress: show TRL's progress bar.

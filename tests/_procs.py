@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -68,3 +69,13 @@ def assert_same_records(got: list[dict], want: list[dict], *, skip: set[str], to
                 assert g[k] == pytest.approx(v, rel=tol, abs=1e-7), (w["kind"], w.get("step"), k)
             else:
                 assert g[k] == v, (w["kind"], w.get("step"), k, g[k], v)
+
+
+def kill_at_first_checkpoint(proc: subprocess.Popen, run: Path, *, timeout: float = 180) -> None:
+    """Wait until ``run`` has a checkpoint, then ``kill -9`` the launch (fails the test if it ends first)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list((run / "checkpoints").glob("checkpoint-*[0-9]")):
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed:\n" + proc.stdout.read()[-3000:])
+        time.sleep(0.02)
+    kill_tree(proc)

@@ -7,7 +7,6 @@ process (tolerance 1e-5, counters exact)."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,10 @@ import torch
 import yaml
 from _procs import (
     assert_same_records,
+    kill_at_first_checkpoint,
     kill_tree,
     launch,
-)  # tests/ is on sys.path (pytest's default import mode)
+)  # tests/ is on sys.path  # tests/ is on sys.path (pytest's default import mode)
 
 from llm_rl.config import ExperimentConfig
 from llm_rl.harness.run import train_arm
@@ -106,12 +106,7 @@ def test_killed_two_process_run_resumes_to_one_process(tmp_path, tiny):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe(tmp_path / name, tiny, **sections)))
     two = tmp_path / "two" / "runs" / "reinforce_arm_Reinforce-seed0"
     proc = launch(["-m", "llm_rl.train", "--config", str(tmp_path / "two.yaml")])
-    deadline = time.time() + 180
-    while time.time() < deadline and not list((two / "checkpoints").glob("checkpoint-*[0-9]")):
-        if proc.poll() is not None:
-            pytest.fail("the run ended before it could be killed:\n" + proc.stdout.read()[-3000:])
-        time.sleep(0.02)
-    kill_tree(proc)
+    kill_at_first_checkpoint(proc, two)
     torch.set_num_threads(1)
     assert cmd_train([str(tmp_path / "one.yaml")]) == 0  # the uninterrupted reference, in this process
     again = launch(["-m", "llm_rl.train", "--config", str(tmp_path / "two.yaml")])

@@ -19,7 +19,7 @@ The algorithm, for each batch of ``optim.prompts_per_step`` prompts (``collect``
    prefixes (the prompt, shared first steps) are rolled out once. ``V(s_T)`` is the sample's own score.
 4. **Per-step advantages.** ``A_t = V(s_{t+1}) - V(s_t)``: the step's Monte-Carlo estimate of how much it raised
    the chance of a correct answer.
-5. **Loss.** Per-token PPO-clip (`llm_rl.losses.pg_token_loss`, token mean over the batch) with ``A_t`` on every
+5. **Loss.** Per-token PPO-clip (`llm_rl.arms.losses.pg_token_loss`, token mean over the batch) with ``A_t`` on every
    token of segment ``t`` (each completion's sampled tokens are divided among its steps exactly, and the whole
    completion is scored in one forward pass). With one update per batch (``optim.epochs = optim.minibatches =
    1``) the data is on-policy, old log-probs are the current ones detached, the ratio is exactly 1 and the loss's

@@ -2,7 +2,7 @@
 
 The algorithm, top to bottom (one batch of B prompts; every search call below serves all B roots at once):
 
-1. Roots. Each prompt is a root state ``(example, no steps)`` of a :class:`llm_rl.step_env.StepSearchEnv`.
+1. Roots. Each prompt is a root state ``(example, no steps)`` of a :class:`llm_rl.arms.step_env.StepSearchEnv`.
 2. Search. PUCT (``relabel.root: puct``, AlphaZero's rule with Dirichlet noise at the root; knobs in
    ``relabel.puct``, a `tree_search.PuctConfig`) or Gumbel AlphaZero (``root: gumbel``, Sequential Halving over
    the sampled root steps; ``relabel.gumbel``, a `tree_search.GumbelConfig`) with `tree_search.search`. Each round of the search expands every selected leaf of every root in

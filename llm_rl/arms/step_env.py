@@ -1,7 +1,7 @@
 """A `tree_search.SearchEnv` whose moves are reasoning steps: the bridge between the search library and an LLM.
 
 A state is ``(example index, steps so far)``; its text prefix is ``prompt + "".join(s + delimiter for s in
-steps)`` (the text format of ``LLM_DESIGN.md``). An action is one candidate next step, a :class:`StepAction`
+steps)``. An action is one candidate next step, a :class:`StepAction`
 (its text and how its generation ended: at the step delimiter, at EOS, or at the step-token limit).
 
 * ``expand(states)`` answers the search's whole round in two batched model calls: ONE

@@ -33,7 +33,7 @@ from trl import SFTConfig, SFTTrainer
 
 import verifiers
 from llm_rl.config import ExperimentConfig
-from llm_rl.harness.distributed import process_state
+from llm_rl.harness.distributed import is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.model import Policy, load_policy
 from relabel_rl.config import config_to_dict
@@ -162,7 +162,7 @@ def _train(
     target = out / "model"
     rate = history[-1]["pass@1"]
     result = WarmStartResult(target.resolve(), float(rate), steps)
-    if trainer.accelerator.is_main_process:  # one writer; the others wait for the model on disk
+    if is_main():  # one writer; the others wait for the model on disk
         record = {
             "path": str(target.resolve()),
             "pass_rate": rate,

@@ -19,7 +19,6 @@ import importlib
 import sys
 from collections.abc import Mapping, Sequence
 
-from llm_rl.commands import CommandError, parse_command
 from relabel_rl.config import ConfigError
 
 # subcommand -> (module, function, one-line help, the command's own flags when its first argument is a recipe)
@@ -63,9 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module, func, _, flags = COMMANDS[name]
     if flags is not None and not any(a in ("-h", "--help") for a in rest):
-        try:  # the recipe first (cheap), the command's module second
-            parse_command(rest, prog=f"llm-rl {name}", flags=flags, usage="")
-        except (ConfigError, CommandError) as e:
+        # The recipe first, the command's module second. By name, like the commands: `llm-rl tasks` loads
+        # neither the recipe types nor torch.
+        commands = importlib.import_module("llm_rl.commands")
+        try:
+            commands.parse_command(rest, prog=f"llm-rl {name}", flags=flags, usage="")
+        except (ConfigError, commands.CommandError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     handler = getattr(importlib.import_module(module), func)

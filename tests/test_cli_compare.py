@@ -165,3 +165,9 @@ def dataclasses_replace_budget(cfg):
     import dataclasses
 
     return dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, limit=cfg.budget.limit + 1))
+
+
+def test_tasks_does_not_load_the_model_stack():
+    code = "import sys; from llm_rl.cli import main; main(['tasks']); print('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "False", p.stderr[-2000:]

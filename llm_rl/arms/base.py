@@ -42,10 +42,10 @@ if TYPE_CHECKING:  # annotations only: the recipe module (llm_rl.config) imports
     from llm_rl.generation.base import GenerationBackend
     from llm_rl.model.policy import Policy
 
-__all__ = ["Arm", "ArmContext", "Batch", "TrlArm", "Verifier"]
+__all__ = ["Arm", "ArmContext", "ArmVerifier", "Batch", "TrlArm", "numpy_rng"]
 
 
-class Verifier(Protocol):
+class ArmVerifier(Protocol):
     """The verifier an arm sees (metered: every ``score`` and every ``check_step`` of a verifier with step checks
     is charged to the budget). Failures are contained: a broken verifier scores 0 and never raises."""
 
@@ -73,7 +73,7 @@ class ArmContext(Protocol):
 
     policy: Policy
     sampler: GenerationBackend
-    verifier: Verifier
+    verifier: ArmVerifier
     generator: torch.Generator | None
     updates_per_batch: int
 

@@ -73,13 +73,16 @@ class Verifier(abc.ABC):
       name: the registry name (``verifiers.load(name)``), also the reward function's ``__name__`` in TRL logs.
       step_delimiter: the text between two reasoning steps in a completion.
       trusted: True when ``score``/``check_step`` are bounded, side-effect-free Python (or manage their own
-        sandbox), so :class:`verifiers.ContainedVerifier` may call them in-process without a process-level
-        timeout (the fast path). Plugins default to False: they are scored in a worker process with a deadline.
+        sandbox), so :class:`verifiers.ContainedVerifier` may call them in-process, skipping the worker process
+        (the fast path) but not the deadline. Plugins default to False: they are scored in a worker process.
+      deadline: seconds one contained call may take, None for the container's default
+        (:data:`verifiers.DEFAULT_TIMEOUT`); a verifier bounded by its own subprocess deadline declares it here.
     """
 
     name: str = ""
     step_delimiter: str = "\n"
     trusted: bool = False
+    deadline: float | None = None
 
     # --- the contract -------------------------------------------------------------------------------------
 

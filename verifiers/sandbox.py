@@ -356,31 +356,12 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
     limits = limits or SandboxLimits()
     plan = plan_tests(tests, code)
     backend = isolation()
-    job = {"code": code, "steps": [list(step) for step in plan.steps]}
     private = Path(tempfile.mkdtemp(prefix="relabel-sandbox-result-"))  # the child gets fds, never this path
-    workdir = None
+    workdir = None if backend == "bubblewrap" else Path(tempfile.mkdtemp(prefix="relabel-sandbox-"))
     try:
-        if backend == "bubblewrap":
-            setup = _bubblewrap_setup()
-            assert not isinstance(setup, str)
-            argv, popen = _bwrap_argv(setup, limits), _user_kwargs(setup)
-            run_as = popen.get("user")
-            job.update(rlimits=_rlimits(limits), guard=False, block_network=False)
-            cwd, env = "/", {}
-        else:
-            python, drop = sandbox_interpreter()
-            run_as = _UID_BASE + secrets.randbelow(_UID_SPAN) if drop else None
-            isolate_network = network_isolation() == "namespace"
-            workdir = Path(tempfile.mkdtemp(prefix="relabel-sandbox-"))
-            if run_as is not None:
-                os.chown(workdir, run_as, run_as)
-            argv = [python, "-I", "-S"]
-            popen = {"preexec_fn": _make_preexec(limits, isolate_network, run_as)}
-            job.update(rlimits=[], guard=limits.in_process_guard, block_network=not isolate_network)
-            cwd = str(workdir)
-            env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [*argv, "-c", _harness_source()]
-        returncode, timed_out = _run_child(argv, job, private, limits, cwd, env, popen, run_as)
+        launch = _bubblewrap_launch(limits) if workdir is None else _fallback_launch(limits, workdir)
+        job = {"code": code, "steps": [list(step) for step in plan.steps], **launch.job}
+        returncode, timed_out = _run_child(launch, job, private, limits.wall_seconds)
         reports = _head(private / "result", limits.max_file_bytes)
         stopped = f"timed out after {limits.wall_seconds:g}s" if timed_out else _exit_reason(returncode)
         verdict = judge(plan, reports, stopped=stopped)
@@ -401,38 +382,62 @@ def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = No
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_child(
-    argv: list[str],
-    job: dict,
-    private: Path,
-    limits: SandboxLimits,
-    cwd: str,
-    env: dict,
-    popen: dict,
-    run_as: int | None,
-) -> tuple[int | None, bool]:
+@dataclass(frozen=True)
+class _Launch:
+    """How to start one child: the command, where, with what, and how to clean up after it."""
+
+    argv: list[str]
+    cwd: str
+    env: dict
+    popen: dict  # extra subprocess.Popen arguments (user/group, or preexec_fn for the fallback)
+    job: dict  # what the harness needs to know about its isolation (rlimits to set, guards)
+    bubblewrap: bool
+    sweep_uid: int | None = None  # fallback: kill every process of this uid afterwards
+
+
+def _bubblewrap_launch(limits: SandboxLimits) -> _Launch:
+    setup = _bubblewrap_setup()
+    if isinstance(setup, str):
+        raise RuntimeError(f"bubblewrap cannot run here: {setup}")
+    job = {"rlimits": _rlimits(limits), "guard": False, "block_network": False}
+    argv = [*_bwrap_argv(setup, limits), "-c", _harness_source()]
+    return _Launch(argv, "/", {}, _user_kwargs(setup), job, bubblewrap=True)
+
+
+def _fallback_launch(limits: SandboxLimits, workdir: Path) -> _Launch:
+    python, drop = sandbox_interpreter()
+    run_as = _UID_BASE + secrets.randbelow(_UID_SPAN) if drop else None
+    if run_as is not None:
+        os.chown(workdir, run_as, run_as)
+    isolate_network = network_isolation() == "namespace"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    job = {"rlimits": [], "guard": limits.in_process_guard, "block_network": not isolate_network}
+    popen = {"preexec_fn": _make_preexec(limits, isolate_network, run_as)}
+    argv = [python, "-I", "-S", "-c", _harness_source()]
+    return _Launch(argv, str(workdir), env, popen, job, bubblewrap=False, sweep_uid=run_as)
+
+
+def _run_child(launch: _Launch, job: dict, private: Path, wall_seconds: float) -> tuple[int | None, bool]:
     """Start the child with the job on stdin, wait up to the deadline, kill what is left; (returncode, timed out).
 
     The reports fd is inherited under its own number (bubblewrap passes inherited fds through), named in the job.
-
     Whatever happens here (a deadline of the caller's, KeyboardInterrupt), the child and everything it started
     are killed before this returns or raises.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    result_fd = os.open(private / "result", flags, 0o600)
+    result_fd = os.open(private / "result", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     process = None
     try:
         with open(private / "stdout", "wb") as stdout, open(private / "stderr", "wb") as stderr:
             process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
+                launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
                 stdin=subprocess.PIPE,
                 stdout=stdout,
                 stderr=stderr,
                 pass_fds=(result_fd,),
                 start_new_session=True,
-                **popen,
+                **launch.popen,
             )
         child_fd, result_fd = result_fd, -1
         os.close(child_fd)
@@ -440,19 +445,15 @@ def _run_child(
             process.stdin.write(marshal.dumps({**job, "result_fd": child_fd}))
         with contextlib.suppress(BrokenPipeError, OSError):
             process.stdin.close()
-        timed_out = not _wait_for_exit(process, limits.wall_seconds)
-        return process.returncode if not timed_out else _reap(process), timed_out
+        timed_out = not _wait_for_exit(process, wall_seconds)
+        if timed_out:
+            _kill_tree(process, None, launch.bubblewrap)
+        return process.returncode, timed_out
     finally:
         if result_fd >= 0:
             os.close(result_fd)
         if process is not None:
-            _kill_tree(process, run_as)
-
-
-def _reap(process: subprocess.Popen) -> int | None:
-    _kill_tree(process, None)
-    process.wait()
-    return process.returncode
+            _kill_tree(process, launch.sweep_uid, launch.bubblewrap)
 
 
 def _wait_for_exit(process: subprocess.Popen, timeout: float) -> bool:
@@ -488,24 +489,25 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _kill_tree(process: subprocess.Popen, run_as: int | None) -> None:
+def _kill_tree(process: subprocess.Popen, sweep_uid: int | None, bubblewrap: bool) -> None:
     """SIGKILL the child and everything it started.
 
     Bubblewrap: the sandbox's PID 1 is a child of the outer ``bwrap``; killing it makes the kernel kill every
-    process in the PID namespace, and the outer ``bwrap`` exits once they are gone. Then the session (the outer
-    process and anything left in its group) and, for a private uid, every process of that uid.
+    process in the PID namespace, and the outer ``bwrap`` exits once they are gone (a sandbox that exited by
+    itself is already empty). Fallback: the child's process group, then every process of its private uid.
     """
     if process.returncode is None:
-        for child in _children(process.pid):  # the namespace's init (bubblewrap) or the harness (fallback)
+        for child in _children(process.pid):  # the namespace's init (bubblewrap) or the harness's children
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode is None or not bubblewrap:  # after exit, the group lives on only through leftovers
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
     if process.returncode is None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
-    if run_as is not None:
-        _kill_uid(run_as)
+    if sweep_uid is not None and not bubblewrap:
+        _kill_uid(sweep_uid)
 
 
 def _kill_uid(uid: int, *, rounds: int = 5) -> None:

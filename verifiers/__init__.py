@@ -6,6 +6,10 @@ Public API (see README section "Verifiers"): :class:`Verifier` (the contract), :
 (the TRL adapter) and ``verifiers.testing.check_verifier`` (the conformance kit).
 """
 
+# Marks this package as relabel-rl's `verifiers` (PrimeIntellect's package has the same import name); read by
+# relabel_rl.environment.foreign_verifiers without importing. Keep it a literal `= True` at the top level.
+__relabel_rl__ = True
+
 from verifiers.base import ANSWER_PREFIX, Verifier, final_answer, split_of
 from verifiers.containment import DEFAULT_TIMEOUT, ContainedVerifier, ScoreOutcome, VerifierStats, safe_score
 from verifiers.registry import VerifierInfo, VerifierRegistryError, available, describe, load, register

@@ -202,3 +202,14 @@ def test_data_folder_is_git_ignored():
         ["git", "check-ignore", "-q", "data/chain/dataset_info.json"], cwd=REPO, capture_output=True
     )
     assert done.returncode == 0, "data/ (the README's make-dataset --out) is not git-ignored"
+
+
+def test_the_documented_plugin_conforms():
+    doc = (REPO / "docs" / "verifiers.md").read_text()
+    section = doc[doc.index("## Writing a plugin") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    namespace: dict = {}
+    exec(compile(code, "docs/verifiers.md", "exec"), namespace)
+    report = check_verifier(namespace["ReverseString"](), n=6, check_worker=False, verbose=False)
+    assert report.knobs == {"length": 5} and "prompts end with the step delimiter" in report.passed

@@ -35,6 +35,17 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# Commands whose flags include every recipe key: their --help lists the keys (type, default, range, help).
+RECIPE_COMMANDS = ("train", "eval", "compare", "probe-variance")
+
+
+def _recipe_help(handler) -> str:
+    from llm_rl.config import ExperimentConfig
+    from relabel_rl.config import config_help, docstring_text
+
+    return f"usage: {docstring_text(handler.__doc__ or '')}\n\n{config_help(ExperimentConfig)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -44,8 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"llm-rl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from relabel_rl.environment import foreign_verifiers
+
+    clash = foreign_verifiers()  # PrimeIntellect's `verifiers` shares our import name: one clear stop
+    if clash is not None:
+        print(f"error: {clash}", file=sys.stderr)
+        return 2
     module, func, _ = COMMANDS[name]
     handler = getattr(importlib.import_module(module), func)
+    if name in RECIPE_COMMANDS and any(a in ("-h", "--help") for a in rest):
+        print(_recipe_help(handler))
+        return 0
     return int(handler(rest) or 0)
 
 

@@ -60,7 +60,7 @@ import torch
 from llm_rl.config import ExperimentConfig, RelabelArmConfig
 from llm_rl.losses import candidate_cross_entropy, value_loss
 from llm_rl.step_env import StepSearchEnv
-from tree_search import Node, SearchResult, advance, gumbel_search, search
+from tree_search import GumbelConfig, Node, PuctConfig, SearchResult, advance, search
 
 __all__ = [
     "DecisionPoint",
@@ -135,26 +135,19 @@ def run_search(
 ) -> list[SearchResult]:
     """One search of every root (raw states or reused ``Node`` s), PUCT or Gumbel per ``cfg.root``."""
     if cfg.root == "gumbel":
-        return gumbel_search(
-            roots,
-            env,
-            num_simulations=cfg.num_simulations,
-            max_num_considered_actions=cfg.max_num_considered_actions,
-            value_bounds=VALUE_BOUNDS,
-            rng=rng,
+        config = GumbelConfig(
+            num_simulations=cfg.num_simulations, max_num_considered_actions=cfg.max_num_considered_actions
         )
-    return search(
-        roots,
-        env,
-        num_simulations=cfg.num_simulations,
-        c_puct_init=cfg.c_puct_init,
-        c_puct_base=cfg.c_puct_base,
-        dirichlet_alpha=cfg.dirichlet_alpha,
-        dirichlet_fraction=cfg.dirichlet_fraction,
-        temperature=cfg.move_temperature,
-        value_bounds=VALUE_BOUNDS,
-        rng=rng,
-    )
+    else:
+        config = PuctConfig(
+            num_simulations=cfg.num_simulations,
+            c_puct_init=cfg.c_puct_init,
+            c_puct_base=cfg.c_puct_base,
+            dirichlet_alpha=cfg.dirichlet_alpha,
+            dirichlet_fraction=cfg.dirichlet_fraction,
+            temperature=cfg.move_temperature,
+        )
+    return search(roots, env, config, value_bounds=VALUE_BOUNDS, rng=rng)
 
 
 def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:

@@ -8,16 +8,17 @@ two system calls per call. Why not a watchdog thread alone: an exception injecte
 (``PyThreadState_SetAsyncExc``) is only seen between bytecodes, never inside ``time.sleep`` or a blocking read.
 
 How: :func:`run` stores the call's deadline (no system call); one daemon watchdog thread, started on first use,
-wakes every :data:`POLL_SECONDS` and, when the main thread's call is overdue, sends the main thread a real-time
-signal (``SIGRTMIN + 4``, which nothing else here uses) whose handler raises :class:`DeadlineExceeded`. The signal
-interrupts a blocking system call and the handler runs at the next bytecode; the handler re-checks the deadline,
-so a late signal never hits the next call. While the call stays overdue (the verifier swallowed the exception)
-the signal is re-sent every :data:`POLL_SECONDS`, and a call that returns after its deadline still counts as timed
-out.
+sleeps until that deadline (every wake-up takes the GIL from the main thread, so it wakes rarely: at the deadline
+of the call in flight, or every :data:`IDLE_POLL_SECONDS` when none runs) and, when the call in flight is
+overdue, sends the main thread a real-time signal (``SIGRTMIN + 4``, which nothing else here uses) whose handler
+raises :class:`DeadlineExceeded`. The signal interrupts a blocking system call and the handler runs at the next
+bytecode; the handler re-checks the deadline, so a late signal never hits the next call. While the call stays
+overdue (the verifier swallowed the exception) the signal is re-sent every :data:`RESEND_SECONDS`, and a call
+that returns after its deadline still counts as timed out.
 
 Limits: the main thread only (Python runs signal handlers there; :func:`available` says when); a C extension that
-never returns to the interpreter, or code that catches ``BaseException`` in a loop forever, still hangs; the
-deadline is kept to within :data:`POLL_SECONDS`. An exception raised at an arbitrary bytecode can leave the
+never returns to the interpreter, or code that catches ``BaseException`` in a loop forever, still hangs; a
+deadline may be noticed up to :data:`IDLE_POLL_SECONDS` late. An exception raised at an arbitrary bytecode can leave the
 interrupted object half-updated.
 """
 
@@ -31,9 +32,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DEADLINE_SIGNAL", "POLL_SECONDS", "DeadlineExceeded", "available", "run"]
+__all__ = ["DEADLINE_SIGNAL", "DeadlineExceeded", "available", "run"]
 
-POLL_SECONDS = 0.05
+IDLE_POLL_SECONDS = 0.2  # how late a deadline may be noticed (the watchdog's sleep while no call runs)
+RESEND_SECONDS = 0.05  # the signal is re-sent this often while the call stays overdue
 DEADLINE_SIGNAL = signal.SIGRTMIN + 4 if hasattr(signal, "SIGRTMIN") else None
 
 
@@ -44,7 +46,11 @@ class DeadlineExceeded(BaseException):
 class _State:
     at = 0.0  # monotonic deadline of the call in flight; 0.0 when none
     fired = False  # the call in flight was interrupted at least once
-    watchdog_pid = 0  # the process whose watchdog thread runs (threads do not survive fork)
+    main_ident = 0  # the main thread whose watchdog runs; 0 until started (and again after a fork: threads do
+    # not survive it)
+
+
+os.register_at_fork(after_in_child=lambda: setattr(_State, "main_ident", 0))
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -55,29 +61,39 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _watch(main_ident: int) -> None:
+    """Sleep until the deadline of the call in flight (or :data:`IDLE_POLL_SECONDS` when none), then signal the
+    main thread while the call in flight is overdue. Waking rarely matters: each wake-up takes the GIL from the
+    main thread."""
     while True:
-        time.sleep(POLL_SECONDS)
-        at = _State.at
-        if at and time.monotonic() >= at and _signal.getsignal(DEADLINE_SIGNAL) is _on_signal:
-            try:
-                signal.pthread_kill(main_ident, DEADLINE_SIGNAL)
-            except (ProcessLookupError, OSError):
-                return  # the main thread is gone: the process is exiting
+        at, now = _State.at, time.monotonic()
+        if not at:
+            time.sleep(IDLE_POLL_SECONDS)
+        elif now < at:
+            time.sleep(at - now)  # a later call re-reads its own deadline after this
+        else:
+            if _signal.getsignal(DEADLINE_SIGNAL) is _on_signal:
+                try:
+                    signal.pthread_kill(main_ident, DEADLINE_SIGNAL)
+                except (ProcessLookupError, OSError):
+                    return  # the main thread is gone: the process is exiting
+            time.sleep(RESEND_SECONDS)
 
 
 def available() -> bool:
     """Whether :func:`run` can enforce a deadline here: the main thread, and the deadline signal ours to use."""
-    if DEADLINE_SIGNAL is None or threading.get_ident() != threading.main_thread().ident:
+    ident = threading.get_ident()
+    if ident == _State.main_ident and _signal.getsignal(DEADLINE_SIGNAL) is _on_signal:
+        return True  # the fast path: ~0.1 µs
+    if DEADLINE_SIGNAL is None or ident != threading.main_thread().ident:
         return False
     handler = _signal.getsignal(DEADLINE_SIGNAL)  # signal.getsignal's enum conversion costs ~5 µs a call
     if handler is not _on_signal:
         if handler != _signal.SIG_DFL:
             return False  # someone else's
         signal.signal(DEADLINE_SIGNAL, _on_signal)
-    if _State.watchdog_pid != os.getpid():
-        _State.watchdog_pid = os.getpid()
-        main = threading.main_thread().ident
-        threading.Thread(target=_watch, args=(main,), daemon=True, name="verifier-deadline").start()
+    if _State.main_ident != ident:
+        _State.main_ident = ident
+        threading.Thread(target=_watch, args=(ident,), daemon=True, name="verifier-deadline").start()
     return True
 
 

@@ -172,6 +172,7 @@ class _Worker:
         self._process: Any = None  # the keeper
         self._conn: Any = None
         self._out_fd = -1  # read end of the worker's stdout/stderr
+        self._poller: Any = None  # polls the reply connection and the output pipe
         self._pid: int | None = None  # the worker proper
         self._failed_starts = 0  # consecutive; after MAX_FAILED_STARTS the worker stops respawning
 
@@ -201,6 +202,9 @@ class _Worker:
             writer.close()
         os.set_blocking(read_fd, False)
         self._process, self._conn, self._out_fd = process, parent, read_fd
+        self._poller = select.poll()
+        self._poller.register(parent.fileno(), select.POLLIN)
+        self._poller.register(read_fd, select.POLLIN)
         if not self._wait(WORKER_START_TIMEOUT):
             self.close()
             return f"worker did not start within {WORKER_START_TIMEOUT:.0f}s"
@@ -225,6 +229,7 @@ class _Worker:
             except OSError:
                 data = b""
             if not data:  # every writer is gone
+                self._poller.unregister(self._out_fd)
                 os.close(self._out_fd)
                 self._out_fd = -1
                 return
@@ -235,12 +240,8 @@ class _Worker:
         end = time.monotonic() + timeout
         conn_fd = self._conn.fileno()
         while True:
-            poller = select.poll()
-            poller.register(conn_fd, select.POLLIN)
-            if self._out_fd >= 0:
-                poller.register(self._out_fd, select.POLLIN)
             remaining = end - time.monotonic()
-            events = dict(poller.poll(max(0.0, remaining) * 1000))
+            events = dict(self._poller.poll(max(0.0, remaining) * 1000))
             if self._out_fd in events:
                 self._drain()
             if conn_fd in events:

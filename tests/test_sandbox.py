@@ -24,9 +24,7 @@ from verifiers import sandbox
 from verifiers.sandbox import SandboxLimits, run_python_tests
 
 FAST = SandboxLimits(wall_seconds=3.0, cpu_seconds=2)
-BWRAP_PROBLEM = (
-    sandbox._bubblewrap_problem() if hasattr(sandbox, "_bubblewrap_problem") else "no bubblewrap backend"
-)
+BWRAP_PROBLEM = sandbox._bubblewrap_problem()
 needs_bubblewrap = pytest.mark.skipif(
     BWRAP_PROBLEM is not None and os.environ.get("RELABEL_SANDBOX") != "bubblewrap",
     reason=f"bubblewrap cannot run here: {BWRAP_PROBLEM}",
@@ -429,3 +427,11 @@ def test_bad_tests_are_a_clear_error():
         run_python_tests("def f(x):\n    return x", "f(1)")
     with pytest.raises(ValueError, match="do not parse"):
         run_python_tests("def f(x):\n    return x", "assert f(1) ==")
+
+
+def test_limits_are_validated_and_may_come_from_a_recipe_as_floats():
+    for bad in ({"tmp_bytes": 0}, {"wall_seconds": -1}, {"max_processes": True}, {"in_process_guard": "yes"}):
+        with pytest.raises(ValueError, match="SandboxLimits"):
+            SandboxLimits(**bad)
+    limits = SandboxLimits(wall_seconds=3.0, cpu_seconds=2.0, max_processes=16.0)
+    assert _score("def f(x):\n    return x", "assert f(1) == 1", limits) == 1.0

@@ -35,6 +35,7 @@ import ctypes
 import functools
 import logging
 import marshal
+import math
 import os
 import secrets
 import select
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from verifiers.sandbox_checks import judge, plan_tests
@@ -93,6 +94,15 @@ class SandboxLimits:
     output_bytes: int = 4096
     tmp_bytes: int = 16 * 2**20
     in_process_guard: bool = True
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "in_process_guard":
+                if not isinstance(value, bool):
+                    raise ValueError(f"SandboxLimits.in_process_guard must be a bool, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"SandboxLimits.{field.name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -244,7 +254,7 @@ def _bwrap_argv(setup: _Bubblewrap, limits: SandboxLimits) -> list[str]:
     for target, link in setup.symlinks:
         argv += ["--symlink", target, link]
     argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
-    argv += ["--size", str(limits.tmp_bytes), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    argv += ["--size", str(math.ceil(limits.tmp_bytes)), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
     for key, value in (("PATH", "/usr/bin:/bin"), ("HOME", "/tmp"), ("LANG", "C.UTF-8")):
         argv += ["--setenv", key, value]
     return [*argv, "--", setup.python, "-I", "-S"]
@@ -298,14 +308,16 @@ def _probe_isolation() -> tuple[bool, bool]:
 
 
 def _rlimits(limits: SandboxLimits) -> list[tuple[str, int]]:
-    return [
+    """(name, value) of each resource limit, whole numbers (a limit from a recipe may be a float); NPROC last."""
+    values = (
         ("RLIMIT_CPU", limits.cpu_seconds),
         ("RLIMIT_AS", limits.memory_bytes),
         ("RLIMIT_FSIZE", limits.max_file_bytes),
         ("RLIMIT_NOFILE", limits.max_open_files),
         ("RLIMIT_CORE", 0),
         ("RLIMIT_NPROC", limits.max_processes),
-    ]
+    )
+    return [(name, math.ceil(value)) for name, value in values]
 
 
 def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | None):

@@ -23,7 +23,7 @@ import time
 import pytest
 
 import verifiers
-from verifiers import ContainedVerifier, Verifier, deadline, safe_score
+from verifiers import ContainedVerifier, Verifier, safe_score
 from verifiers.containment import close_workers
 
 
@@ -267,6 +267,8 @@ def test_a_trusted_verifier_called_from_a_thread_gets_its_deadline_in_a_worker()
 
 
 def test_the_deadline_leaves_sigalrm_alone_and_another_handler_of_its_signal_too():
+    from verifiers.deadline import DEADLINE_SIGNAL
+
     alarms = []
     previous_alarm = signal.signal(signal.SIGALRM, lambda *_: alarms.append(1))  # pytest-timeout's signal
     try:
@@ -277,15 +279,15 @@ def test_the_deadline_leaves_sigalrm_alone_and_another_handler_of_its_signal_too
     finally:
         signal.signal(signal.SIGALRM, previous_alarm)
     theirs = []
-    previous = signal.signal(deadline.DEADLINE_SIGNAL, lambda *_: theirs.append(1))
+    previous = signal.signal(DEADLINE_SIGNAL, lambda *_: theirs.append(1))
     try:
         with ContainedVerifier(TrustedHanging()) as contained:
             assert contained.score_outcome("x", {"how": "spin", "seconds": 8}).failure == "timeout"
             assert contained._worker is not None  # enforced in a worker instead
-        signal.raise_signal(deadline.DEADLINE_SIGNAL)
+        signal.raise_signal(DEADLINE_SIGNAL)
         assert theirs == [1]
     finally:
-        signal.signal(deadline.DEADLINE_SIGNAL, previous)
+        signal.signal(DEADLINE_SIGNAL, previous)
 
 
 def test_llm_rl_verify_does_not_hang_on_a_trusted_plugin(tmp_path, capsys):

@@ -23,7 +23,7 @@ import pyspiel
 import torch
 from open_spiel.python.algorithms import mcts as os_mcts
 
-from tree_search import Expansion, Transition, search
+from tree_search import Expansion, PuctConfig, Transition, search
 
 
 def go_positions(game: pyspiel.Game, count: int, seed: int) -> list[pyspiel.State]:
@@ -116,14 +116,14 @@ def bench_uniform(game, positions, sims: int, repeats: int) -> tuple[float, floa
     for _ in range(repeats):
         for i, state in enumerate(positions):
             t0 = clock()
-            search([state], env, num_simulations=sims, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+            search([state], env, PuctConfig(sims), two_player=True, value_bounds=(-1.0, 1.0), rng=0)
             t1 = clock()
             bot.mcts_search(state)
             t2 = clock()
             ours[i] = min(ours[i], t1 - t0)
             theirs[i] = min(theirs[i], t2 - t1)
         t0 = clock()
-        search(positions, env, num_simulations=sims, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+        search(positions, env, PuctConfig(sims), two_player=True, value_bounds=(-1.0, 1.0), rng=0)
         batched = min(batched, clock() - t0)
     total = len(positions) * sims
     return total / float(ours.sum()), total / float(theirs.sum()), total / batched
@@ -173,12 +173,12 @@ def bench_network(game, roots, sims: int, repeats: int, channels: int) -> dict:
     torch.manual_seed(0)
     net = SmallConvNet(channels, game.num_distinct_actions()).eval()
     env = GoEnv(make_net_evaluate(net, game.num_distinct_actions()))
-    search(roots[:2], env, num_simulations=4, two_player=True)  # warm up torch
+    search(roots[:2], env, PuctConfig(4), two_player=True)  # warm up torch
     shares, rates, per_call = [], [], []
     for _ in range(repeats):
         env.expand_seconds, env.expand_calls, env.leaves = 0.0, 0, 0
         t0 = time.perf_counter()
-        search(roots, env, num_simulations=sims, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+        search(roots, env, PuctConfig(sims), two_player=True, value_bounds=(-1.0, 1.0), rng=0)
         total = time.perf_counter() - t0
         shares.append(1.0 - env.expand_seconds / total)
         rates.append(len(roots) * sims / total)

@@ -18,10 +18,10 @@ import numpy as np
 from go_baseline.board import BLACK, Position, action_to_vertex, new_position, vertex_to_action
 from go_baseline.gnugo import GnuGo, GtpClient
 from go_baseline.network import PolicyValueNet
-from go_baseline.selfplay import GoSearchEnv
+from go_baseline.selfplay import GoSearchEnv, search_config
 from go_baseline.sgf import game_to_sgf, write_sgf
 from relabel_rl.report import wilson_interval
-from tree_search import gumbel_search, search
+from tree_search import search
 
 __all__ = [
     "GameOutcome",
@@ -95,7 +95,12 @@ class NetPlayer:
         if search not in ("gumbel", "puct"):
             raise ValueError(f"search must be 'gumbel' or 'puct', got {search!r}")
         self.net, self.history, self.num_simulations, self.name = net, history, num_simulations, name
-        self.c_puct_init, self.search, self.max_considered = c_puct_init, search, max_considered
+        # the search, built once; None: play the raw policy
+        self.config = (
+            search_config(search, num_simulations, c_puct_init=c_puct_init, max_considered=max_considered)
+            if num_simulations > 0
+            else None
+        )
         self.env = GoSearchEnv(net, history, score_weight=score_weight)
 
     def new_game(self, board_size: int, komi: float) -> None:
@@ -108,31 +113,11 @@ class NetPlayer:
         pass
 
     def genmove(self, pos: Position) -> int:
-        if self.num_simulations <= 0:
+        if self.config is None:
             exp = self.env.expand([pos])[0]
             return int(exp.actions[int(np.argmax(exp.prior))])
-        if self.search == "gumbel":
-            (res,) = gumbel_search(
-                [pos],
-                self.env,
-                num_simulations=self.num_simulations,
-                max_num_considered_actions=self.max_considered,
-                gumbel_scale=0.0,
-                two_player=True,
-                value_bounds=(-1.0, 1.0),
-                rng=0,
-            )
-            return int(res.selected_action)
-        (res,) = search(
-            [pos],
-            self.env,
-            num_simulations=self.num_simulations,
-            two_player=True,
-            value_bounds=(-1.0, 1.0),
-            c_puct_init=self.c_puct_init,
-            rng=0,
-        )
-        return int(res.actions[int(np.argmax(res.visit_counts))])
+        (res,) = search([pos], self.env, self.config, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
+        return int(res.selected_action)
 
     def close(self) -> None:
         pass

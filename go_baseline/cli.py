@@ -181,12 +181,39 @@ def _cmd_compare(a: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """With ``recipe_keys=True`` (a subcommand taking a recipe), ``--help`` ends with every recipe key: type,
+    default, range and help, generated from the config's fields (only when shown: it imports torch)."""
+
+    def __init__(self, *args, recipe_keys: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recipe_keys = recipe_keys
+
+    def format_help(self) -> str:
+        if self.recipe_keys:
+            from go_baseline.config import GoConfig
+            from relabel_rl.config import config_help
+
+            self.epilog = config_help(GoConfig)
+        return super().format_help()
+
+
+def _recipe_command(sub, name: str, help_: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        allow_abbrev=False,
+        help=help_,
+        description=f"{help_[0].upper()}{help_[1:]}. Any recipe key can be overridden: --section.key VALUE.",
+        usage=f"go-baseline {name} RECIPE [options] [--section.key VALUE ...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        recipe_keys=True,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="go-baseline", description=__doc__, allow_abbrev=False)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser(
-        "train", allow_abbrev=False, help="run (or resume) the self-play/train/eval loop of a recipe"
-    )
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    t = _recipe_command(sub, "train", "run (or resume) the self-play/train/eval loop of a recipe")
     t.add_argument("recipe")
     t.add_argument(
         "--algo",
@@ -194,14 +221,12 @@ def _parser() -> argparse.ArgumentParser:
         help="shorthand for --train.algo; unless --run_dir is given, the run directory's -az/-pg suffix follows it",
     )
     t.add_argument("--quiet", action="store_true")
-    s = sub.add_parser("selfplay", allow_abbrev=False, help="play self-play games and report positions/s")
+    s = _recipe_command(sub, "selfplay", "play self-play games and report positions/s")
     s.add_argument("recipe")
     s.add_argument("--checkpoint")
     s.add_argument("--games", type=int, default=32)
     s.add_argument("--sgf-dir")
-    e = sub.add_parser(
-        "eval", allow_abbrev=False, help="a checkpoint against random, gnugo or another checkpoint"
-    )
+    e = _recipe_command(sub, "eval", "a checkpoint against random, gnugo or another checkpoint")
     e.add_argument("recipe")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--opponent", default="random", help="random | gnugo | PATH to a checkpoint")

@@ -1,7 +1,9 @@
 """The Go recipe: typed sections loaded with :func:`relabel_rl.config.load_config` (``--section.key value``).
 
-Every knob has a documented default; the recipes in ``recipes/go/`` set the board-specific ones. Values are
-checked here (``__post_init__``) so a bad recipe fails before any self-play starts, naming the key.
+Every knob has a documented default; the recipes in ``recipes/go/`` set the board-specific ones. Each field
+declares its range and help with :func:`relabel_rl.config.knob`: the loader checks every field together before any
+self-play starts, naming the key, and ``go-baseline train --help`` lists them. Rules that tie two fields together
+are in the sections' ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -10,43 +12,37 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from go_baseline.network import NetConfig
+from relabel_rl.config import DISTINCT, NONEMPTY, knob
 
 __all__ = ["BoardSection", "EvalSection", "GoConfig", "NetSection", "SelfPlaySection", "TrainSection"]
-
-
-def _positive(section: str, **values: float) -> None:
-    for k, v in values.items():
-        if v <= 0:
-            raise ValueError(f"'{section}.{k}' must be > 0, got {v}")
-
-
-def _fraction(section: str, **values: float) -> None:
-    for k, v in values.items():
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"'{section}.{k}' must be in [0, 1], got {v}")
 
 
 @dataclass(frozen=True)
 class BoardSection:
     """size: board size N (5–19). komi: white's compensation. max_game_length: OpenSpiel's cap (3*N*N if null)."""
 
-    size: int = 5
-    komi: float = 7.5
-    max_game_length: int | None = None
+    size: int = knob(5, ge=5, le=19, help="board size N (N x N)")
+    komi: float = knob(7.5, help="white's compensation in points; |komi| at most N*N")
+    max_game_length: int | None = knob(None, ge=1, help="OpenSpiel's cap on moves per game (null: 3*N*N)")
 
     def __post_init__(self) -> None:
-        if not 5 <= self.size <= 19:
-            raise ValueError(f"'board.size' must be in [5, 19], got {self.size}")
+        if abs(self.komi) > self.size * self.size:
+            raise ValueError(
+                f"'board.komi' ({self.komi:g}) exceeds the board's {self.size * self.size} points: "
+                "the winner would be fixed before the first move"
+            )
 
 
 @dataclass(frozen=True)
 class NetSection:
     """history: boards in the input. blocks / filters: ResNet depth and width. value_hidden: value-head width."""
 
-    history: int = 4
-    blocks: int = 4
-    filters: int = 32
-    value_hidden: int = 64
+    history: int = knob(
+        4, ge=1, help="board positions in the network's input (this one and the previous ones)"
+    )
+    blocks: int = knob(4, ge=1, help="residual blocks of the ResNet")
+    filters: int = knob(32, ge=1, help="convolution channels of the ResNet")
+    value_hidden: int = knob(64, ge=1, help="width of the value head's hidden layer")
 
     def net_config(self, board_size: int) -> NetConfig:
         return NetConfig(board_size, self.history, self.blocks, self.filters, self.value_hidden)
@@ -81,32 +77,39 @@ class SelfPlaySection:
         :func:`go_baseline.selfplay.game_utility`); 0 = pure win/loss (AlphaZero).
     """
 
-    games_in_flight: int = 16
-    search: Literal["puct", "gumbel"] = "gumbel"
-    max_considered: int = 16
-    num_simulations: int = 32
-    playout_cap_fraction: float = 1.0
-    fast_simulations: int = 8
-    dirichlet_alpha: float = 0.4
-    dirichlet_fraction: float = 0.25
-    c_puct_init: float = 1.25
-    temperature_moves: int = 6
-    temperature: float = 1.0
-    resign_threshold: float = -0.95
-    resign_min_moves: int = 10
-    no_resign_fraction: float = 0.2
-    reuse_tree: bool = True
-    score_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        _positive("selfplay", games_in_flight=self.games_in_flight, num_simulations=self.num_simulations)
-        _positive("selfplay", fast_simulations=self.fast_simulations, temperature=self.temperature)
-        _fraction("selfplay", playout_cap_fraction=self.playout_cap_fraction, score_weight=self.score_weight)
-        _fraction(
-            "selfplay", dirichlet_fraction=self.dirichlet_fraction, no_resign_fraction=self.no_resign_fraction
-        )
-        if not -1.0 <= self.resign_threshold <= 1.0:
-            raise ValueError(f"'selfplay.resign_threshold' must be in [-1, 1], got {self.resign_threshold}")
+    games_in_flight: int = knob(
+        16, ge=1, help="games advanced together (one batched net call per search round)"
+    )
+    search: Literal["puct", "gumbel"] = knob(
+        "gumbel",
+        help="puct (AlphaZero: visit-count targets) or gumbel (Gumbel AlphaZero: improved-policy targets)",
+    )
+    max_considered: int = knob(16, ge=1, help="Gumbel's m: root moves sampled for sequential halving")
+    num_simulations: int = knob(32, ge=1, help="simulations per move of a full search")
+    playout_cap_fraction: float = knob(
+        1.0, gt=0.0, le=1.0, help="probability of a full search (KataGo's playout cap); 1.0 turns it off"
+    )
+    fast_simulations: int = knob(8, ge=1, help="simulations of a fast (untrained-on) search")
+    dirichlet_alpha: float = knob(0.4, gt=0.0, help="root Dirichlet noise concentration (full searches)")
+    dirichlet_fraction: float = knob(0.25, ge=0.0, le=1.0, help="share of the root prior replaced by noise")
+    c_puct_init: float = knob(1.25, gt=0.0, help="PUCT exploration constant")
+    temperature_moves: int = knob(
+        6, ge=0, help="opening moves sampled from the search policy; later ones are greedy"
+    )
+    temperature: float = knob(
+        1.0, gt=0.0, help="sampling temperature of those opening moves (and of the PG arm)"
+    )
+    resign_threshold: float = knob(
+        -0.95, ge=-1.0, le=1.0, help="resign below this root value (mover's view); -1 disables"
+    )
+    resign_min_moves: int = knob(10, ge=0, help="never resign before this move")
+    no_resign_fraction: float = knob(
+        0.2, ge=0.0, le=1.0, help="share of games played out without resigning (measures false resignations)"
+    )
+    reuse_tree: bool = knob(True, help="keep the chosen child's subtree for the next move (PUCT only)")
+    score_weight: float = knob(
+        0.0, ge=0.0, le=1.0, help="weight of the score margin in the game's utility; 0 = win/loss (AlphaZero)"
+    )
 
 
 @dataclass(frozen=True)
@@ -129,30 +132,26 @@ class TrainSection:
         the number of processes: 1 process with ``micro_batches: 2`` computes what 2 processes compute.
     """
 
-    algo: Literal["az", "pg"] = "az"
-    batch_size: int = 64
-    steps_per_iteration: int = 40
-    lr: float = 0.02
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    value_weight: float = 1.0
-    window_games: int = 400
-    augment: bool = True
-    max_grad_norm: float = 5.0
-    pg_baseline: bool = False
-    micro_batches: int | None = None
+    algo: Literal["az", "pg"] = knob("az", help="az (search targets) or pg (REINFORCE on game outcomes only)")
+    batch_size: int = knob(64, ge=1, help="positions per AZ optimiser step")
+    steps_per_iteration: int = knob(40, ge=1, help="AZ optimiser steps after each batch of games")
+    lr: float = knob(0.02, gt=0.0, help="SGD learning rate")
+    weight_decay: float = knob(1e-4, ge=0.0, help="SGD weight decay")
+    momentum: float = knob(0.9, ge=0.0, lt=1.0, help="SGD momentum")
+    value_weight: float = knob(1.0, ge=0.0, help="weight of the value loss")
+    window_games: int = knob(400, ge=1, help="the replay window, in most recent games")
+    augment: bool = knob(True, help="a random board symmetry per sample")
+    max_grad_norm: float = knob(5.0, gt=0.0, help="gradient clipping norm")
+    pg_baseline: bool = knob(False, help="PG arm: subtract the value head's prediction")
+    micro_batches: int | None = knob(
+        None, ge=1, help="micro-batches per optimiser step, spread over processes (null: one per process)"
+    )
 
     def __post_init__(self) -> None:
-        if self.micro_batches is not None:
-            _positive("train", micro_batches=self.micro_batches)
-            if self.micro_batches > self.batch_size:
-                raise ValueError(
-                    f"'train.micro_batches' ({self.micro_batches}) exceeds 'train.batch_size' ({self.batch_size})"
-                )
-        _positive(
-            "train", batch_size=self.batch_size, steps_per_iteration=self.steps_per_iteration, lr=self.lr
-        )
-        _positive("train", window_games=self.window_games, max_grad_norm=self.max_grad_norm)
+        if self.micro_batches is not None and self.micro_batches > self.batch_size:
+            raise ValueError(
+                f"'train.micro_batches' ({self.micro_batches}) exceeds 'train.batch_size' ({self.batch_size})"
+            )
 
 
 @dataclass(frozen=True)
@@ -168,17 +167,18 @@ class EvalSection:
       gnugo_level: GnuGo's level for the ``gnugo`` opponent.
     """
 
-    every_iterations: int = 2
-    games: int = 20
-    num_simulations: int = 16
-    opponents: list[str] = field(default_factory=lambda: ["random", "previous"])
-    gnugo_level: int = 1
-
-    def __post_init__(self) -> None:
-        bad = [o for o in self.opponents if o not in ("random", "previous", "gnugo")]
-        if bad:
-            raise ValueError(f"'eval.opponents': unknown {bad}; choose from random, previous, gnugo")
-        _positive("eval", every_iterations=self.every_iterations, games=self.games)
+    every_iterations: int = knob(2, ge=1, help="evaluate after every this many iterations (and at the end)")
+    games: int = knob(20, ge=1, help="games per opponent (colours alternate)")
+    num_simulations: int = knob(
+        16, ge=0, help="search simulations per move of the evaluated net (0: raw policy)"
+    )
+    opponents: list[str] = knob(
+        ["random", "previous"],
+        choices=("random", "previous", "gnugo"),
+        check=DISTINCT,
+        help="opponents to evaluate against: random, previous (the last evaluated checkpoint), gnugo",
+    )
+    gnugo_level: int = knob(1, ge=0, le=10, help="GnuGo's level for the gnugo opponent")
 
 
 @dataclass(frozen=True)
@@ -195,18 +195,20 @@ class GoConfig:
         a time-boxed run ("30 minutes on 2 cores") records the games it reached.
     """
 
-    run_dir: str = "runs/go"
-    seed: int = 0
-    total_games: int = 400
-    games_per_iteration: int = 32
-    threads: int = 1
-    max_minutes: float | None = None
+    run_dir: str = knob(
+        "runs/go", check=NONEMPTY, help="the run directory (re-running the same command resumes it)"
+    )
+    seed: int = knob(
+        0, ge=0, lt=2**63, help="seeds self-play, noise, training batches and the initial weights"
+    )
+    total_games: int = knob(400, ge=1, help="self-play games in all (the budget both arms are compared at)")
+    games_per_iteration: int = knob(32, ge=1, help="games between training phases / checkpoints")
+    threads: int = knob(1, ge=1, help="torch CPU threads")
+    max_minutes: float | None = knob(
+        None, gt=0.0, help="stop at the first iteration boundary after this much wall time (null: none)"
+    )
     board: BoardSection = field(default_factory=BoardSection)
     net: NetSection = field(default_factory=NetSection)
     selfplay: SelfPlaySection = field(default_factory=SelfPlaySection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
-
-    def __post_init__(self) -> None:
-        _positive("<root>", total_games=self.total_games, games_per_iteration=self.games_per_iteration)
-        _positive("<root>", threads=self.threads)

@@ -29,7 +29,7 @@ from go_baseline.board import Position, new_position
 from go_baseline.config import SelfPlaySection
 from go_baseline.features import encode, encode_batch
 from go_baseline.network import PolicyValueNet, masked_policy
-from tree_search import Expansion, Node, Transition, advance, gumbel_search, search, select_action
+from tree_search import Expansion, GumbelConfig, Node, PuctConfig, SearchConfig, Transition, advance, search
 
 __all__ = [
     "GameRecord",
@@ -38,6 +38,7 @@ __all__ = [
     "game_generators",
     "game_utility",
     "play_selfplay_games",
+    "search_config",
 ]
 
 
@@ -86,6 +87,56 @@ class GoSearchEnv:
             u = game_utility(child.result(), child.score(), child.board_size, self.score_weight)
             return Transition(child, reward=u * state.to_play, terminal=True)
         return Transition(child, 0.0, False)
+
+
+def search_config(
+    kind: str,
+    num_simulations: int,
+    *,
+    c_puct_init: float = 1.25,
+    max_considered: int = 16,
+    dirichlet_alpha: float = 0.3,
+    dirichlet_fraction: float = 0.0,
+    temperature: float = 0.0,
+    gumbel_scale: float = 0.0,
+) -> SearchConfig:
+    """The ``tree_search`` config a Go recipe's ``search: puct|gumbel`` names (the one place the name becomes one).
+
+    The defaults play the best move (the arena, GTP): PUCT without noise takes the most visited move, Gumbel
+    without noise the sequential-halving winner. Self-play passes its exploration knobs.
+    """
+    if kind == "gumbel":
+        return GumbelConfig(
+            num_simulations, max_num_considered_actions=max_considered, gumbel_scale=gumbel_scale
+        )
+    if kind == "puct":
+        return PuctConfig(
+            num_simulations,
+            c_puct_init=c_puct_init,
+            dirichlet_alpha=dirichlet_alpha,
+            dirichlet_fraction=dirichlet_fraction,
+            temperature=temperature,
+        )
+    raise ValueError(f"search must be 'gumbel' or 'puct', got {kind!r}")
+
+
+def _selfplay_configs(cfg: SelfPlaySection) -> dict[tuple[bool, bool], SearchConfig]:
+    """``(full search, opening move) -> config``: full searches get the root noise (PUCT's Dirichlet; Gumbel's
+    noise is always on), fast ones fewer simulations; opening moves are sampled with ``cfg.temperature``."""
+    return {
+        (full, opening): search_config(
+            cfg.search,
+            cfg.num_simulations if full else cfg.fast_simulations,
+            c_puct_init=cfg.c_puct_init,
+            max_considered=cfg.max_considered,
+            dirichlet_alpha=cfg.dirichlet_alpha,
+            dirichlet_fraction=cfg.dirichlet_fraction if full else 0.0,
+            temperature=cfg.temperature if opening else 0.0,
+            gumbel_scale=1.0,
+        )
+        for full in (True, False)
+        for opening in (True, False)
+    }
 
 
 @dataclass
@@ -207,6 +258,7 @@ def play_selfplay_games(
     slots: list[_Slot] = []
     num_actions = board_size * board_size + 1
     rngs = game_generators(rng, num_games)
+    configs = _selfplay_configs(cfg)
 
     def new_slot(index: int) -> _Slot:
         g = rngs[index]
@@ -231,36 +283,16 @@ def play_selfplay_games(
             slots.append(new_slot(started))
             started += 1
         full = [bool(s.rng.random() < cfg.playout_cap_fraction) for s in slots]
+        groups: dict[SearchConfig, list[int]] = {}  # one batched search per config, full searches first
+        for i, (slot, is_full) in enumerate(zip(slots, full)):
+            opening = slot.pos.move_number < cfg.temperature_moves
+            groups.setdefault(configs[is_full, opening], []).append(i)
         results: list = [None] * len(slots)
-        for is_full in (True, False):
-            idx = [i for i in range(len(slots)) if full[i] == is_full]
-            if not idx:
-                continue
+        for config, idx in sorted(groups.items(), key=lambda item: not full[item[1][0]]):
             roots = [slots[i].root for i in idx]
-            sims = cfg.num_simulations if is_full else cfg.fast_simulations
-            if cfg.search == "gumbel":
-                searched = gumbel_search(
-                    roots,
-                    env,
-                    num_simulations=sims,
-                    max_num_considered_actions=cfg.max_considered,
-                    gumbel_scale=1.0,
-                    two_player=True,
-                    value_bounds=(-1.0, 1.0),
-                    rng=[slots[i].rng for i in idx],
-                )
-            else:
-                searched = search(
-                    roots,
-                    env,
-                    num_simulations=sims,
-                    two_player=True,
-                    c_puct_init=cfg.c_puct_init,
-                    dirichlet_alpha=cfg.dirichlet_alpha,
-                    dirichlet_fraction=cfg.dirichlet_fraction if is_full else 0.0,
-                    value_bounds=(-1.0, 1.0),
-                    rng=[slots[i].rng for i in idx],
-                )
+            searched = search(
+                roots, env, config, two_player=True, value_bounds=(-1.0, 1.0), rng=[slots[i].rng for i in idx]
+            )
             for i, r in zip(idx, searched):
                 results[i] = r
         keep: list[_Slot] = []
@@ -273,12 +305,7 @@ def play_selfplay_games(
                     continue
                 if rec.would_have_resigned == 0:
                     rec.would_have_resigned = mover
-            if cfg.search == "gumbel":
-                index, policy = int(res.selected_index), np.asarray(res.improved_policy, dtype=np.float64)
-            else:
-                temperature = cfg.temperature if pos.move_number < cfg.temperature_moves else 0.0
-                index = select_action(res.visit_counts, temperature=temperature, rng=slot.rng)
-                policy = res.visit_counts / max(1, res.visit_counts.sum())
+            index, policy = int(res.selected_index), np.asarray(res.improved_policy, dtype=np.float64)
             action = int(res.actions[index])
             if is_full:
                 target = np.zeros(num_actions, dtype=np.float64)

@@ -19,7 +19,8 @@ import importlib
 import sys
 from collections.abc import Mapping, Sequence
 
-from relabel_rl.config import ConfigError
+from relabel_rl.config import ConfigError, config_help, docstring_text
+from relabel_rl.environment import foreign_verifiers
 
 # subcommand -> (module, function, one-line help, the command's own flags when its first argument is a recipe)
 COMMANDS: dict[str, tuple[str, str, str, Mapping[str, bool] | None]] = {
@@ -51,6 +52,15 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# Commands whose flags include every recipe key: their --help lists the keys (type, default, range, help).
+RECIPE_COMMANDS = ("train", "eval", "compare", "probe-variance")
+
+
+def _recipe_help(handler) -> str:
+    recipe = importlib.import_module("llm_rl.config").ExperimentConfig  # by name: see `main`
+    return f"usage: {docstring_text(handler.__doc__ or '')}\n\n{config_help(recipe)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -59,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"llm-rl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    clash = foreign_verifiers()  # PrimeIntellect's `verifiers` shares our import name: one clear stop
+    if clash is not None:
+        print(f"error: {clash}", file=sys.stderr)
         return 2
     module, func, _, flags = COMMANDS[name]
     if flags is not None and not any(a in ("-h", "--help") for a in rest):
@@ -71,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     handler = getattr(importlib.import_module(module), func)
+    if name in RECIPE_COMMANDS and any(a in ("-h", "--help") for a in rest):
+        print(_recipe_help(handler))
+        return 0
     return int(handler(rest) or 0)
 
 

@@ -9,7 +9,9 @@ A run directory is the unit of reproducibility. It holds:
 * ``checkpoints/`` — whatever the entry point saves to resume from.
 
 Re-opening an existing run directory (``resume=True``) keeps ``metrics.jsonl`` and checks that the resolved config
-is the same, so a resumed run cannot silently continue a different experiment.
+is the same, so a resumed run cannot silently continue a different experiment; the error names every key that
+differs, with its recorded and its current value (:func:`check_same_config`, also for shared directories such as a
+warm start: :func:`pin_config`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ import yaml
 
 from relabel_rl.config import ConfigError, config_to_dict
 
-__all__ = ["RunDir", "git_sha", "jsonable", "package_versions", "read_metrics", "seed_everything"]
+__all__ = [
+    "RunDir",
+    "check_same_config",
+    "config_differences",
+    "git_sha",
+    "jsonable",
+    "package_versions",
+    "pin_config",
+    "read_metrics",
+    "seed_everything",
+]
 
 TRACKED_PACKAGES = (
     "relabel-rl",
@@ -157,13 +169,7 @@ class RunDir:
         if cfg_file.exists():
             if not resume:
                 raise ConfigError(f"run directory {p} already holds a run; pass a new directory or resume")
-            old = yaml.safe_load(cfg_file.read_text())
-            if old != cfg_dict:
-                diff = sorted(_diff_keys(old, cfg_dict))
-                raise ConfigError(
-                    f"run directory {p} holds a run with a different config (keys differ: {', '.join(diff[:8])}); "
-                    "use a new directory to start a different run"
-                )
+            check_same_config(cfg_file, cfg_dict, what=f"run directory {p} holds a run")
         p.mkdir(parents=True, exist_ok=True)
         (p / "checkpoints").mkdir(exist_ok=True)
         cfg_file.write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
@@ -205,10 +211,86 @@ class RunDir:
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> Iterator[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in set(a) | set(b):
-            yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        for k in sorted(set(a) | set(b), key=str):
+            yield from _diff_keys(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}{k}.")
     elif a != b:
         yield prefix.rstrip(".")
+
+
+_ABSENT = object()
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
+def _shown(value: Any) -> str:
+    if value is _ABSENT:
+        return "absent"
+    text = json.dumps(jsonable(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_differences(recorded: Any, current: Any) -> list[str]:
+    """``"'optim.learning_rate': 0.001 recorded, 0.002 now"`` for every dotted key whose value differs."""
+    old, new = config_to_dict(recorded), config_to_dict(current)
+    return [
+        f"'{key}': {_shown(_lookup(old, key))} recorded, {_shown(_lookup(new, key))} now"
+        for key in _diff_keys(old, new)
+    ]
+
+
+def check_same_config(cfg_file: str | Path, config: Any, *, what: str) -> None:
+    """Refuse to continue work recorded in ``cfg_file`` with a different ``config``, naming every key that differs.
+
+    ``what`` starts the message (``"run directory runs/x holds a run"``). Use it for any directory whose contents
+    depend on a config: a run directory (:meth:`RunDir.create` calls it), a shared warm start, a cache.
+
+    Raises:
+      ConfigError: the recorded config differs (or cannot be read); the message lists each differing key with
+        its recorded and its current value.
+    """
+    cfg_file = Path(cfg_file)
+    try:
+        recorded = yaml.safe_load(cfg_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(
+            f"{what}, but its {cfg_file} cannot be read ({type(e).__name__}); move it away"
+        ) from None
+    differences = config_differences(recorded, config)
+    if differences:
+        shown = "; ".join(differences[:8]) + (
+            f"; and {len(differences) - 8} more" if len(differences) > 8 else ""
+        )
+        raise ConfigError(
+            f"{what} with a different config ({len(differences)} key(s) differ: {shown}); "
+            "use a new directory to start a different run, or the recorded values to continue it"
+        )
+
+
+def pin_config(directory: str | Path, config: Any, *, what: str = "directory") -> None:
+    """Record ``config`` as ``directory/config.yaml``, or check it against the one recorded there.
+
+    For directories that several runs share (``OUTPUT_DIR/warm_start/``): the first run pins the config the
+    contents were made with; a later run with different values is refused, naming the keys, instead of silently
+    rebuilding (and overwriting) what the first run started from.
+
+    Raises:
+      ConfigError: via :func:`check_same_config`.
+    """
+    d = Path(directory)
+    cfg_file = d / "config.yaml"
+    if cfg_file.exists():
+        check_same_config(cfg_file, config, what=f"{what} {d} was made")
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = cfg_file.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    tmp.replace(cfg_file)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llm_rl.arms._search import PuctConfig
 from llm_rl.arms.grpo import GrpoArmConfig
 from llm_rl.arms.mc_value import McValueArmConfig
 from llm_rl.arms.relabel import RelabelArmConfig
@@ -33,6 +32,7 @@ from llm_rl.config import (
 from llm_rl.harness.run import train_arm
 from llm_rl.model import build_tiny_model, load_policy
 from relabel_rl.rundir import RunDir
+from tree_search import PuctConfig
 from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
 

@@ -93,7 +93,6 @@ TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_
 
 
 def _train_cfg(arm: str, out: str, *, lora: bool = False):
-    from llm_rl.arms._search import PuctConfig
     from llm_rl.arms.mc_value import McValueArmConfig
     from llm_rl.arms.relabel import RelabelArmConfig
     from llm_rl.config import (
@@ -106,6 +105,7 @@ def _train_cfg(arm: str, out: str, *, lora: bool = False):
         TaskConfig,
         WarmStartConfig,
     )
+    from tree_search import PuctConfig
 
     return ExperimentConfig(
         output_dir=out,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import verifiers
-from llm_rl.arms._search import GumbelConfig, PuctConfig
 from llm_rl.arms.relabel import RelabelArmConfig, relabel_episodes, value_targets
 from llm_rl.arms.step_env import StepAction, StepSearchEnv, StepState
 from llm_rl.harness.budget import Budget
 from llm_rl.harness.metering import MeteredVerifier
+from tree_search import GumbelConfig, PuctConfig
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """tree_search's arithmetic checked against hand-computed numbers: PUCT scores, backups (single-agent and
-two-player, discount), min-max normalisation (the search's inlined PUCT replayed with puct_scores), Gumbel's
-completed-Q target and schedule, move selection, the Sampled-MuZero prior, input errors, import hygiene."""
+two-player, discount), min-max normalisation (the search's PUCT selection replayed with puct_scores), Gumbel's
+completed-Q target and schedule, move selection, the Sampled-MuZero prior, the configs, input errors, import
+hygiene."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ import pytest
 
 from tree_search import (
     Expansion,
+    GumbelConfig,
     Node,
+    PuctConfig,
     SearchResult,
     Transition,
-    gumbel_search,
     puct_scores,
     sampled_prior,
     search,
     select_action,
 )
-from tree_search.gumbel import considered_visit_sequence
+from tree_search._gumbel import considered_visit_sequence
 from tree_search.select import visit_policy
 
 # --------------------------------------------------------------------------------------------------- PUCT math
@@ -105,8 +107,8 @@ def replay_puct(env: Bandit, n: int, *, fpu, fpu_reduction, bounds) -> np.ndarra
 def test_search_selection_equals_puct_scores(knobs):
     env = Bandit([0.35, 0.25, 0.2, 0.15, 0.05, 0.0], [0.2, -0.4, 1.0, 0.7, 1.5, 9.0], value=0.1)
     for n in range(1, 25):
-        (result,) = search(["s"], env, num_simulations=n, fpu=knobs["fpu"], fpu_reduction=knobs["fpu_reduction"],
-                           value_bounds=knobs["bounds"], c_puct_init=0.8, rng=0)  # fmt: skip
+        config = PuctConfig(n, fpu=knobs["fpu"], fpu_reduction=knobs["fpu_reduction"], c_puct_init=0.8)
+        (result,) = search(["s"], env, config, value_bounds=knobs["bounds"], rng=0)
         np.testing.assert_array_equal(result.visit_counts, replay_puct(env, n, **knobs), err_msg=f"n={n}")
         assert result.visit_counts[-1] == 0  # prior 0: pruned even though it pays 9
 
@@ -125,7 +127,7 @@ class Chain:
 
 
 def test_backup_single_agent_with_discount():
-    (result,) = search([0], Chain(), num_simulations=4, discount=0.9, rng=0)
+    (result,) = search([0], Chain(), PuctConfig(4), discount=0.9, rng=0)
     # returns at the root edge: 1 + .9*10 = 10;  1 + .9*(1 + .9*20) = 18.1;  twice 1 + .9*(1 + .9*1) = 2.71
     root = result.root
     assert root.visit_counts[0] == 4
@@ -141,7 +143,7 @@ def test_backup_single_agent_with_discount():
 
 
 def test_backup_two_player_flips_signs():
-    (result,) = search([0], Chain(), num_simulations=4, discount=0.9, two_player=True, rng=0)
+    (result,) = search([0], Chain(), PuctConfig(4), discount=0.9, two_player=True, rng=0)
     # root edge: 1 - .9*10 = -8;  1 - .9*(1 - .9*20) = 16.3;  twice 1 - .9*(1 - .9*1) = 0.91
     root = result.root
     assert root.value_sums[0] == pytest.approx(-8 + 16.3 + 0.91 + 0.91)
@@ -155,11 +157,11 @@ def test_min_max_normalisation_is_per_root_and_uses_the_tree_range():
     # same bandit, rewards shifted and scaled: min-max normalisation makes the search invariant
     env_a = Bandit([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 0.5, 0.2])
     env_b = Bandit([0.4, 0.3, 0.2, 0.1], [100.0, 300.0, 200.0, 140.0])
-    (a,) = search(["s"], env_a, num_simulations=30, rng=0)
-    (b,) = search(["s"], env_b, num_simulations=30, rng=0)
+    (a,) = search(["s"], env_a, PuctConfig(30), rng=0)
+    (b,) = search(["s"], env_b, PuctConfig(30), rng=0)
     np.testing.assert_array_equal(a.visit_counts, b.visit_counts)
     # ... which fixed bounds break: with bounds (0, 1000) Q differences look tiny and the prior dominates
-    (c,) = search(["s"], env_b, num_simulations=30, value_bounds=(0.0, 1000.0), rng=0)
+    (c,) = search(["s"], env_b, PuctConfig(30), value_bounds=(0.0, 1000.0), rng=0)
     assert not np.array_equal(b.visit_counts, c.visit_counts)
 
 
@@ -176,7 +178,8 @@ def test_gumbel_schedule_by_hand():
 
 def test_gumbel_improved_policy_by_hand():
     env = Bandit([0.5, 0.3, 0.2], [0.0, 1.0, 0.5])  # value estimate 0.3 + 0.1 = 0.4
-    (result,) = gumbel_search(["s"], env, num_simulations=2, max_num_considered_actions=2, gumbel_scale=0.0)
+    config = GumbelConfig(num_simulations=2, max_num_considered_actions=2, gumbel_scale=0.0)
+    (result,) = search(["s"], env, config)
     np.testing.assert_array_equal(result.visit_counts, [1, 1, 0])  # the top-2 of the prior
     # v_mix = (0.4 + 2 * (0.5*0 + 0.3*1) / 0.8) / 3 = 1.15 / 3; completed Q = [0, 1, 0.38333] (already in [0,1])
     # sigma = (50 + 1) * 0.1 * q;  pi' = softmax(log prior + sigma)
@@ -232,7 +235,7 @@ def test_sampled_actions_search_end_to_end():
         def step(self, state, action):
             return Transition(action, 1.0 if action.endswith("y") else 0.0, len(action) >= 2)
 
-    (result,) = search([""], Steps(), num_simulations=20, rng=0)
+    (result,) = search([""], Steps(), PuctConfig(20), rng=0)
     assert result.actions == ("x", "y") and result.root.info == {"k": 4}
     np.testing.assert_allclose(result.root.prior, [0.75, 0.25])
     assert result.visit_counts.sum() == 20
@@ -267,28 +270,58 @@ class BadEnv:
 )
 def test_bad_evaluator_output_is_a_clear_error(expansion, count, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        search(["s"], BadEnv(expansion, count), num_simulations=2)
+        search(["s"], BadEnv(expansion, count), PuctConfig(2))
 
 
 def test_bad_arguments_are_clear_errors():
     env = Bandit([0.5, 0.5], [0.0, 1.0])
     with pytest.raises(ValueError, match="num_simulations"):
-        search(["s"], env, num_simulations=0)
+        search(["s"], env, PuctConfig(num_simulations=0))
     with pytest.raises(ValueError, match="value_bounds"):
-        search(["s"], env, value_bounds=(1.0, 0.0))
+        search(["s"], env, PuctConfig(), value_bounds=(1.0, 0.0))
     with pytest.raises(ValueError, match="leaves_per_round"):
-        search(["s"], env, leaves_per_round=0)
+        search(["s"], env, PuctConfig(leaves_per_round=0))
     with pytest.raises(ValueError, match="terminal"):
-        search([Node("s", is_terminal=True)], env)
+        search([Node("s", is_terminal=True)], env, PuctConfig())
     with pytest.raises(TypeError, match="sequence"):
-        search("s", env)
+        search("s", env, PuctConfig())
     with pytest.raises(ValueError, match="2 seeds"):
-        search(["s"], env, rng=[1, 2])
+        search(["s"], env, PuctConfig(), rng=[1, 2])
+    with pytest.raises(TypeError, match="PuctConfig or a GumbelConfig"):
+        search(["s"], env, {"num_simulations": 8})
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: PuctConfig(num_simulations=2.5), "PuctConfig.num_simulations must be an int >= 1"),
+        (lambda: PuctConfig(num_simulations=True), "num_simulations"),
+        (lambda: PuctConfig(c_puct_base=0.0), "PuctConfig.c_puct_base must be > 0"),
+        (lambda: PuctConfig(dirichlet_fraction=1.5), r"dirichlet_fraction must be in \[0.0, 1.0\]"),
+        (lambda: PuctConfig(dirichlet_fraction=0.25, dirichlet_alpha=0.0), "dirichlet_alpha must be > 0"),
+        (lambda: PuctConfig(temperature=-1.0), "temperature must be >= 0"),
+        (lambda: PuctConfig(fpu=float("nan")), "fpu must be a finite number"),
+        (lambda: GumbelConfig(max_num_considered_actions=0), "GumbelConfig.max_num_considered_actions"),
+        (lambda: GumbelConfig(gumbel_scale=-1.0), "gumbel_scale must be >= 0"),
+        (lambda: GumbelConfig(c_visit="50"), "c_visit must be a finite number"),
+    ],
+)
+def test_bad_configs_are_clear_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_configs_are_frozen_and_accept_numpy_ints():
+    config = PuctConfig(num_simulations=np.int64(8), leaves_per_round=np.int32(2))
+    assert config.num_simulations == 8 and type(config.num_simulations) is int
+    with pytest.raises(AttributeError):
+        config.num_simulations = 4  # frozen
+    assert GumbelConfig() == GumbelConfig(16, 16, 1.0, 50.0, 0.1)
 
 
 def test_result_and_node_inspection():
     env = Bandit([0.5, 0.5], [0.0, 1.0])
-    (result,) = search(["s"], env, num_simulations=10, temperature=0.0, rng=0)
+    (result,) = search(["s"], env, PuctConfig(10, temperature=0.0), rng=0)
     assert isinstance(result, SearchResult)
     with pytest.raises(AttributeError):
         result.root_value = 1.0  # frozen
@@ -315,13 +348,13 @@ def test_tree_search_imports_neither_torch_nor_pyspiel():
 
 def test_rng_forms_are_deterministic():
     env = Bandit([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 0.5, 0.2])
-    kwargs = dict(num_simulations=16, dirichlet_fraction=0.25, temperature=1.0)
+    config = PuctConfig(num_simulations=16, dirichlet_fraction=0.25, temperature=1.0)
     for make in (lambda: 5, lambda: np.random.default_rng(5), lambda: [np.random.default_rng([5, 0])]):
-        a = search(["s"], env, rng=make(), **kwargs)[0]
-        b = search(["s"], env, rng=make(), **kwargs)[0]
+        a = search(["s"], env, config, rng=make())[0]
+        b = search(["s"], env, config, rng=make())[0]
         np.testing.assert_array_equal(a.prior, b.prior)
         assert a.selected_index == b.selected_index
     # an int seed and the per-root generator it stands for agree
-    a = search(["s"], env, rng=5, **kwargs)[0]
-    b = search(["s"], env, rng=[np.random.default_rng([5, 0])], **kwargs)[0]
+    a = search(["s"], env, config, rng=5)[0]
+    b = search(["s"], env, config, rng=[np.random.default_rng([5, 0])])[0]
     np.testing.assert_array_equal(a.prior, b.prior)

@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from tree_search import Expansion, Node, Transition, advance, gumbel_search, search
+from tree_search import Expansion, GumbelConfig, Node, PuctConfig, Transition, advance, search
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 
@@ -61,7 +61,7 @@ BLOCK = board("""
 
 def test_puct_finds_the_win_and_the_block():
     env = TicTacToe()
-    win, block = search([WIN, BLOCK], env, num_simulations=300, two_player=True, temperature=0.0, rng=0)
+    win, block = search([WIN, BLOCK], env, PuctConfig(300, temperature=0.0), two_player=True, rng=0)
     assert win.selected_action == 2 and win.improved_policy[win.actions.index(2)] > 0.5
     assert win.q_values[win.actions.index(2)] == pytest.approx(1.0)  # an immediate win, exactly
     assert win.root.terminal[win.actions.index(2)]
@@ -76,15 +76,8 @@ def test_puct_finds_the_win_and_the_block():
 @pytest.mark.parametrize("leaves_per_round", [2, 4, 8])
 def test_virtual_loss_still_finds_the_win(leaves_per_round):
     env = TicTacToe()
-    (result,) = search(
-        [WIN],
-        env,
-        num_simulations=200,
-        two_player=True,
-        temperature=0.0,
-        rng=0,
-        leaves_per_round=leaves_per_round,
-    )
+    config = PuctConfig(num_simulations=200, temperature=0.0, leaves_per_round=leaves_per_round)
+    (result,) = search([WIN], env, config, two_player=True, rng=0)
     assert result.selected_action == 2
     assert result.visit_counts.sum() == 200
     assert max(env.batches) <= leaves_per_round
@@ -95,7 +88,7 @@ def test_virtual_loss_still_finds_the_win(leaves_per_round):
 
 
 def test_gumbel_finds_the_win():
-    (result,) = gumbel_search([WIN], TicTacToe(), num_simulations=16, two_player=True, rng=0)
+    (result,) = search([WIN], TicTacToe(), GumbelConfig(16), two_player=True, rng=0)
     assert result.selected_action == 2
     assert int(np.argmax(result.improved_policy)) == result.actions.index(2)
     assert result.visit_counts.sum() == 16
@@ -128,7 +121,7 @@ BANDITS = [
 @pytest.mark.parametrize("prior, rewards", BANDITS)
 def test_puct_improved_policy_beats_the_prior(prior, rewards):
     env = Bandit(prior, rewards)
-    (result,) = search(["s"], env, num_simulations=32, rng=0)
+    (result,) = search(["s"], env, PuctConfig(32), rng=0)
     assert result.improved_policy @ env.rewards >= env.prior @ env.rewards
     assert result.root_value == pytest.approx(
         (env.prior @ env.rewards + result.q_values @ result.visit_counts) / 33
@@ -139,7 +132,7 @@ def test_puct_improved_policy_beats_the_prior(prior, rewards):
 @pytest.mark.parametrize("prior, rewards", BANDITS)
 def test_gumbel_improved_policy_beats_the_prior(prior, rewards, num_simulations):
     env = Bandit(prior, rewards)
-    results = gumbel_search(["s"] * 20, env, num_simulations=num_simulations, rng=3)
+    results = search(["s"] * 20, env, GumbelConfig(num_simulations), rng=3)
     for result in results:
         assert result.improved_policy @ env.rewards >= env.prior @ env.rewards - 1e-12
         assert result.visit_counts.sum() == num_simulations
@@ -150,16 +143,16 @@ def test_gumbel_improved_policy_beats_the_prior(prior, rewards, num_simulations)
 
 
 def test_same_seed_same_search_and_noise_differs_by_seed():
-    kwargs = dict(num_simulations=64, two_player=True, dirichlet_fraction=0.25, dirichlet_alpha=0.3)
-    a = search([BLOCK], TicTacToe(), rng=11, **kwargs)[0]
-    b = search([BLOCK], TicTacToe(), rng=11, **kwargs)[0]
-    c = search([BLOCK], TicTacToe(), rng=12, **kwargs)[0]
+    config = PuctConfig(num_simulations=64, dirichlet_fraction=0.25, dirichlet_alpha=0.3)
+    a = search([BLOCK], TicTacToe(), config, two_player=True, rng=11)[0]
+    b = search([BLOCK], TicTacToe(), config, two_player=True, rng=11)[0]
+    c = search([BLOCK], TicTacToe(), config, two_player=True, rng=12)[0]
     np.testing.assert_array_equal(a.visit_counts, b.visit_counts)
     np.testing.assert_array_equal(a.prior, b.prior)
     assert a.selected_index == b.selected_index
     assert not np.array_equal(a.prior, c.prior)
-    g1 = gumbel_search([BLOCK], TicTacToe(), num_simulations=8, two_player=True, rng=5)[0]
-    g2 = gumbel_search([BLOCK], TicTacToe(), num_simulations=8, two_player=True, rng=5)[0]
+    g1 = search([BLOCK], TicTacToe(), GumbelConfig(8), two_player=True, rng=5)[0]
+    g2 = search([BLOCK], TicTacToe(), GumbelConfig(8), two_player=True, rng=5)[0]
     np.testing.assert_array_equal(g1.visit_counts, g2.visit_counts)
     np.testing.assert_array_equal(g1.improved_policy, g2.improved_policy)
 
@@ -175,10 +168,10 @@ def test_batch_equals_each_root_alone(algorithm):
 
     def run(rs, rng):
         if algorithm == "puct":
-            return search(
-                rs, TicTacToe(), num_simulations=40, two_player=True, rng=rng, dirichlet_fraction=0.25
-            )
-        return gumbel_search(rs, TicTacToe(), num_simulations=12, two_player=True, rng=rng)
+            config = PuctConfig(num_simulations=40, dirichlet_fraction=0.25)
+        else:
+            config = GumbelConfig(num_simulations=12)
+        return search(rs, TicTacToe(), config, two_player=True, rng=rng)
 
     batched = run(roots, 7)
     for i, root in enumerate(roots):
@@ -192,7 +185,7 @@ def test_batch_equals_each_root_alone(algorithm):
 
 def test_tree_reuse_keeps_the_child_statistics():
     env = TicTacToe()
-    (first,) = search([BLOCK], env, num_simulations=100, two_player=True, temperature=0.0, rng=0)
+    (first,) = search([BLOCK], env, PuctConfig(100, temperature=0.0), two_player=True, rng=0)
     index = first.selected_index
     child = advance(first, index)
     assert child is first.root.child(index)
@@ -200,7 +193,7 @@ def test_tree_reuse_keeps_the_child_statistics():
     visits_before = child.visit_counts.sum()
     assert child.visit_count == first.visit_counts[index]  # its expansion + the simulations through it
     expansions_before = sum(env.batches)
-    (second,) = search([child], env, num_simulations=30, two_player=True, temperature=0.0, rng=0)
+    (second,) = search([child], env, PuctConfig(30, temperature=0.0), two_player=True, rng=0)
     assert second.root is child
     assert second.visit_counts.sum() == visits_before + 30
     assert sum(env.batches) - expansions_before <= 30  # the kept root is not expanded again
@@ -215,7 +208,7 @@ def test_tree_reuse_keeps_the_child_statistics():
 
 def test_advance_creates_an_unvisited_child_with_env():
     env = TicTacToe()
-    (result,) = search([WIN], env, num_simulations=3, two_player=True, rng=0)
+    (result,) = search([WIN], env, PuctConfig(3), two_player=True, rng=0)
     unvisited = int(np.flatnonzero(result.visit_counts == 0)[0])
     child = advance(result, unvisited, env=env)
     assert child.state[0][result.actions[unvisited]] == "X" and not child.expanded
@@ -224,7 +217,7 @@ def test_advance_creates_an_unvisited_child_with_env():
 def test_dirichlet_noise_changes_only_the_root_prior():
     env = TicTacToe()
     empty = board("... ... ...")
-    (noisy,) = search([empty], env, num_simulations=50, two_player=True, dirichlet_fraction=0.25, rng=1)
+    (noisy,) = search([empty], env, PuctConfig(50, dirichlet_fraction=0.25), two_player=True, rng=1)
     uniform = np.full(9, 1 / 9)
     assert not np.allclose(noisy.prior, uniform)
     assert noisy.prior.sum() == pytest.approx(1.0)
@@ -232,7 +225,7 @@ def test_dirichlet_noise_changes_only_the_root_prior():
     for child in noisy.root.children:
         if child is not None and child.expanded:
             np.testing.assert_allclose(child.prior, np.full(8, 1 / 8))
-    (clean,) = search([empty], env, num_simulations=50, two_player=True, rng=1)
+    (clean,) = search([empty], env, PuctConfig(50), two_player=True, rng=1)
     np.testing.assert_allclose(clean.prior, uniform)
 
 
@@ -261,7 +254,7 @@ class TwoLevel:
 
 def test_snapshot_of_a_small_search():
     """Checked by hand: every return is 0.1 + 0.5 * (child value), e.g. root->b first returns 0.1 + 0.5 * 0.6."""
-    (result,) = search([()], TwoLevel(), num_simulations=6, discount=0.5, rng=0)
+    (result,) = search([()], TwoLevel(), PuctConfig(6), discount=0.5, rng=0)
     leaf = {"visit_count": 1, "value": 0.0, "mean_value": 0.0, "terminal": True}
 
     def unexplored(value):
@@ -309,6 +302,6 @@ def _check_invariants(node: Node) -> int:
 @pytest.mark.parametrize("leaves_per_round", [1, 3])
 def test_statistics_and_caches_are_consistent_after_search(leaves_per_round):
     empty = board("... ... ...")
-    (result,) = search([empty], TicTacToe(), num_simulations=300, two_player=True, rng=0,
-                       dirichlet_fraction=0.25, leaves_per_round=leaves_per_round)  # fmt: skip
+    config = PuctConfig(300, dirichlet_fraction=0.25, leaves_per_round=leaves_per_round)
+    (result,) = search([empty], TicTacToe(), config, two_player=True, rng=0)
     assert _check_invariants(result.root) > 10

@@ -1,11 +1,12 @@
 """AlphaZero/MuZero-style search, domain-independent: PUCT and Gumbel roots, batched, sampled actions.
 
 One library for Go (``go_baseline``) and LLM reasoning steps (``llm_rl``). It never imports torch, Go or LLM code:
-the caller's :class:`~tree_search.types.SearchEnv` owns the domain, this package owns the tree.
+the caller's :class:`~tree_search.types.SearchEnv` owns the domain, this package owns the tree. One entry point,
+:func:`search`, takes a :class:`PuctConfig` or a :class:`GumbelConfig`; the names below are the whole public API.
 """
 
-from tree_search.gumbel import gumbel_search
-from tree_search.puct import puct_scores
+from tree_search._puct import puct_scores
+from tree_search.config import GumbelConfig, PuctConfig, SearchConfig
 from tree_search.result import SearchResult
 from tree_search.sampled import sampled_prior
 from tree_search.search import search
@@ -15,12 +16,14 @@ from tree_search.types import Expansion, SearchEnv, Transition
 
 __all__ = [
     "Expansion",
+    "GumbelConfig",
     "Node",
+    "PuctConfig",
+    "SearchConfig",
     "SearchEnv",
     "SearchResult",
     "Transition",
     "advance",
-    "gumbel_search",
     "puct_scores",
     "sampled_prior",
     "search",

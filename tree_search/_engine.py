@@ -5,14 +5,15 @@ loss), calls ``env.expand`` ONCE with every non-terminal leaf of every root, and
 only when an edge is first traversed (which is when its child ``Node`` is created). Terminal children are never
 expanded: their return is the transition's reward.
 
-Only the selection rule differs between PUCT and Gumbel; it is passed in as ``select(tree, node, is_root)``.
+Only the policy differs between PUCT and Gumbel (root preparation, the selection rule, the root's outcome): it is
+passed in as a :class:`Policy`, as mctx's ``search`` takes its action-selection functions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def as_root_nodes(roots: Sequence[Any]) -> list[Node]:
 def attach_expansion(node: Node, expansion: Expansion) -> None:
     """Check an evaluator answer's shape and value (clear errors) and expand ``node`` with it.
 
-    The prior's content (non-negative, sums to 1, distinct actions) is checked by ``Node.alloc_stats`` when the
+    The prior's content (non-negative, sums to 1, distinct actions) is checked by ``Node._alloc_stats`` when the
     search first selects below the node: at once for roots, and never for a leaf that is never searched below
     (its prior is never used). That keeps the per-leaf cost low.
     """
@@ -121,49 +122,59 @@ def expand_roots(trees: list[Tree], env: Any) -> None:
     for i, t in enumerate(trees):
         if t.root.num_actions == 0:
             raise ValueError(f"roots[{i}]: the evaluator returned no actions for a non-terminal root")
-        t.root.alloc_stats()  # validates the root's prior now
+        t.root._alloc_stats()  # validates the root's prior now
 
 
-SelectFn = Callable[[Tree, Node, bool], int]
+class Policy(Protocol):
+    """What a search algorithm supplies to the engine (``_puct.PuctPolicy``, ``_gumbel.GumbelPolicy``)."""
+
+    leaves_per_round: int  # leaves per tree per round (> 1: virtual loss)
+    virtual_loss: float
+    track_min_max: bool  # keep each tree's min-max Q range up to date in the backup
+
+    def prepare(self, tree: Tree) -> None:
+        """Set up a freshly expanded root (noise, schedules) before the first simulation."""
+
+    def select(self, tree: Tree, node: Node, is_root: bool) -> int:
+        """The index of the action to descend through at ``node``."""
+        ...
+
+    def outcome(self, tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """``(improved_policy, q_values, prior, selected_index)`` of a searched root."""
+        ...
 
 
-def run_rounds(
-    trees: list[Tree],
-    env: Any,
-    select: SelectFn,
-    *,
-    num_simulations: int,
-    two_player: bool,
-    discount: float,
-    leaves_per_round: int = 1,
-    virtual_loss: float = 1.0,
-    track_min_max: bool = True,
-) -> None:
-    """Run ``num_simulations`` simulations on every tree, batching all leaf expansions of a round."""
-    sign_discount = -discount if two_player else discount
-    use_vl = leaves_per_round > 1
-    step = env.step
-    expand = env.expand
-    for t in trees:
-        t.sims_done = 0
+class _Rounds:
+    """One search's simulation loop over all trees: descend, expand in one batch, back up (see module doc)."""
 
-    def descend(tree: Tree) -> tuple[list, Node, int]:
+    def __init__(self, env: Any, policy: Policy, *, two_player: bool, discount: float) -> None:
+        self.env = env
+        self.select = policy.select
+        self.sign_discount = -discount if two_player else discount
+        self.leaves_per_round = policy.leaves_per_round
+        self.use_vl = policy.leaves_per_round > 1
+        self.virtual_loss = policy.virtual_loss
+        self.track_min_max = policy.track_min_max
+
+    def descend(self, tree: Tree) -> tuple[list, Node, int]:
+        """Select from the root to a leaf; create the leaf's ``Node`` with ``env.step`` on first traversal."""
+        select, use_vl, virtual_loss = self.select, self.use_vl, self.virtual_loss
         node = tree.root
         path: list[tuple[Node, int]] = []
         is_root = True
         while True:
             if node._q is None:
-                node.alloc_stats()
+                node._alloc_stats()
             a = select(tree, node, is_root)
             is_root = False
             path.append((node, a))
             if use_vl:
-                node.set_edge(a, node._n[a] + 1, node._w[a] - virtual_loss)
+                node._set_edge(a, node._n[a] + 1, node._w[a] - virtual_loss)
                 node.visit_count += 1
                 node.value_sum -= virtual_loss
             child = node._children[a]
             if child is None:
-                transition = step(node.state, node.actions[a])
+                transition = self.env.step(node.state, node.actions[a])
                 terminal = bool(transition.terminal)
                 child = Node(transition.state, is_terminal=terminal)
                 node._children[a] = child
@@ -178,13 +189,16 @@ def run_rounds(
                 return path, child, _DEADEND
             node = child
 
-    def revert_virtual_loss(path: list) -> None:
+    def revert_virtual_loss(self, path: list) -> None:
+        virtual_loss = self.virtual_loss
         for node, a in path:
-            node.set_edge(a, node._n[a] - 1, node._w[a] + virtual_loss)
+            node._set_edge(a, node._n[a] - 1, node._w[a] + virtual_loss)
             node.visit_count -= 1
             node.value_sum += virtual_loss
 
-    def backup(tree: Tree, path: list, value: float) -> None:
+    def backup(self, tree: Tree, path: list, value: float) -> None:
+        """Add the return of one simulation along ``path`` (and to the tree's min-max range)."""
+        sign_discount, track_min_max = self.sign_discount, self.track_min_max
         g = value
         q_min, q_max = tree.q_min, tree.q_max
         for node, a in reversed(path):
@@ -205,47 +219,56 @@ def run_rounds(
                     q_max = q
         tree.q_min, tree.q_max = q_min, q_max
 
+    def collect(self, tree: Tree, num_simulations: int, pending: list) -> None:
+        """This round's descents of one tree: leaves to expand go to ``pending``; the others are backed up."""
+        budget = min(num_simulations - tree.sims_done, self.leaves_per_round)
+        while budget:
+            budget -= 1
+            path, leaf, kind = self.descend(tree)
+            if kind == _COLLIDE:  # another descent of this round already waits on this leaf
+                self.revert_virtual_loss(path)
+                return
+            tree.sims_done += 1
+            if kind == _EXPAND:
+                leaf._pending = True
+                pending.append((tree, path, leaf))
+                continue
+            value = 0.0 if kind == _TERMINAL else leaf.value
+            leaf.visit_count += 1
+            leaf.value_sum += value
+            if self.use_vl:
+                self.revert_virtual_loss(path)
+            self.backup(tree, path, value)
+
+    def expand_pending(self, pending: list) -> None:
+        """One batched ``env.expand`` for every leaf of this round, then their backups."""
+        expansions = self.env.expand([leaf.state for _, _, leaf in pending])
+        if len(expansions) != len(pending):
+            raise ValueError(f"env.expand returned {len(expansions)} expansions for {len(pending)} states")
+        for (tree, path, leaf), expansion in zip(pending, expansions):
+            attach_expansion(leaf, expansion)
+            leaf._pending = False
+            if self.use_vl:
+                self.revert_virtual_loss(path)
+            self.backup(tree, path, leaf.value)
+
+
+def run_rounds(
+    trees: list[Tree], env: Any, policy: Policy, *, num_simulations: int, two_player: bool, discount: float
+) -> None:
+    """Run ``num_simulations`` simulations on every tree, batching all leaf expansions of a round."""
+    rounds = _Rounds(env, policy, two_player=two_player, discount=discount)
+    for t in trees:
+        t.sims_done = 0
     while True:
         pending: list[tuple[Tree, list, Node]] = []
-        active = False
-        for tree in trees:
-            budget = num_simulations - tree.sims_done
-            if budget <= 0:
-                continue
-            active = True
-            if budget > leaves_per_round:
-                budget = leaves_per_round
-            while budget:
-                budget -= 1
-                path, leaf, kind = descend(tree)
-                if kind == _COLLIDE:  # another descent of this round already waits on this leaf
-                    revert_virtual_loss(path)
-                    break
-                tree.sims_done += 1
-                if kind == _EXPAND:
-                    leaf._pending = True
-                    pending.append((tree, path, leaf))
-                    continue
-                value = 0.0 if kind == _TERMINAL else leaf.value
-                leaf.visit_count += 1
-                leaf.value_sum += value
-                if use_vl:
-                    revert_virtual_loss(path)
-                backup(tree, path, value)
+        active = [t for t in trees if t.sims_done < num_simulations]
         if not active:
             return
+        for tree in active:
+            rounds.collect(tree, num_simulations, pending)
         if pending:
-            expansions = expand([leaf.state for _, _, leaf in pending])
-            if len(expansions) != len(pending):
-                raise ValueError(
-                    f"env.expand returned {len(expansions)} expansions for {len(pending)} states"
-                )
-            for (tree, path, leaf), expansion in zip(pending, expansions):
-                attach_expansion(leaf, expansion)
-                leaf._pending = False
-                if use_vl:
-                    revert_virtual_loss(path)
-                backup(tree, path, leaf.value)
+            rounds.expand_pending(pending)
 
 
 def completed_root_q(root: Node) -> np.ndarray:

@@ -41,7 +41,7 @@ class Node:
       terminal: ``[A]`` bool, the edge leads to a terminal state (filled when the child is first created).
       children: list of ``Node | None`` (``None`` until the edge is first traversed).
       (``visit_counts``, ``value_sums``, ``rewards`` and ``terminal`` are read-only properties that return fresh
-      NumPy copies; change edge statistics only through :meth:`set_edge`.)
+      NumPy copies; only the search changes edge statistics.)
       info: the ``Expansion.info`` payload of the evaluator.
       value: the evaluator's value estimate for this state (``None`` until expanded; 0 for terminal nodes).
       visit_count: visits of the node itself (1 for the expansion + 1 per simulation through it).
@@ -82,7 +82,7 @@ class Node:
         self.visit_count = 0
         self.value_sum = 0.0
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
-        # Per-edge statistics are allocated lazily (alloc_stats), the first time the search selects below the
+        # Per-edge statistics are allocated lazily (_alloc_stats), the first time the search selects below the
         # node: most expanded leaves are never selected from, and allocation dominated the cost of an expansion.
         # Scalar statistics live in Python lists (the backup reads and writes single entries, which is several
         # times faster on lists than on NumPy arrays); the public properties return NumPy copies.
@@ -91,12 +91,12 @@ class Node:
         self._r: list[float] | None = None  # reward per edge
         self._t: list[bool] | None = None  # terminal flag per edge
         self._children: list[Node | None] | None = None
-        # Caches kept in step with visit_counts/value_sums by the search (see set_edge), so that PUCT needs two
+        # Caches kept in step with visit_counts/value_sums by the search (see _set_edge), so that PUCT needs two
         # vectorised operations per node: ``_q`` = mean Q of visited edges (-inf if unvisited) and ``_pu`` =
         # prior / (1 + n) for the prior in use (the node's own, or the noised one while it is a search root).
         # All unvisited edges share one Q (the FPU), so the best of them is the unvisited one with the highest
         # prior: ``_first`` is the highest-prior action; once it is visited, ``_order`` (built then, by
-        # build_order) lists the non-zero-prior actions by decreasing prior, ``_next`` points at the first
+        # _build_order) lists the non-zero-prior actions by decreasing prior, ``_next`` points at the first
         # unvisited one. Zero-prior actions are in neither, so they are never selected (pruning).
         self._q: np.ndarray | None = None
         self._pu: np.ndarray | None = None
@@ -109,7 +109,7 @@ class Node:
     def expand(self, actions: Sequence, prior: np.ndarray, value: float, info: Any = None) -> None:
         """Attach an evaluator's answer and count it as the node's first visit.
 
-        ``prior`` must be a float64 array of ``len(actions)``; its content is validated by :meth:`alloc_stats`.
+        ``prior`` must be a float64 array of ``len(actions)``; its content is validated by :meth:`_alloc_stats`.
         """
         self.actions = actions  # kept as given (a fresh list per call from most evaluators); results copy it
         self.prior = prior
@@ -119,7 +119,7 @@ class Node:
         self.value_sum += value
         self._sel_prior = prior
 
-    def alloc_stats(self) -> None:
+    def _alloc_stats(self) -> None:
         """Validate the prior and allocate the per-edge arrays.
 
         Idempotent; done lazily, when the search first selects below the node (or an accessor needs the arrays).
@@ -159,7 +159,7 @@ class Node:
         self._order = None
         self._next = 0
 
-    def build_order(self) -> list[int]:
+    def _build_order(self) -> list[int]:
         """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited."""
         prior = self._sel_prior
         order = (-prior).argsort(kind="stable")
@@ -167,9 +167,9 @@ class Node:
         self._next = 0
         return self._order
 
-    def set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
+    def _set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
         """Overwrite one edge's statistics, keeping the PUCT caches in step."""
-        self.alloc_stats()
+        self._alloc_stats()
         self._n[index] = visit_count = int(visit_count)
         self._w[index] = value_sum = float(value_sum)
         if visit_count > 0:
@@ -179,9 +179,9 @@ class Node:
             self._next = 0  # this edge is unvisited again (a virtual loss reverted): rescan
         self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
 
-    def use_prior(self, prior: np.ndarray) -> None:
+    def _use_prior(self, prior: np.ndarray) -> None:
         """Select below this node with ``prior`` (e.g. the Dirichlet-noised root prior); ``node.prior`` is kept."""
-        self.alloc_stats()
+        self._alloc_stats()
         self._sel_prior = prior
         self._pu = prior / (1.0 + np.asarray(self._n, dtype=np.float64))
         self._set_order()
@@ -189,27 +189,27 @@ class Node:
     # -- per-edge arrays: fresh NumPy copies (None until expanded) ---------------------------------------------
     @property
     def visit_counts(self) -> np.ndarray | None:
-        self.alloc_stats()
+        self._alloc_stats()
         return None if self._n is None else np.array(self._n, dtype=np.int64)
 
     @property
     def value_sums(self) -> np.ndarray | None:
-        self.alloc_stats()
+        self._alloc_stats()
         return None if self._w is None else np.array(self._w, dtype=np.float64)
 
     @property
     def rewards(self) -> np.ndarray | None:
-        self.alloc_stats()
+        self._alloc_stats()
         return None if self._r is None else np.array(self._r, dtype=np.float64)
 
     @property
     def terminal(self) -> np.ndarray | None:
-        self.alloc_stats()
+        self._alloc_stats()
         return None if self._t is None else np.array(self._t, dtype=bool)
 
     @property
     def children(self) -> list[Node | None]:
-        self.alloc_stats()
+        self._alloc_stats()
         return [] if self._children is None else self._children
 
     # -- inspection -------------------------------------------------------------------------------------------

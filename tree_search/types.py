@@ -64,7 +64,7 @@ class Transition(Generic[S]):
 
 
 class SearchEnv(Protocol[S, A]):
-    """What a caller supplies to :func:`tree_search.search` / :func:`tree_search.gumbel_search`."""
+    """What a caller supplies to :func:`tree_search.search`."""
 
     def expand(self, states: Sequence[S]) -> Sequence[Expansion[A]]:
         """Candidate actions, prior and value for each state, in one batched call."""

@@ -7,14 +7,19 @@ A verifier answers three questions, from cheapest to most useful to the search:
 * ``check_step(previous_steps, step, example)``: is this one reasoning step right, given the steps before it?
   ``True``/``False`` when the task can tell, ``None`` when it cannot (the default). Step checks let the
   relabeller prune or reward a wrong step immediately instead of waiting for the outcome.
-* ``generate(n, seed=..., split=...)``: a task generator producing a ``datasets.Dataset`` with the columns
+* ``make_example(rng, **knobs)``: one task row drawn with ``rng`` (a seeded ``random.Random``): the columns
   ``prompt``, ``answer``, ``solution`` (a gold step-by-step completion, one step per line, ending in the final
-  answer line; used for the SFT warm start) and ``num_steps``, plus whatever the verifier needs to score.
+  answer line; used for the SFT warm start) and ``num_steps``, plus whatever the verifier needs to score. Its
+  keyword-only parameters *are* the task's difficulty knobs (:meth:`Verifier.difficulty_knobs`).
+* ``generate(n, seed=..., split=...)``: ``n`` rows as a ``datasets.Dataset``. Defining ``make_example`` is
+  enough: the default ``generate`` draws the rows from it with :meth:`Verifier.generate_from`. Override
+  ``generate`` only for data that is not drawn one row at a time (a hub dataset, a file).
 
 Steps are ``step_delimiter``-separated (a newline by default); the final-answer step is recognised by
 :meth:`Verifier.is_terminal_step` (a line starting with ``Answer:``), so the step search knows a leaf is terminal.
 
-Generators share :meth:`Verifier.generate_from`, which makes the seeding and split rules uniform:
+Generators share :meth:`Verifier.generate_from`, which makes the seeding and split rules uniform (a plugin that
+overrides ``generate`` should call it too, with its own row function):
 
 * example ``i`` is drawn from its own RNG seeded with ``(name, split, seed + i)``, so ``generate(5, seed=s)`` is a
   prefix of ``generate(10, seed=s)`` and runs are reproducible;
@@ -22,6 +27,12 @@ Generators share :meth:`Verifier.generate_from`, which makes the seeding and spl
   its text (``test_fraction`` of the prompt space goes to test) and a generator redraws until the prompt falls in
   the requested split. Any train set is therefore disjoint from any test set, whatever the seeds and sizes;
 * prompts are unique within one dataset (redraw on a duplicate).
+
+Conventions the arms rely on (checked by ``verifiers.testing.check_verifier``): a prompt ends with the step
+delimiter (the model's first step starts on a line of its own, since a completion is appended to the prompt
+as-is); ``num_steps`` counts the lines of ``solution``, the answer line included; a task whose length can be set
+exposes the knobs ``min_steps`` / ``max_steps``, counting the steps *before* the answer line (so a row drawn with
+``min_steps = max_steps = L`` has ``num_steps == L + 1``) — the variance probe and the length sweeps set them.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # datasets is imported lazily: `llm-rl tasks` and the sandbox workers never need it.
     import datasets
 
-__all__ = ["ANSWER_PREFIX", "SPLITS", "Verifier", "final_answer", "split_of"]
+__all__ = ["ANSWER_PREFIX", "LENGTH_KNOBS", "SPLITS", "Verifier", "final_answer", "split_of"]
 
 ANSWER_PREFIX = "Answer:"
 SPLITS = ("train", "test")
@@ -45,6 +56,8 @@ TEST_FRACTION = 0.2
 # Redraws allowed per example before a generator gives up (the task space is too small for n).
 MAX_DRAWS_PER_EXAMPLE = 2000
 REQUIRED_COLUMNS = {"prompt": str, "answer": str, "solution": str, "num_steps": int}
+# The knobs that set a task's length in steps (answer line excluded); the variance probe and length sweeps use them.
+LENGTH_KNOBS = ("min_steps", "max_steps")
 
 
 def split_of(prompt: str, *, test_fraction: float = TEST_FRACTION) -> str:
@@ -72,14 +85,20 @@ class Verifier(abc.ABC):
     Attributes:
       name: the registry name (``verifiers.load(name)``), also the reward function's ``__name__`` in TRL logs.
       step_delimiter: the text between two reasoning steps in a completion.
-      trusted: True when ``score``/``check_step`` are bounded, side-effect-free Python (or manage their own
-        sandbox), so :class:`verifiers.ContainedVerifier` may call them in-process without a process-level
-        timeout (the fast path). Plugins default to False: they are scored in a worker process with a deadline.
+      trusted: a promise by the verifier's author that ``score``/``check_step`` are bounded, side-effect-free
+        Python (or manage their own sandbox), so :class:`verifiers.ContainedVerifier` may call them in-process,
+        skipping the worker process (the fast path) but not the deadline. It is not a permission: it says
+        nothing about correctness, and a trusted verifier's exceptions and bad scores are still caught and
+        counted. Defaults to False, and an untrusted verifier (every plugin unless it says otherwise) is scored
+        in a worker process. Every contained call has a deadline.
+      deadline: seconds one contained call may take, None for the container's default
+        (:data:`verifiers.DEFAULT_TIMEOUT`); a verifier bounded by its own subprocess deadline declares it here.
     """
 
     name: str = ""
     step_delimiter: str = "\n"
     trusted: bool = False
+    deadline: float | None = None
 
     # --- the contract -------------------------------------------------------------------------------------
 
@@ -88,7 +107,13 @@ class Verifier(abc.ABC):
         """The final-answer reward of ``completion`` for the task row ``example``, in [0, 1]."""
 
     def check_step(self, previous_steps: list[str], step: str, example: dict) -> bool | None:
-        """Whether ``step`` is correct after ``previous_steps``; None when this verifier cannot tell."""
+        """Whether ``step`` is correct after ``previous_steps``; None when this verifier cannot tell.
+
+        ``previous_steps`` are the steps the *model* already wrote in this completion (not the gold ones, and not
+        necessarily correct: judge ``step`` against them, as chain arithmetic applies the next operation to the
+        model's own running value), in order, without their delimiters; ``[]`` for the first step. ``step`` is
+        one candidate step, without its delimiter; it may be the answer step (see :meth:`is_terminal_step`).
+        """
         return None
 
     def split_steps(self, completion: str) -> list[str]:
@@ -99,12 +124,42 @@ class Verifier(abc.ABC):
         """Whether ``step`` is the final-answer step (ends the solution)."""
         return step.strip().startswith(ANSWER_PREFIX)
 
+    def make_example(self, rng: random.Random, **difficulty: Any) -> dict:
+        """One task row drawn with ``rng``; its keyword-only parameters (with defaults) are the difficulty knobs.
+
+        Optional: define it (a ``@staticmethod`` is fine) and the default :meth:`generate` does the rest. Example::
+
+            @staticmethod
+            def make_example(rng, *, min_steps: int = 2, max_steps: int = 4) -> dict:
+                ...
+                return {"prompt": "...\\n", "answer": "7", "solution": "3 + 4 = 7\\nAnswer: 7", "num_steps": 2}
+
+        Raise ``ValueError`` for knob values that make no sense together (``min_steps > max_steps``).
+        """
+        raise NotImplementedError(f"verifier {self.name!r} draws no rows one at a time (no make_example)")
+
     def generate(self, n: int, *, seed: int, split: str = "train", **difficulty: Any) -> datasets.Dataset:
-        """``n`` task rows as a ``datasets.Dataset`` (see the module docstring for columns and seeding)."""
-        raise NotImplementedError(
-            f"verifier {self.name!r} has no task generator; bring your own dataset "
-            f"(columns: prompt, answer, and what {type(self).__name__}.score reads)"
-        )
+        """``n`` task rows as a ``datasets.Dataset`` (see the module docstring for columns and seeding).
+
+        The default draws them with :meth:`make_example` through :meth:`generate_from`; ``difficulty`` holds the
+        knobs (unknown ones are an error listing the valid ones).
+        """
+        if type(self).make_example is Verifier.make_example:
+            raise NotImplementedError(
+                f"verifier {self.name!r} has no task generator; bring your own dataset "
+                f"(columns: prompt, answer, and what {type(self).__name__}.score reads)"
+            )
+        return self.generate_from(self.make_example, n, seed=seed, split=split, difficulty=difficulty)
+
+    def difficulty_knobs(self) -> dict[str, Any]:
+        """The difficulty knobs and their defaults: the keyword-only parameters of :meth:`make_example`.
+
+        Empty when there is no ``make_example``; a verifier that overrides ``generate`` with knobs of its own
+        should override this too, so `llm-rl tasks NAME` can list them.
+        """
+        if type(self).make_example is Verifier.make_example:
+            return {}
+        return _knobs_of(self.make_example)
 
     # --- capabilities (for `llm-rl tasks` and the conformance kit) ----------------------------------------
 
@@ -114,7 +169,8 @@ class Verifier(abc.ABC):
 
     @property
     def has_generator(self) -> bool:
-        return type(self).generate is not Verifier.generate
+        cls = type(self)
+        return cls.generate is not Verifier.generate or cls.make_example is not Verifier.make_example
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -133,8 +189,11 @@ class Verifier(abc.ABC):
     ) -> datasets.Dataset:
         """Build a dataset from ``make_example(rng, **difficulty) -> row``, applying the seeding/split rules.
 
-        ``make_example``'s keyword-only parameters *are* the difficulty knobs: unknown knobs are rejected with
-        the list of valid ones, and values are coerced to the type of the parameter's default.
+        The default :meth:`generate` calls it with :meth:`make_example`; a ``generate`` override calls it with
+        its own row function. ``make_example``'s keyword-only parameters *are* the difficulty knobs: unknown
+        knobs are rejected with the list of valid ones, and values are coerced to the type of the parameter's
+        default. Example ``i`` is drawn with ``random.Random(f"{name}:{split}:{seed + i}")``, redrawn until its
+        prompt is new and belongs to ``split`` (:func:`split_of`); every row is checked for the required columns.
         """
         import datasets
 
@@ -165,12 +224,16 @@ class Verifier(abc.ABC):
         return datasets.Dataset.from_list(rows)
 
 
-def _validate_difficulty(name: str, make_example: Callable[..., dict], difficulty: dict[str, Any]) -> dict:
-    params = {
+def _knobs_of(make_example: Callable[..., dict]) -> dict[str, Any]:
+    return {
         p.name: p.default
         for p in inspect.signature(make_example).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
+
+
+def _validate_difficulty(name: str, make_example: Callable[..., dict], difficulty: dict[str, Any]) -> dict:
+    params = _knobs_of(make_example)
     unknown = sorted(set(difficulty) - set(params))
     if unknown:
         valid = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "none"

@@ -7,7 +7,8 @@ a test. Three sources:
   imported; the modules are small and import nothing heavy, so they are imported on the first lookup;
 * plugins declare an entry point in the group ``relabel_rl.verifiers`` (entry name = verifier name, value =
   ``module:attr`` naming a :class:`Verifier` subclass, an instance, or a zero-argument factory). Entry points are
-  *listed* without importing anything; a plugin's module is imported only when that verifier is loaded;
+  *listed* without importing anything; a plugin's module is imported only when that verifier is loaded.
+  :func:`read_source` describes a plugin from its source text (parsed, never run), for `llm-rl tasks`;
 * ``load("some.module:attr")`` resolves a path directly, for experiments that do not want to package anything.
 
 A name provided twice (two plugins, or a plugin shadowing a built-in) is an error naming both providers: a
@@ -16,22 +17,27 @@ silent winner would make results depend on install order.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import importlib.metadata
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from verifiers.base import Verifier
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SourceSummary",
     "VerifierInfo",
     "VerifierRegistryError",
     "available",
     "describe",
     "load",
+    "read_source",
     "register",
 ]
 
@@ -191,3 +197,87 @@ def _instantiate(target: Any, label: str, kwargs: dict[str, Any]) -> Verifier:
     if not isinstance(verifier, Verifier):
         raise VerifierRegistryError(f"factory {label} returned {verifier!r}, not a Verifier")
     return verifier
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Describing a plugin without importing it
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """What a plugin's source says about its verifier, read without running it.
+
+    Attributes:
+      description: the first line of the class's (or factory's) docstring; "" when it has none.
+      step_checks: whether the class defines ``check_step``; None when it cannot be told from the source (an
+        instance, a factory, or a class inheriting from something other than ``Verifier``).
+      generator: whether it defines ``generate`` or ``make_example``; None as above.
+      path: the source file read.
+    """
+
+    description: str
+    step_checks: bool | None
+    generator: bool | None
+    path: str
+
+
+def _find_spec_without_importing(module: str) -> Any:
+    """The spec of ``module`` from the installed finders, level by level, never importing a parent package
+    (``importlib.util.find_spec("a.b")`` would import ``a``)."""
+    path = None
+    spec = None
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            try:
+                spec = find(name, path)
+            except (ImportError, ValueError, OSError):
+                spec = None
+            if spec is not None:
+                break
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    return spec
+
+
+def read_source(target: str) -> SourceSummary | None:
+    """Describe the ``module:attr`` a plugin's entry point names from the module's source text (parsed with
+    :mod:`ast`, never imported). None when the source cannot be found or parsed, or ``attr`` is not in it."""
+    module, _, attr = target.partition(":")
+    spec = _find_spec_without_importing(module.strip())
+    if spec is None or not spec.has_location or not str(spec.origin or "").endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    name = attr.strip().split(".")[0]
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+            bases = {ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases}
+            direct = bases == {"Verifier"}  # otherwise a method may come from another base class
+            return SourceSummary(
+                _first_line(ast.get_docstring(node)),
+                "check_step" in methods or (None if not direct else False),
+                bool(methods & {"generate", "make_example"}) or (None if not direct else False),
+                str(spec.origin),
+            )
+        if isinstance(node, ast.FunctionDef) and node.name == name:  # a factory
+            return SourceSummary(_first_line(ast.get_docstring(node)), None, None, str(spec.origin))
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return SourceSummary("", None, None, str(spec.origin))  # an instance
+    return None
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""

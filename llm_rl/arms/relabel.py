@@ -58,11 +58,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from llm_rl.arms._search import GumbelConfig, PuctConfig, SearchConfig, search
 from llm_rl.arms.base import Arm, ArmContext, Batch, numpy_rng
 from llm_rl.arms.losses import candidate_cross_entropy, value_loss
 from llm_rl.arms.step_env import StepSearchEnv
-from tree_search import Node, SearchResult, advance
+from tree_search import GumbelConfig, Node, PuctConfig, SearchConfig, SearchResult, advance, search
 
 if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RelabelArmConfig)
     from llm_rl.config import ExperimentConfig

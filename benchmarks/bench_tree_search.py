@@ -208,6 +208,38 @@ def worker(spec: dict) -> dict:
     return {str(sims): bench_uniform(game, positions, sims, spec["repeats"]) for sims in spec["sims"]}
 
 
+def report_uniform(args: argparse.Namespace, spec: dict) -> None:
+    """Part 1: worker runs of ours and the baseline, alternating; per round rates, medians and ratios."""
+    trees = {"ours": ROOT}
+    with baseline_tree(args.baseline) as base:
+        if base is not None:
+            trees[f"baseline {args.baseline}"] = base
+        runs: dict[str, list[dict]] = {name: [] for name in trees}
+        for r in range(args.rounds):
+            order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
+            for name, code in order:
+                runs[name].append(run_worker(__file__, code, spec))
+    for sims in map(str, args.sims):
+        for name, results in runs.items():
+            rates = [res[sims][0] for res in results]
+            ratios = [res[sims][0] / res[sims][1] for res in results]
+            line = (
+                f"    {sims:>4} sims/move, {name:>16}: {median(rates):7.0f} sims/s (rounds: "
+                f"{', '.join(f'{x:.0f}' for x in rates)}) | OpenSpiel MCTSBot in the same processes "
+                f"{median([res[sims][1] for res in results]):7.0f} sims/s | ratio median {median(ratios):4.2f}x "
+                f"(min {min(ratios):4.2f}x)"
+            )
+            if name == "ours":
+                line += f" (target >= 3x: {'met' if median(ratios) >= 3 else 'MISSED'})"
+                line += f" | {args.positions} roots batched {median([res[sims][2] for res in results]):7.0f} sims/s"
+            print(line)
+        if len(runs) == 2:
+            speedups = [a[sims][0] / b[sims][0] for a, b in zip(*runs.values())]
+            print(
+                f"    {sims:>4} sims/move: ours / baseline {median(speedups):4.2f}x (min {min(speedups):4.2f}x)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -243,34 +275,7 @@ def main() -> None:
         f"(0-40 random moves in); process CPU time, per position the minimum of {args.repeats} interleaved repeats "
         f"(ours, OpenSpiel); {args.rounds} rounds of worker processes, ours and the baseline alternating"
     )
-    trees = {"ours": ROOT}
-    with baseline_tree(args.baseline) as base:
-        if base is not None:
-            trees[f"baseline {args.baseline}"] = base
-        runs: dict[str, list[dict]] = {name: [] for name in trees}
-        for r in range(args.rounds):
-            order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
-            for name, code in order:
-                runs[name].append(run_worker(__file__, code, spec))
-    for sims in map(str, args.sims):
-        for name, results in runs.items():
-            rates = [res[sims][0] for res in results]
-            ratios = [res[sims][0] / res[sims][1] for res in results]
-            line = (
-                f"    {sims:>4} sims/move, {name:>16}: {median(rates):7.0f} sims/s (rounds: "
-                f"{', '.join(f'{x:.0f}' for x in rates)}) | OpenSpiel MCTSBot in the same processes "
-                f"{median([res[sims][1] for res in results]):7.0f} sims/s | ratio median {median(ratios):4.2f}x "
-                f"(min {min(ratios):4.2f}x)"
-            )
-            if name == "ours":
-                line += f" (target >= 3x: {'met' if median(ratios) >= 3 else 'MISSED'})"
-                line += f" | {args.positions} roots batched {median([res[sims][2] for res in results]):7.0f} sims/s"
-            print(line)
-        if len(runs) == 2:
-            speedups = [a[sims][0] / b[sims][0] for a, b in zip(*runs.values())]
-            print(
-                f"    {sims:>4} sims/move: ours / baseline {median(speedups):4.2f}x (min {min(speedups):4.2f}x)"
-            )
+    report_uniform(args, spec)
 
     if not args.channels:
         return

@@ -87,7 +87,7 @@ def _board_of(state: pyspiel.State, n: int) -> np.ndarray:
     return (planes[:nn] - planes[nn : 2 * nn]).astype(np.int8).reshape(n, n)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # slots: the search makes one per node
 class Position:
     """An immutable Go position.
 

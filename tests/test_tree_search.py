@@ -5,6 +5,7 @@ hygiene."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -397,6 +398,31 @@ def test_result_and_node_inspection():
     assert "children" not in snapshot and snapshot["visit_counts"] == [int(n) for n in result.visit_counts]
     with pytest.raises(IndexError):
         root.child(5)
+
+
+def test_search_pauses_the_cyclic_collector_and_restores_it():
+    class Watching(Chain):
+        def __init__(self, fail_at: int = 0) -> None:
+            self.seen, self.fail_at = [], fail_at
+
+        def expand(self, states):
+            self.seen.append(gc.isenabled())
+            if len(self.seen) == self.fail_at:
+                raise RuntimeError("evaluator down")
+            return super().expand(states)
+
+    env = Watching()
+    search([0], env, PuctConfig(2))
+    assert env.seen == [True, False, False] and gc.isenabled()  # paused for the simulations only
+    with pytest.raises(RuntimeError, match="evaluator down"):
+        search([0], Watching(fail_at=3), PuctConfig(2))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        search([0], Chain(), PuctConfig(2))
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
 
 
 def test_tree_search_imports_neither_torch_nor_pyspiel():

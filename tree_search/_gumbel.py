@@ -162,6 +162,14 @@ class GumbelPolicy:
         # action that may be unvisited (visits only grow: the phase-1 scan resumes there)]
         tree.extra = [gumbel_logits, logits, schedule, gumbel_logits.tolist(), ranked, 0]
 
+    @staticmethod
+    def _mixed_value(node: Node, p_visited: float, weighted: float) -> float:
+        """``v_mix`` from ``sum_{visited} pi`` and ``sum_{visited} pi q`` (paper eq. 33)."""
+        total = node.visit_count - 1  # = sum of the edge visits (the expansion is the node's first visit)
+        if total == 0:
+            return node.value
+        return (node.value + total * (weighted / p_visited if p_visited > 0 else 0.0)) / (1.0 + total)
+
     def _visited_q(self, node: Node, any_unvisited: bool) -> tuple[list[float], float, float, float, float]:
         """One pass over the visited edges: ``(q per visited edge, v_mix, sum_{visited} pi, lo, scale)``, where
         ``[lo, lo + scale]`` is the range that rescales the completed Q to [0, 1]."""
@@ -174,10 +182,7 @@ class GumbelPolicy:
             p = prior[a]
             p_visited += p
             weighted += p * q
-        total = node.visit_count - 1  # = sum of the edge visits (the expansion is the node's first visit)
-        v_mix = node.value
-        if total > 0:
-            v_mix = (v_mix + total * (weighted / p_visited if p_visited > 0 else 0.0)) / (1.0 + total)
+        v_mix = self._mixed_value(node, p_visited, weighted)
         if self.q_bounds is not None:
             return qs, v_mix, p_visited, self.q_bounds[0], self.q_scale
         completed = [*qs, v_mix] if any_unvisited else qs  # min-max over the valid actions' completed Q
@@ -197,19 +202,22 @@ class GumbelPolicy:
             if i < len(ranked):
                 return ranked[i]
             return int(self.dense_scores(tree, node, True).argmax())
-        candidates = [a for a in node._visited if visits[a] == target]
-        if not candidates:  # no action has the scheduled count (a reused root): the formula itself
-            return int(self.dense_scores(tree, node, True).argmax())
         if self.q_bounds is not None:
             lo, scale = self.q_bounds[0], self.q_scale
         else:
             lo, scale = self._visited_q(node, node._best_unvisited() >= 0)[3:]
         coef = (self.config.c_visit + float(node._most)) * self.config.c_scale
         best, best_score = -1, -math.inf
-        for a in candidates:
-            score = gumbel_logits[a] + coef * unit_clip((sums[a] / visits[a] - lo) / scale)
+        for a in node._visited:
+            n = visits[a]
+            if n != target:
+                continue
+            x = (sums[a] / n - lo) / scale
+            score = gumbel_logits[a] + coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x))
             if score > best_score or (score == best_score and a < best):
                 best, best_score = a, score
+        if best < 0:  # no action has the scheduled count (a reused root): the formula itself
+            return int(self.dense_scores(tree, node, True).argmax())
         return best
 
     def select(self, tree: Tree, node: Node) -> int:
@@ -219,24 +227,37 @@ class GumbelPolicy:
         candidate = node._best_unvisited()
         if not visited:
             return candidate
-        qs, v_mix, p_visited, lo, scale = self._visited_q(node, candidate >= 0)
+        prior, visits, sums, exp = node._p, node._n, node._w, math.exp
         coef = (self.config.c_visit + float(node._most)) * self.config.c_scale
-        shift = (
-            coef if coef > 600.0 else 0.0
-        )  # exp(coef * q̂) could overflow: divide every weight by exp(coef)
-        prior, exp = node._p, math.exp
+        # exp(coef * q̂) could overflow beyond ~700: then every weight is divided by exp(coef)
+        shift = coef if coef > 600.0 else 0.0
         weights = []
         normaliser = 0.0
-        for a, q in zip(visited, qs):
-            x = (q - lo) / scale
-            w = prior[a] * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
-            weights.append(w)
-            normaliser += w
+        if self.q_bounds is not None:  # the range is known: one pass gives the weights and v_mix's sums
+            lo, scale = self.q_bounds[0], self.q_scale
+            p_visited = weighted = 0.0
+            for a in visited:
+                q = sums[a] / visits[a]
+                p = prior[a]
+                p_visited += p
+                weighted += p * q
+                x = (q - lo) / scale
+                w = p * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
+                weights.append(w)
+                normaliser += w
+            v_mix = self._mixed_value(node, p_visited, weighted)
+        else:
+            qs, v_mix, p_visited, lo, scale = self._visited_q(node, candidate >= 0)
+            for a, q in zip(visited, qs):
+                x = (q - lo) / scale
+                w = prior[a] * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
+                weights.append(w)
+                normaliser += w
         unvisited_weight = 0.0
         if candidate >= 0:  # the unvisited actions: completed Q = v_mix, prior mass 1 - sum_{visited} pi
             unvisited_weight = exp(coef * unit_clip((v_mix - lo) / scale) - shift)
             normaliser += max(0.0, 1.0 - p_visited) * unvisited_weight
-        visits, denominator = node._n, float(node.visit_count)  # 1 + sum N
+        denominator = float(node.visit_count)  # 1 + sum N
         best, best_score = -1, -math.inf
         for a, weight in zip(visited, weights):
             score = weight / normaliser - visits[a] / denominator

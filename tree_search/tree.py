@@ -2,11 +2,13 @@
 
 Why per-node statistics rather than a Python object per child (OpenSpiel's ``SearchNode``, the AlphaZero
 pseudocode): a Go position has ~80 candidate moves, and a search visits only a handful of them. A node keeps its
-edges' visit counts, value sums, rewards and terminal flags in ``[num_actions]`` lists (cheap single-entry
-updates in the backup) plus two NumPy caches (mean Q, prior / (1 + n)) that let PUCT score all children in two
-vectorised operations. Child ``Node`` objects (and the env's ``step``, i.e. the state clone) are created lazily,
-when an edge is first traversed, and a node's statistics are allocated only when the search first selects below
-it: most expanded leaves never are.
+edges' visit counts and value sums in ``[num_actions]`` lists (cheap single-entry updates in the backup) and the
+list of its visited edges, which the selection rules loop over; PUCT adds two NumPy caches (mean Q, prior /
+(1 + n)) for a node with many visited edges, to score them in two vectorised operations (mctx keeps such
+statistics as arrays; in CPython a NumPy call costs as much as a dozen list reads, so arrays pay off only for wide
+nodes). Child ``Node`` objects (and the env's ``step``, i.e. the state clone) are created lazily, when an edge is
+first traversed, and carry that edge's reward; a node's statistics are allocated only when the search first
+selects below it: most expanded leaves never are.
 
 Statistics convention: ``value_sums[a] / visit_counts[a]`` is the mean return ``Q(s, a)`` of taking ``a`` here,
 from the view of the player to move at this node (two-player) or of the agent (single-agent). ``visit_count`` and
@@ -144,7 +146,11 @@ class Node:
         self._visited: list[int] = []
         self._q: np.ndarray | None = None
         self._pu: np.ndarray | None = None
-        self._set_prior(prior, values)
+        self._sel_prior = prior  # _set_prior, inlined: this runs for every node the search selects below
+        self._p = values
+        self._first = int(prior.argmax()) if num_actions else 0  # ties: the lowest index, as in the order
+        self._order: list[int] | None = None
+        self._next = 0
 
     def _set_prior(self, prior: np.ndarray, values: list[float] | None = None) -> None:
         self._sel_prior = prior

@@ -233,6 +233,18 @@ def test_math_points_at_the_data_keys_and_accepts_a_users_file(tmp_path):
     assert verifiers.load("math").score(row["solution"], row) == 1.0
 
 
+def test_the_shipped_own_data_recipe_validates(monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the recipe names its file relative to the repository, as a user runs it
+    cfg = load_config(ExperimentConfig, root / "recipes" / "llm" / "own_data.yaml")
+    validate_experiment(cfg, arms=cfg.compare.arms)
+    task = task_verifier(cfg)
+    assert (
+        len(task.generate(10_000, seed=0, split="train")) + len(task.generate(10_000, seed=0, split="test"))
+        == 400
+    )
+
+
 # --- end to end ---------------------------------------------------------------------------------------------------
 
 

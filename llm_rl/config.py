@@ -22,6 +22,8 @@ from llm_rl.arms.relabel import RelabelArmConfig
 from llm_rl.harness.budget import BudgetAxis
 
 TrackerName = Literal["tensorboard", "wandb", "trackio"]
+# What verifier feedback every arm may use (docs/llm_rl.md, "Information parity"; llm_rl/harness/metering.py).
+Feedback = Literal["outcome", "steps"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -58,11 +60,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The task: a verifier (built-in name, plugin name, or ``module:attr``) and its generated dataset."""
+    """The task: a verifier (built-in name, plugin name, or ``module:attr``), its generated dataset, and the
+    verifier feedback every arm may use.
+
+    ``feedback`` is one setting for the whole experiment, so every arm gets the same information:
+    ``outcome`` (the default, the seed's claim): only the verifier's score of a finished completion — no arm calls
+    ``check_step`` (the harness's metered verifier refuses it); ``steps``: every arm may also use ``check_step``,
+    each in its natural way (the relabeller prunes rejected candidates, GRPO gets DeepSeekMath's process
+    supervision, the MC arm's episodes end at the first rejected step); it needs a verifier with step checks.
+    """
 
     verifier: str = "chain_arithmetic"
+    feedback: Feedback = "outcome"
     train_size: int = 512
     test_size: int = 64
+    # test-split rows drawn after the test rows (so disjoint from them, and from every training row, by
+    # construction): the `validation` split `llm-rl tune` scores on (`eval.split`; llm_rl/harness/data.py)
+    validation_size: int = 64
     difficulty: dict[str, Any] = field(default_factory=dict)  # passed to Verifier.generate
     max_steps: int = 8  # reasoning steps in one completion, at most
     max_step_tokens: int = 24  # new tokens per step, at most (step-wise arms)
@@ -70,7 +84,8 @@ class TaskConfig:
     verifier_timeout: float | None = None  # seconds; None: score in-process (trusted built-ins)
 
     def __post_init__(self) -> None:
-        for n in ("train_size", "test_size", "max_steps", "max_step_tokens", "max_completion_tokens"):
+        sizes = ("train_size", "test_size", "validation_size", "max_steps", "max_step_tokens")
+        for n in (*sizes, "max_completion_tokens"):
             _positive(f"task.{n}", getattr(self, n))
 
 
@@ -112,6 +127,8 @@ class EvalConfig:
     num_examples: int = 64
     pass_k: int = 4
     temperature: float = 1.0
+    # which rows: `test` (the report's) or `validation` (disjoint from test and train; what `llm-rl tune` uses)
+    split: Literal["test", "validation"] = "test"
 
 
 @dataclass(frozen=True)

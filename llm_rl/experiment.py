@@ -36,7 +36,7 @@ import verifiers
 from llm_rl.analysis.variance_probe import examples_for_length
 from llm_rl.arms import ARM_NAMES, Arm, arm_class
 from llm_rl.config import ExperimentConfig
-from llm_rl.harness.data import DATA_SEED
+from llm_rl.harness.data import DATA_SEED, check_task
 from llm_rl.harness.distributed import barrier, is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.harness.run import train_arm
@@ -158,6 +158,7 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
         verifier.generate(1, seed=0, split="train", **cfg.task.difficulty)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise ConfigError(f"'task.difficulty': {e}") from None
+    check_task(cfg, verifier)  # task.feedback: steps needs step checks; the eval split holds the rows
     for cls in classes.values():
         cls.validate(cfg)
     check_trackers(list(cfg.logging.report_to))

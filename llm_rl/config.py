@@ -13,6 +13,8 @@ The sections shared by every arm live here; each arm's own section is the config
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +22,7 @@ from llm_rl.arms.grpo import GrpoArmConfig
 from llm_rl.arms.mc_value import McValueArmConfig
 from llm_rl.arms.relabel import RelabelArmConfig
 from llm_rl.harness.budget import BudgetAxis
+from relabel_rl.config import ConfigError, config_to_dict, load_config
 
 TrackerName = Literal["tensorboard", "wandb", "trackio"]
 # What verifier feedback every arm may use (docs/llm_rl.md, "Information parity"; llm_rl/harness/metering.py).
@@ -196,6 +199,21 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """`llm-rl tune` (llm_rl/tune.py): per-arm hyper-parameters picked on the validation split, never on the test
+    rows the report scores. ``grid``: arm -> {dotted recipe key -> the values to try} (every combination of an
+    arm's values is one grid point; the keys are the arm's own section and ``optim.*``). ``seeds``: the tuning
+    runs' seeds, disjoint from ``compare.seeds``. ``budget``: a partial ``budget:`` section for the tuning runs
+    (empty: the recipe's budget). ``chosen``: arm -> {dotted key -> value}, written by `llm-rl tune` into its
+    tuned recipe; `llm-rl train` and `llm-rl compare` apply an arm's chosen values to that arm's runs only."""
+
+    grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [100])
+    budget: dict[str, Any] = field(default_factory=dict)
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole `llm-rl` recipe."""
 
@@ -216,3 +234,28 @@ class ExperimentConfig:
     mc_value: McValueArmConfig = field(default_factory=McValueArmConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], *, what: str) -> ExperimentConfig:
+    """``cfg`` with dotted-key ``overrides`` applied and the whole recipe validated again.
+
+    Raises:
+      ConfigError: an unknown key or a bad value, prefixed with ``what`` (where the overrides come from).
+    """
+    try:
+        return load_config(ExperimentConfig, data=config_to_dict(cfg), overrides=dict(overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
+def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
+    """The recipe as arm ``arm`` runs it: ``tune.chosen[arm]`` applied (the values `llm-rl tune` chose for that
+    arm, e.g. its learning rate, which other arms do not share), and the ``tune`` section narrowed to them, so a
+    run records the values it used and where they came from, and a new grid or another arm's values leave the
+    run's config unchanged."""
+    chosen = dict(cfg.tune.chosen.get(arm, {}))
+    narrowed = TuneConfig(chosen={arm: chosen} if chosen else {})
+    if chosen:
+        cfg = with_overrides(cfg, chosen, what=f"'tune.chosen.{arm}'")
+    return dataclasses.replace(cfg, tune=narrowed)

@@ -342,7 +342,6 @@ def process_supervised_trainer() -> type:
     """`ProcessSupervisedGRPOTrainer`: TRL's ``GRPOTrainer`` with process advantages (module docstring). Built on
     first use (TRL is imported lazily); the harness's bridge subclasses it to meter generation and sets
     ``verifier`` (the metered verifier) on the instance before TRL's ``__init__`` runs."""
-    from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
     class ProcessSupervisedGRPOTrainer(GRPOTrainer):
@@ -368,7 +367,11 @@ def process_supervised_trainer() -> type:
             sampled = self._sampled_completion_ids
             texts = [self.processing_class.decode(ids, skip_special_tokens=True) for ids in sampled]
             rewards = [check_completion_steps(t, self.verifier, dict(x)) for t, x in zip(texts, inputs)]
-            every = gather_object(rewards) if self.accelerator.num_processes > 1 else rewards
+            every = rewards
+            if self.accelerator.num_processes > 1:  # in rank order, as TRL orders a batch's rows
+                parts: list[Any] = [None] * self.accelerator.num_processes
+                torch.distributed.all_gather_object(parts, rewards)
+                every = [r for part in parts for r in part]
             per_step = process_advantages(every, self.num_generations, scale_rewards=self.scale_rewards)
             start = self.accelerator.process_index * len(rewards)
             advantages = torch.zeros(completion_ids.shape, dtype=torch.float32)

@@ -52,6 +52,7 @@ rollouts; minibatches are cut over completions (a completion's steps stay togeth
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -188,6 +189,31 @@ def first_rejected_segment(segments: Sequence[str], verifier: Any, example: dict
     return None
 
 
+def _episode(
+    prompt: str, segments: list[str], finished: bool, score: float, rejected: int | None, value_at: dict
+) -> SampledSteps:
+    """A sample's boundary values ``V(s_0) .. V(s_T')`` (``value_at[completion so far]``, then its outcome) and
+    advantages ``A_t = V(s_{t+1}) - V(s_t)`` over the steps of its episode."""
+    values, done = [], ""
+    for segment in segments[: None if rejected is None else rejected + 1]:
+        values.append(value_at[done])
+        done += segment
+    values.append(score)
+    advantages = tuple(b - a for a, b in itertools.pairwise(values))
+    return SampledSteps(prompt, tuple(segments), finished, tuple(values), advantages, rejected)
+
+
+def _cut(
+    text: str, example: dict, verifier: Any, max_steps: int, check_steps: bool
+) -> tuple[list[str], float, int | None]:
+    """A sample's segments, its outcome, and the segment its episode ended at (``check_steps``: the first one
+    holding a rejected step; the outcome of such an episode is 0, unscored)."""
+    segments = step_segments(text, verifier, max_steps=max_steps)
+    rejected = first_rejected_segment(segments, verifier, example) if check_steps else None
+    score = float(verifier.score(text, example)) if rejected is None else 0.0
+    return segments, score, rejected
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Monte-Carlo values and advantages
 
@@ -216,8 +242,7 @@ def estimate_step_advantages(
       max_new_tokens / temperature: of the rollouts.
       max_steps: cap on steps per completion (see `step_segments`).
       generator: RNG of the rollouts.
-      check_steps: end each sample's episode at its first step ``verifier.check_step`` rejects (``task.feedback:
-        steps``; module docstring).
+      check_steps: end each episode at its first step ``check_step`` rejects (``task.feedback: steps``).
 
     Returns:
       ``out[i][j]``: the `SampledSteps` of completion j of example i.
@@ -233,10 +258,7 @@ def estimate_step_advantages(
     for i, (example, samples) in enumerate(zip(examples, completions)):
         row = []
         for sample in samples:
-            segments = step_segments(sample.text, verifier, max_steps=max_steps)
-            rejected = first_rejected_segment(segments, verifier, dict(example)) if check_steps else None
-            # an episode that ended at a rejected step has outcome 0 and is not scored
-            score = float(verifier.score(sample.text, dict(example))) if rejected is None else 0.0
+            segments, score, rejected = _cut(sample.text, dict(example), verifier, max_steps, check_steps)
             row.append((segments, bool(sample.finished), score, rejected))
             done = ""
             for segment in segments[: None if rejected is None else rejected + 1]:
@@ -256,27 +278,11 @@ def estimate_step_advantages(
         if prefixes
         else []
     )  # fmt: skip
-    boundary_value = []
+    value_at: list[dict[str, float]] = [{} for _ in examples]  # per example: completion so far -> V
     for (i, done), outs in zip(boundaries, rollouts):
         scores = [float(verifier.score(done + out.text, dict(examples[i]))) for out in outs]
-        boundary_value.append(sum(scores) / len(scores))
-    # Assemble values and advantages.
-    result: list[list[SampledSteps]] = []
-    for i, row in enumerate(cut):
-        prompt = examples[i]["prompt"]
-        out_row = []
-        for segments, finished, score, rejected in row:
-            values, done = [], ""
-            for segment in segments[: None if rejected is None else rejected + 1]:
-                values.append(boundary_value[boundary_index[(i, done)]])
-                done += segment
-            values.append(score)
-            advantages = tuple(values[t + 1] - values[t] for t in range(len(values) - 1))
-            out_row.append(
-                SampledSteps(prompt, tuple(segments), finished, tuple(values), advantages, rejected)
-            )
-        result.append(out_row)
-    return result
+        value_at[i][done] = sum(scores) / len(scores)
+    return [[_episode(examples[i]["prompt"], *c, value_at[i]) for c in row] for i, row in enumerate(cut)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,14 +7,16 @@ the samples and the initialisation only. Three named splits (`SPLITS`), disjoint
 * ``train`` — ``task.train_size`` rows of the verifier's train split: the RL prompts;
 * ``test`` — the first ``task.test_size`` rows of the verifier's test split: what the report scores
   (``eval.split: test``, the first ``eval.num_examples`` of them);
-* ``validation`` — the next ``task.validation_size`` rows of the *same* test-split draw: what `llm-rl tune` picks
-  hyper-parameters on (``eval.split: validation``).
+* ``validation`` — ``task.validation_size`` more rows of the test split, drawn after the test rows: what
+  `llm-rl tune` picks hyper-parameters on (``eval.split: validation``).
 
 Why disjoint: the verifiers assign every prompt to train or test by a hash of its text, so no train row (of the RL
 arms, or of the warm start's SFT data, also drawn from the train split) is ever a test or validation prompt; and
-test and validation are one ``generate(test_size + validation_size, split="test")`` call, whose prompts are
-distinct within the call, cut in two. ``generate(n)`` is a prefix of ``generate(m)`` for ``n < m``, so drawing the
-validation rows leaves the test rows exactly what they were (`tests/test_tune.py` checks both).
+the validation rows are the rows of one ``generate(test_size + validation_size, split="test")`` draw that are not
+test prompts — for the built-in generators exactly its last ``validation_size`` rows, since prompts are distinct
+within a draw and ``generate(n)`` is a prefix of ``generate(m)`` for ``n < m`` (the filter keeps it true for a
+plugin generator without that property). The test rows are drawn as before, so they do not move
+(`tests/test_tune.py` checks all of it).
 
 The validation split is test-split rows rather than unused train rows because the train split is what the arms
 and the warm start learn from (the warm start's SFT rows are drawn from it with another seed, so an "unused" train
@@ -23,7 +25,7 @@ row could still be one it was trained on); no arm and no warm start ever trains 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,7 +54,7 @@ class TaskData:
     verifier: verifiers.ContainedVerifier
     train: list[dict]
     test: list[dict]
-    validation: list[dict]
+    validation: list[dict] = field(default_factory=list)
 
     def split(self, name: str) -> list[dict]:
         """The rows of split ``name`` (one of `SPLITS`)."""

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar
 
 import pytest
@@ -355,3 +356,52 @@ def test_mc_episode_ends_at_the_first_rejected_step() -> None:
             assert r2.advantages == (0.5,) * 10 + (-1.0,) * 11 and len(r1.token_ids) == len(good) + 1
         else:
             assert second.rejected_step is None and len(second.advantages) == 3
+
+
+class CoinSteps(ChainArithmetic):
+    """Step checks that are a deterministic coin flip per step text (so a group's process rewards are mixed)."""
+
+    name = "coin_steps"
+
+    def check_step(self, previous_steps, step, example):
+        return bool(hashlib.sha256(step.encode()).digest()[0] % 2)
+
+
+def test_grpo_gradient_sample_under_steps_is_the_process_supervised_loss(tiny) -> None:
+    """The variance probe's per-prompt GRPO loss under ``steps`` = DAPO's token mean of ``-A_t log p`` with the
+    process advantages of the same samples (computed here from `process_advantages`/`token_advantages`)."""
+    from llm_rl.generation import HFBackend
+    from llm_rl.harness.metering import StepContext
+    from llm_rl.model import load_policy
+
+    policy = load_policy(tiny)
+    cfg = load_config(
+        ExperimentConfig,
+        data={"arm": "grpo", "task": {"feedback": "steps", "max_completion_tokens": 24}, **SMALL["grpo"]},
+    )
+    example = {"prompt": "Start 3. Add 4.\n", "start": 3, "operations": "+4", "answer": "7"}
+    budget = Budget()
+    verifier = MeteredVerifier(verifiers.ContainedVerifier(CoinSteps()), budget, feedback="steps")
+    ctx = StepContext(policy=policy, sampler=HFBackend(policy), verifier=verifier,
+                      generator=torch.Generator().manual_seed(3))  # fmt: skip
+    loss = grpo.GrpoArm(cfg).gradient_sample(example, ctx)
+    loss.backward()
+    got = [p.grad.clone() for p in policy.model.parameters()]
+    policy.zero_grad()
+    assert budget.step_verifier_calls > 0 and budget.outcome_verifier_calls == 0
+
+    (samples,) = HFBackend(policy).sample([example["prompt"]], n=2, max_new_tokens=24, temperature=1.0, stop=None,
+                                          generator=torch.Generator().manual_seed(3))  # fmt: skip
+    rewards = [grpo.check_completion_steps(s.text, CoinSteps(), example) for s in samples]
+    per_step = grpo.process_advantages(rewards, 2)
+    assert any(a != 0 for row in per_step for a in row), "the fixed seed gives mixed step rewards"
+    scored = policy.token_logprobs([example["prompt"]] * 2, [list(s.token_ids) for s in samples])
+    adv = torch.zeros_like(scored.logprobs)
+    for i, s in enumerate(samples):
+        row = grpo.token_advantages(s.token_ids, s.text, per_step[i], CoinSteps(), policy.tokenizer,
+                                    eos_token_id=policy.eos_token_id)  # fmt: skip
+        adv[i, : len(row)] = torch.tensor(row)
+    expected = (-adv * scored.logprobs * scored.mask).sum() / scored.mask.sum()
+    expected.backward()
+    for g, p in zip(got, policy.model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)

@@ -13,7 +13,9 @@ The sections shared by every arm live here; each arm's own section is the config
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,9 +23,20 @@ from llm_rl.arms.grpo import GrpoArmConfig
 from llm_rl.arms.mc_value import McValueArmConfig
 from llm_rl.arms.relabel import RelabelArmConfig
 from llm_rl.harness.budget import BudgetAxis
-from relabel_rl.config import DISTINCT, NONEMPTY, PATH_OR_HUB_ID, Check, knob
+from relabel_rl.config import (
+    DISTINCT,
+    NONEMPTY,
+    PATH_OR_HUB_ID,
+    Check,
+    ConfigError,
+    config_to_dict,
+    knob,
+    load_config,
+)
 
 TrackerName = Literal["tensorboard", "wandb", "trackio"]
+# What verifier feedback every arm may use (docs/llm_rl.md, "Information parity"; llm_rl/harness/metering.py).
+Feedback = Literal["outcome", "steps"]
 # vLLM is an optional extra: a recipe that asks for it is refused at load time when it is not installed
 VLLM_INSTALLED = Check(
     lambda backend: backend != "vllm" or importlib.util.find_spec("vllm") is not None,
@@ -119,15 +132,32 @@ class TaskDataConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The task: a verifier (built-in name, plugin name, or ``module:attr``) and its generated dataset."""
+    """The task: a verifier (built-in name, plugin name, or ``module:attr``), its generated dataset, and the
+    verifier feedback every arm may use.
+
+    ``feedback`` is one setting for the whole experiment, so every arm gets the same information:
+    ``outcome`` (the default, the seed's claim): only the verifier's score of a finished completion — no arm calls
+    ``check_step`` (the harness's metered verifier refuses it); ``steps``: every arm may also use ``check_step``,
+    each in its natural way (the relabeller prunes rejected candidates, GRPO gets DeepSeekMath's process
+    supervision, the MC arm's episodes end at the first rejected step); it needs a verifier with step checks.
+    """
 
     verifier: str = knob(
         "chain_arithmetic",
         check=NONEMPTY,
         help="a built-in verifier (llm-rl tasks), a plugin name, or module:attr of your own Verifier",
     )
+    feedback: Feedback = knob(
+        "outcome",
+        help="what every arm may learn from: outcome (the final score only), or steps (check_step too)",
+    )
     train_size: int = knob(512, ge=1, help="training rows (RL prompts); with task.data: at most this many")
     test_size: int = knob(64, ge=1, help="held-out rows (evaluation); with task.data: at most this many")
+    validation_size: int = knob(
+        64,
+        ge=1,
+        help="test-split rows drawn after the test rows: the validation split llm-rl tune scores on",
+    )
     difficulty: dict[str, Any] = knob({}, help="the verifier's difficulty knobs, passed to Verifier.generate")
     max_steps: int = knob(8, ge=1, help="reasoning steps in one completion, at most")
     max_step_tokens: int = knob(24, ge=1, help="new tokens per step, at most (step-wise arms)")
@@ -142,7 +172,8 @@ class TaskConfig:
     data: TaskDataConfig = field(default_factory=TaskDataConfig)
 
     def __post_init__(self) -> None:
-        for n in ("train_size", "test_size", "max_steps", "max_step_tokens", "max_completion_tokens"):
+        sizes = ("train_size", "test_size", "validation_size", "max_steps", "max_step_tokens")
+        for n in (*sizes, "max_completion_tokens"):
             _positive(f"task.{n}", getattr(self, n))
 
 
@@ -195,6 +226,10 @@ class EvalConfig:
     pass_k: int = knob(4, ge=1, help="samples per row for the unbiased pass@k")
     temperature: float = knob(
         1.0, gt=0.0, help="sampling temperature of the pass@k samples (pass@1 is greedy)"
+    )
+    split: Literal["test", "validation"] = knob(
+        "test",
+        help="rows evaluated: test (the report's) or validation (llm-rl tune's; disjoint from test and train)",
     )
 
 
@@ -275,6 +310,29 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """`llm-rl tune` (llm_rl/tune.py): per-arm hyper-parameters picked on the validation split, never on the test
+    rows the report scores. ``grid``: arm -> {dotted recipe key -> the values to try} (every combination of an
+    arm's values is one grid point; the keys are the arm's own section and ``optim.*``). ``seeds``: the tuning
+    runs' seeds, disjoint from ``compare.seeds``. ``budget``: a partial ``budget:`` section for the tuning runs
+    (empty: the recipe's budget). ``chosen``: arm -> {dotted key -> value}, written by `llm-rl tune` into its
+    tuned recipe; `llm-rl train` and `llm-rl compare` apply an arm's chosen values to that arm's runs only."""
+
+    grid: dict[str, dict[str, list[Any]]] = knob({}, help="arm -> {dotted recipe key -> values to try}")
+    seeds: list[int] = knob(
+        [100],
+        ge=0,
+        lt=2**63,
+        check=NONEMPTY_DISTINCT,
+        help="the tuning runs' seeds (disjoint from compare.seeds)",
+    )
+    budget: dict[str, Any] = knob(
+        {}, help="a partial budget section for the tuning runs (empty: the recipe's)"
+    )
+    chosen: dict[str, dict[str, Any]] = knob({}, help="arm -> {dotted key -> value}: written by llm-rl tune")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole `llm-rl` recipe."""
 
@@ -295,3 +353,28 @@ class ExperimentConfig:
     mc_value: McValueArmConfig = field(default_factory=McValueArmConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], *, what: str) -> ExperimentConfig:
+    """``cfg`` with dotted-key ``overrides`` applied and the whole recipe validated again.
+
+    Raises:
+      ConfigError: an unknown key or a bad value, prefixed with ``what`` (where the overrides come from).
+    """
+    try:
+        return load_config(ExperimentConfig, data=config_to_dict(cfg), overrides=dict(overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
+def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
+    """The recipe as arm ``arm`` runs it: ``tune.chosen[arm]`` applied (the values `llm-rl tune` chose for that
+    arm, e.g. its learning rate, which other arms do not share), and the ``tune`` section narrowed to them, so a
+    run records the values it used and where they came from, and a new grid or another arm's values leave the
+    run's config unchanged."""
+    chosen = dict(cfg.tune.chosen.get(arm, {}))
+    narrowed = TuneConfig(chosen={arm: chosen} if chosen else {})
+    if chosen:
+        cfg = with_overrides(cfg, chosen, what=f"'tune.chosen.{arm}'")
+    return dataclasses.replace(cfg, tune=narrowed)

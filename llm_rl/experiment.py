@@ -34,8 +34,8 @@ import transformers
 import verifiers
 from llm_rl.analysis.variance_probe import examples_for_length
 from llm_rl.arms import ARM_NAMES, Arm, arm_class
-from llm_rl.config import ExperimentConfig
-from llm_rl.harness.data import DATA_SEED
+from llm_rl.config import ExperimentConfig, arm_config
+from llm_rl.harness.data import DATA_SEED, check_task
 from llm_rl.harness.distributed import barrier, is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.harness.run import train_arm
@@ -155,6 +155,7 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
         verifier.generate(1, seed=0, split="train", **cfg.task.difficulty)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise ConfigError(f"'task.difficulty': {e}") from None
+    check_task(cfg, verifier)  # task.feedback: steps needs step checks; the eval split holds the rows
     for cls in classes.values():
         cls.validate(cfg)
     check_trackers(list(cfg.logging.report_to))
@@ -225,9 +226,11 @@ def run_dir_for(output_dir: Path, arm: str, seed: int, warm_target: float | None
 def child_config(
     cfg: ExperimentConfig, arm: str, seed: int, run_path: Path, warm_target: float | None = None
 ) -> ExperimentConfig:
-    """The resolved config of one run: the recipe with ``arm``, ``seed``, its own output dir, and a ``compare``
-    section narrowed to itself (so adding a seed to the recipe does not invalidate the runs already done)."""
+    """The resolved config of one run: the recipe with ``arm``, ``seed``, its own output dir, the arm's tuned
+    values (``tune.chosen[arm]``, `llm_rl.config.arm_config`), and ``compare``/``tune`` sections narrowed to itself
+    (so adding a seed to the recipe does not invalidate the runs already done)."""
     sub = _with_target(cfg, warm_target) if warm_target is not None else cfg
+    sub = arm_config(sub, arm)
     return dataclasses.replace(
         sub,
         arm=arm,

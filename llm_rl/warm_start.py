@@ -65,10 +65,21 @@ class WarmStartResult:
     missed_target: bool = False
 
 
+# Task fields the warm start does not read (what RL may learn from, the tuning split): a recipe that varies them
+# (e.g. compare variants under both feedback settings) shares one warm start.
+_RL_ONLY_TASK_FIELDS = ("feedback", "validation_size")
+
+
+def _warm_start_task(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The task section as the warm start sees it (without `_RL_ONLY_TASK_FIELDS`)."""
+    task = config_to_dict(cfg.task)
+    return {k: v for k, v in task.items() if k not in _RL_ONLY_TASK_FIELDS}
+
+
 def _fingerprint(cfg: ExperimentConfig, base_model: str, seed: int) -> str:
     key = {
         "model": config_to_dict(cfg.model),
-        "task": config_to_dict(cfg.task),
+        "task": _warm_start_task(cfg),
         "warm_start": config_to_dict(cfg.warm_start),
         "base_model": str(base_model),
         "seed": seed,
@@ -107,7 +118,12 @@ def warm_start(
     record_file = out / "warm_start.json"
     fingerprint = _fingerprint(cfg, base_model, seed)
     with process_state().main_process_first():  # one writer; every process refuses a folder of another config
-        pinned = {"model": cfg.model, "task": cfg.task, "warm_start": cfg.warm_start, "seed": seed}
+        pinned = {
+            "model": cfg.model,
+            "task": _warm_start_task(cfg),
+            "warm_start": cfg.warm_start,
+            "seed": seed,
+        }
         pin_config(out, pinned, what="warm start")
     if record_file.exists():
         record = json.loads(record_file.read_text())

@@ -219,7 +219,7 @@ def probe_gradient_variance(
         if isinstance(verifier, verifiers.ContainedVerifier)
         else verifiers.ContainedVerifier(verifier)
     )
-    unmetered = MeteredVerifier(contained, None)
+    unmetered = MeteredVerifier(contained, None, feedback=cfg.task.feedback)
     sampler = make_backend(cfg.model.generation_backend, policy, None)
     policy.train()
     records: list[dict[str, Any]] = []

@@ -158,8 +158,21 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_gtp(a: argparse.Namespace, overrides: list[str]) -> int:
     from go_baseline.gtp import GtpEngine
 
-    engine = GtpEngine.from_checkpoint(a.checkpoint, num_simulations=a.simulations, threads=a.threads)
-    engine.serve(sys.stdin, sys.stdout)
+    try:
+        engine = GtpEngine.from_checkpoint(
+            a.checkpoint,
+            num_simulations=a.simulations,
+            threads=a.threads,
+            rules=a.rules,
+            dead_stones=a.dead_stones,
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as e:  # one line, not a traceback, for a GUI's log
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        engine.serve(sys.stdin.buffer, sys.stdout.buffer)
+    finally:
+        engine.close()
     return 0
 
 
@@ -214,8 +227,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out")
     g = sub.add_parser("gtp", allow_abbrev=False, help="a GTP v2 engine on stdin/stdout")
     g.add_argument("--checkpoint", required=True)
-    g.add_argument("--simulations", type=int, default=32)
-    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--simulations", type=int, default=32, help="search simulations per move (>= 1)")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads (>= 1)")
+    g.add_argument(
+        "--rules",
+        choices=["chinese", "tromp-taylor"],
+        default="chinese",
+        help="how final_score counts: chinese removes dead stones (default), tromp-taylor counts every stone",
+    )
+    g.add_argument(
+        "--dead-stones",
+        choices=["auto", "gnugo", "playout"],
+        default="auto",
+        help="who decides dead stones: GnuGo's final_status_list (auto: when installed) or Benson + playouts",
+    )
     c = sub.add_parser("compare", allow_abbrev=False, help="AZ vs PG report from two run directories")
     c.add_argument("--az", nargs="+", required=True, help="AlphaZero run directories (one per seed)")
     c.add_argument("--pg", nargs="+", required=True, help="policy-gradient run directories (one per seed)")

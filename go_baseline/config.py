@@ -79,6 +79,10 @@ class SelfPlaySection:
         schedule needs a fresh root).
       score_weight: weight ``w`` of the score margin in the game's utility (see
         :func:`go_baseline.selfplay.game_utility`); 0 = pure win/loss (AlphaZero).
+      cleanup: the cleanup rule (:mod:`go_baseline.rules`): no pass while dead stones on the board make the
+        Tromp–Taylor count disagree with the dead-stones-removed count against the mover (dead stones judged by
+        Benson's analysis + random playouts, :class:`go_baseline.deadstones.PlayoutJudge`). Off: plain
+        Tromp–Taylor self-play, as before issue 14.
     """
 
     games_in_flight: int = 16
@@ -97,6 +101,7 @@ class SelfPlaySection:
     no_resign_fraction: float = 0.2
     reuse_tree: bool = True
     score_weight: float = 0.0
+    cleanup: bool = True
 
     def __post_init__(self) -> None:
         _positive("selfplay", games_in_flight=self.games_in_flight, num_simulations=self.num_simulations)

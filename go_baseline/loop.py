@@ -84,6 +84,7 @@ def games_summary(replay: ReplayBuffer, numbers: range) -> dict[str, Any]:
     if not games:
         return {}
     no_resign = [g for g in games if bool(g["no_resign"]) and int(g["would_have_resigned"]) != 0]
+    counted = [g for g in games if np.isfinite(g.get("counted_score", np.nan)) and np.isfinite(g["score"])]
     return {
         "iteration_games": len(games),
         "black_win_rate": float(np.mean([int(g["result"]) > 0 for g in games])),
@@ -91,6 +92,9 @@ def games_summary(replay: ReplayBuffer, numbers: range) -> dict[str, Any]:
         "resigned_fraction": float(np.mean([int(g["resigned"]) != 0 for g in games])),
         "false_resignations": sum(int(g["would_have_resigned"]) == int(g["result"]) for g in no_resign),
         "would_resign_checked": len(no_resign),
+        # games whose Tromp–Taylor count differs from the count with dead stones removed (0 when cleaned up)
+        "counts_disagree": sum(float(g["counted_score"]) != float(g["score"]) for g in counted),
+        "counts_compared": len(counted),
     }
 
 
@@ -182,6 +186,7 @@ def _self_play(
             games_in_flight=cfg.selfplay.games_in_flight,
             temperature=cfg.selfplay.temperature,
             score_weight=cfg.selfplay.score_weight,
+            cleanup=cfg.selfplay.cleanup,
             **common,
         )[1]
     acc.wait_for_everyone()  # every process's games are on disk

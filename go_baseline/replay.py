@@ -80,6 +80,7 @@ class ReplayBuffer:
             result=np.int64(rec.result),
             utility=np.float64(rec.utility),
             score=np.float64(rec.score),
+            counted_score=np.float64(rec.counted_score),
             resigned=np.int64(rec.resigned),
             no_resign=np.bool_(rec.no_resign),
             would_have_resigned=np.int64(rec.would_have_resigned),

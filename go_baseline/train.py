@@ -132,9 +132,23 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 
 def load_net(path: str | Path, device: str = "cpu") -> tuple[PolicyValueNet, dict]:
-    """A network from a checkpoint file (in eval mode), and the checkpoint's metadata."""
-    blob = torch.load(Path(path), map_location=device, weights_only=False)
-    net = PolicyValueNet(NetConfig(**blob["net_config"])).to(device)
+    """A network from a checkpoint file (in eval mode), and the checkpoint's metadata.
+
+    Loaded with ``weights_only=True``: a checkpoint is tensors and plain data, never code to unpickle.
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: the file is not a readable go-baseline checkpoint.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(Path(path), map_location=device, weights_only=True)
+        cfg = NetConfig(**blob["net_config"])
+    except Exception as e:  # a torn, foreign or tampered file: say which, in one line
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
+    net = PolicyValueNet(cfg).to(device)
     net.load_state_dict(blob["model"])
     net.eval()
     return net, {k: blob[k] for k in ("iteration", "step", "games", "board", "algo", "search") if k in blob}
@@ -289,7 +303,7 @@ class Trainer:
         return target
 
     def load(self, path: str | Path, rng: np.random.Generator) -> Checkpoint:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=False)  # load_state_dict places it
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)  # load_state_dict places it
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.step = int(blob["step"])

@@ -171,6 +171,10 @@ class EvalSection:
         search is Gumbel without noise (the halving winner) or PUCT (most visited), as ``selfplay.search``.
       opponents: any of ``random``, ``previous`` (the checkpoint from the last evaluation), ``gnugo``.
       gnugo_level: GnuGo's level for the ``gnugo`` opponent.
+      rules: how games are counted (:mod:`go_baseline.rules`): ``chinese`` (dead stones removed: GnuGo's own
+        verdict in games GnuGo plays, else ``dead_stones``'s) or ``tromp-taylor`` (every stone on the board).
+      dead_stones: the judge of games without GnuGo: ``playout`` (Benson + random playouts; the same on every
+        machine), ``gnugo`` (GnuGo's ``final_status_list dead``) or ``auto`` (GnuGo when installed).
     """
 
     every_iterations: int = 2
@@ -178,12 +182,18 @@ class EvalSection:
     num_simulations: int = 16
     opponents: list[str] = field(default_factory=lambda: ["random", "previous"])
     gnugo_level: int = 1
+    rules: Literal["chinese", "tromp-taylor"] = "chinese"
+    dead_stones: Literal["auto", "playout", "gnugo"] = "playout"
 
     def __post_init__(self) -> None:
         bad = [o for o in self.opponents if o not in ("random", "previous", "gnugo")]
         if bad:
             raise ValueError(f"'eval.opponents': unknown {bad}; choose from random, previous, gnugo")
         _positive("eval", every_iterations=self.every_iterations, games=self.games)
+        if self.rules not in ("chinese", "tromp-taylor"):
+            raise ValueError(f"'eval.rules' must be chinese or tromp-taylor, got {self.rules!r}")
+        if self.dead_stones not in ("auto", "playout", "gnugo"):
+            raise ValueError(f"'eval.dead_stones' must be auto, playout or gnugo, got {self.dead_stones!r}")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from go_baseline.arena import GnuGoPlayer, NetPlayer, Player, RandomPlayer, play_match
 from go_baseline.config import GoConfig
+from go_baseline.deadstones import make_judge
 from go_baseline.gnugo import find_gnugo
 from go_baseline.pg import pg_parts, play_policy_games, records_to_batch
 from go_baseline.replay import ReplayBuffer
@@ -137,6 +138,7 @@ def evaluate_checkpoint(
         score_weight=cfg.selfplay.score_weight,
     )
     out = []
+    judge = make_judge(cfg.eval.dead_stones)
     for opp in _opponents(cfg, run, iteration):
         try:
             res = play_match(
@@ -148,12 +150,15 @@ def evaluate_checkpoint(
                 sgf_dir=run.path / "sgf" / "eval",
                 sgf_prefix=f"it{iteration:05d}_{opp.name}",
                 max_game_length=cfg.board.max_game_length,
+                rules=cfg.eval.rules,
+                judge=judge,
             )
         finally:
             opp.close()
         rec = {"kind": "eval", "iteration": iteration, "selfplay_games": games_played, **res.summary()}
         run.log(rec)
         out.append(rec)
+    judge.close()
     return out
 
 

@@ -15,10 +15,10 @@ its best-ranked alternative when
 
 * **cleanup** — opponent stones the judge calls dead are still on the board and one can be attacked (a legal
   move on a liberty of a dead chain): Tromp–Taylor would credit the opponent with them, so capture them first;
-* **counted loss** — the game would end (the opponent just passed) with a Tromp–Taylor win or draw for the mover
-  that the dead-stones-removed count turns into a loss: the mover's own dead stones flatter it. It plays on
-  (any legal move that does not fill its own eye and is not inside the opponent's pass-alive area) rather than
-  end a game it has lost by the referee's count.
+* **counted loss** — the board counts as a Tromp–Taylor win or draw for the mover that the dead-stones-removed
+  count turns into a loss: the mover's own dead stones flatter it, and a pass invites the opponent to end a
+  game the mover believes won and a referee gives away. It plays on (any legal move that does not fill its own
+  eye and is not inside the opponent's pass-alive area) until the two counts agree on the winner.
 
 When no such move exists the pass stands. In self-play both players follow the rule, so a game ends with every
 dead stone captured and its Tromp–Taylor result (what the search and the value target use) is the Chinese one.
@@ -87,8 +87,7 @@ def pass_alternatives(pos: Position, judge: DeadStoneJudge) -> tuple[str, list[i
         moves = sorted(libs & no_own_eye)
         if moves:
             return "cleanup", moves
-    history = pos.state.history()
-    if history and history[-1] == pos.pass_action and (dead & (board == mover)).any():
+    if (dead & (board == mover)).any():
         tromp_taylor = _result(area_score(board, pos.komi)) * mover
         counted = _result(area_score(remove_dead(board, dead), pos.komi)) * mover
         if counted < tromp_taylor:

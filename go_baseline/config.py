@@ -41,15 +41,20 @@ class BoardSection:
 
 @dataclass(frozen=True)
 class NetSection:
-    """history: boards in the input. blocks / filters: ResNet depth and width. value_hidden: value-head width."""
+    """history: boards in the input. blocks / filters: ResNet depth and width. value_hidden: value-head width.
+    aux_heads: KataGo's ownership and score heads, trained on ``train.ownership_weight`` /
+    ``train.score_target_weight`` (see :mod:`go_baseline.network`)."""
 
     history: int = 4
     blocks: int = 4
     filters: int = 32
     value_hidden: int = 64
+    aux_heads: bool = False
 
     def net_config(self, board_size: int) -> NetConfig:
-        return NetConfig(board_size, self.history, self.blocks, self.filters, self.value_hidden)
+        return NetConfig(
+            board_size, self.history, self.blocks, self.filters, self.value_hidden, aux_heads=self.aux_heads
+        )
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class TrainSection:
       augment: a random board symmetry per sample.
       max_grad_norm: gradient clipping.
       pg_baseline: subtract the value head's prediction in the PG arm (still one scalar outcome per game).
+      ownership_weight / score_target_weight: weights of the auxiliary ownership and score losses (used when
+        ``net.aux_heads``; KataGo weighs ownership 1.5 per point-averaged cross-entropy).
       micro_batches: each optimiser step's batch is cut into this many equal micro-batches, spread over the
         processes of an ``accelerate launch`` (a multiple of their number; null = one per process). The net has
         BatchNorm, whose batch statistics are per micro-batch, so a run's numbers depend on this knob and not on
@@ -146,6 +153,8 @@ class TrainSection:
     max_grad_norm: float = 5.0
     pg_baseline: bool = False
     micro_batches: int | None = None
+    ownership_weight: float = 1.5
+    score_target_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.micro_batches is not None:
@@ -158,6 +167,9 @@ class TrainSection:
             "train", batch_size=self.batch_size, steps_per_iteration=self.steps_per_iteration, lr=self.lr
         )
         _positive("train", window_games=self.window_games, max_grad_norm=self.max_grad_norm)
+        for k in ("ownership_weight", "score_target_weight"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"'train.{k}' must be >= 0, got {getattr(self, k)}")
 
 
 @dataclass(frozen=True)

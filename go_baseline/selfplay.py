@@ -31,7 +31,7 @@ import numpy as np
 
 from go_baseline.board import Position, new_position
 from go_baseline.config import SelfPlaySection
-from go_baseline.deadstones import DeadStoneJudge, PlayoutJudge
+from go_baseline.deadstones import DeadStoneJudge, PlayoutJudge, area_ownership
 from go_baseline.features import encode, encode_batch
 from go_baseline.network import PolicyValueNet, masked_policy
 from go_baseline.rules import counted_score, replace_premature_pass
@@ -111,6 +111,8 @@ class GameRecord:
       score: the area score (black − white − komi) of the final board (NaN after a resignation).
       counted_score: the same board counted with dead stones removed by the self-play judge (Chinese counting;
         NaN after a resignation or with ``cleanup`` off). Equal to ``score`` when the game was cleaned up.
+      ownership: ``[N, N]`` int8 owner of every point of the final board (Tromp–Taylor: +1 black, −1 white, 0
+        neutral), the target of the ownership head; None after a resignation.
       resigned: the colour that resigned, or 0.
       no_resign: the game was in the no-resign set.
       would_have_resigned: in a no-resign game, the first colour whose root value fell below the threshold (0 if
@@ -130,6 +132,7 @@ class GameRecord:
     utility: float = 0.0
     score: float = float("nan")
     counted_score: float = float("nan")
+    ownership: np.ndarray | None = None
     resigned: int = 0
     no_resign: bool = False
     would_have_resigned: int = 0
@@ -245,6 +248,8 @@ def play_selfplay_games(
         rec = slot.record
         rec.result, rec.resigned = result, resigned
         rec.score = float("nan") if resigned else slot.pos.score()
+        if not resigned:
+            rec.ownership = area_ownership(slot.pos.board)
         if judge is not None and not resigned:
             rec.counted_score = counted_score(slot.pos, "chinese", judge)
         rec.utility = game_utility(result, rec.score, board_size, cfg.score_weight)

@@ -141,6 +141,9 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
         return 2
     if a.run is not None:
         return _cmd_strength(a)
+    if a.recipe is None:
+        print("error: eval --checkpoint needs the recipe the checkpoint was trained with", file=sys.stderr)
+        return 2
     cfg = _load(a.recipe, overrides)
     rules = a.rules or cfg.eval.rules
     judge = make_judge(a.dead_stones or cfg.eval.dead_stones)

@@ -107,3 +107,14 @@ def test_loop_trains_the_aux_heads(tmp_path):
     game = ReplayBuffer(tmp_path / "run" / "games", 10).load(0)
     assert game["ownership"].shape in ((5, 5), (0,))  # (0,): a resigned game
     assert any(r.get("kind") == "train" for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("name", ["5x5.yaml", "7x7.yaml", "7x7_gnugo.yaml", "9x9.yaml"])
+def test_shipped_go_recipes_load(name):
+    from pathlib import Path
+
+    cfg = load_config(GoConfig, Path(__file__).resolve().parents[1] / "recipes" / "go" / name)
+    assert cfg.selfplay.cleanup and cfg.eval.rules == "chinese"
+    if name == "7x7_gnugo.yaml":
+        assert cfg.net.aux_heads and cfg.board.komi == 9.0 and cfg.max_minutes == 90
+        assert cfg.train.micro_batches == 2 and cfg.selfplay.playout_cap_fraction < 1.0

@@ -207,3 +207,15 @@ def test_selfplay_cleanup_takes_the_pass_out_of_the_target():
     assert target[2] == 0.0 and np.isclose(target.sum(), 1.0) and np.isclose(target[0], 0.4)
     assert apply_cleanup(pos, actions, 2, policy, None) == (2, policy)  # rule off
     assert replace_premature_pass(pos, actions, policy, 1, PlayoutJudge()) == 1  # not a pass: untouched
+
+
+def test_pg_arm_resamples_a_premature_pass_from_the_alternatives():
+    from go_baseline.pg import _cleanup_moves, _sample
+
+    pos = from_ascii(DEAD_C5, to_play=BLACK, komi=0.5)
+    moves = _cleanup_moves(pos, PlayoutJudge())
+    assert _vertices(moves) == {"B5", "C4", "D5"} and _cleanup_moves(pos, None) is None
+    logits = np.zeros(26)
+    logits[pos.pass_action] = 50.0
+    rng = np.random.default_rng(0)
+    assert {_sample(logits, moves, 1.0, rng) for _ in range(30)} == set(moves.tolist())

@@ -88,3 +88,5 @@ def test_strength_curve_bad_input_gets_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} has no checkpoints")
     assert main(["eval"]) == 2
     assert "exactly one of --checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", "x.pt"]) == 2
+    assert "needs the recipe" in capsys.readouterr().err

@@ -20,7 +20,9 @@ ways to decide what is dead, each a :class:`DeadStoneJudge`:
 
 Nothing here decides legality: boards are ``[N, N]`` int8 arrays (+1 black, −1 white, 0 empty, row 0 = rank 1),
 as :mod:`go_baseline.board` stores them, and the playouts use their own small rules engine (simple ko, no
-suicide) because they need the eye test on every move, which OpenSpiel's state does not offer cheaply.
+suicide, chains with their liberty sets kept up to date) because they need the eye test on every move, which
+OpenSpiel's state does not offer cheaply. Written by hand: no maintained Python Go library offers Benson's
+algorithm or playout ownership (GnuGo does, in C, hence :class:`GnuGoJudge`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ JudgeKind = Literal["auto", "playout", "gnugo"]
 
 @functools.lru_cache(maxsize=32)
 def neighbours(n: int) -> tuple[tuple[int, ...], ...]:
+    """The orthogonal neighbours of every point of an ``n x n`` board (flat indices, ``row * n + col``)."""
     out = []
     for p in range(n * n):
         r, c = divmod(p, n)
@@ -73,6 +76,7 @@ def neighbours(n: int) -> tuple[tuple[int, ...], ...]:
 
 @functools.lru_cache(maxsize=32)
 def diagonals(n: int) -> tuple[tuple[int, ...], ...]:
+    """The diagonal neighbours of every point (for the eye test)."""
     out = []
     for p in range(n * n):
         r, c = divmod(p, n)
@@ -409,7 +413,8 @@ class GnuGoJudge:
     """GnuGo's ``final_status_list dead`` for the position's game, replayed into a GnuGo process kept open.
 
     The move list is the pyspiel history of the position (for a position set up from a picture, the setup moves:
-    they give the same board).
+    they give the same board). Should GnuGo refuse the game (a move it finds illegal) or die, the verdict is the
+    playout judge's, and ``fallbacks`` counts how often that happened.
     """
 
     name = "gnugo"
@@ -419,14 +424,22 @@ class GnuGoJudge:
 
         self.engine = GnuGo(level, binary=binary)
         self._cache: dict[tuple, np.ndarray] = {}
+        self._fallback = PlayoutJudge()
+        self.fallbacks = 0
 
     def dead_stones(self, pos: Position) -> np.ndarray:
+        from go_baseline.gnugo import GtpError
+
         moves = tuple(int(a) for a in pos.state.history())
         key = (pos.board_size, pos.komi, moves)
         if key not in self._cache:
             if len(self._cache) > 256:
                 self._cache.clear()
-            self._cache[key] = dead_from_gnugo(self.engine, pos.board_size, pos.komi, moves)
+            try:
+                self._cache[key] = dead_from_gnugo(self.engine, pos.board_size, pos.komi, moves)
+            except (GtpError, OSError):
+                self.fallbacks += 1
+                return self._fallback.dead_stones(pos)
         return self._cache[key].copy()
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ resumes and skips the matches already there — and the curve is redrawn after e
   training, wins / losses / draws, the win rate (a jigo counts half) with its 95 % Wilson interval
   (:func:`relabel_rl.report.wilson_interval`), and the same by colour;
 * ``strength.png`` and ``strength.pdf`` — win rate against self-play games, one line per level with its Wilson
-  band, and thin dashed (as black) and dotted (as white) lines.
+  band, and thin dashed (as black) and dotted (as white) lines; below it the mean final margin from our side
+  (points, after komi, under the run's rules) with its t-interval — it moves while the win rate still reads 0.
 
 GnuGo is deterministic for a seed, and so is our search, so game ``k`` of a match runs under GnuGo seed
 ``seed + k`` (see :class:`go_baseline.arena.GnuGoPlayer`); ``distinct_games`` counts what that bought.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from go_baseline.train import list_checkpoints, load_net
-from relabel_rl.report import wilson_interval
+from relabel_rl.report import mean_ci, wilson_interval
 from relabel_rl.rundir import read_metrics
 
 __all__ = ["STRENGTH_CSV", "STRENGTH_JSONL", "choose_checkpoints", "strength_curve", "write_strength_report"]
@@ -34,7 +35,7 @@ STRENGTH_CSV = "strength.csv"
 _CSV_FIELDS = [
     "iteration", "step", "selfplay_games", "wall_hours", "gnugo_level", "num_simulations", "rules", "games",
     "wins", "losses", "draws", "win_rate", "ci95_low", "ci95_high", "games_as_black", "win_rate_as_black",
-    "games_as_white", "win_rate_as_white", "distinct_games",
+    "games_as_white", "win_rate_as_white", "mean_margin", "margin_ci95_low", "margin_ci95_high", "distinct_games",
 ]  # fmt: skip
 
 
@@ -131,6 +132,8 @@ def strength_curve(
                 continue
             res = _match(cfg, net, ckpt.stem, level, games, sims, seed, run / "sgf" / "strength")
             s = res.summary()
+            margins = [g.score * (1 if b else -1) for g, b in zip(res.games, res.player_was_black)]
+            margin = mean_ci([m for m in margins if m == m])  # NaN after a resignation
             rec = {
                 "iteration": meta["iteration"],
                 "step": meta.get("step", 0),
@@ -142,6 +145,9 @@ def strength_curve(
                 "games": s["eval_games"],
                 "ci95_low": s["ci95"][0],
                 "ci95_high": s["ci95"][1],
+                "mean_margin": margin.mean,
+                "margin_ci95_low": margin.low,
+                "margin_ci95_high": margin.high,
                 **{k: s[k] for k in _CSV_FIELDS if k in s and k != "games"},
             }
             with open(run / STRENGTH_JSONL, "a") as f:
@@ -171,9 +177,8 @@ def _plot(recs: Sequence[dict], stem: Path) -> list[Path]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, (ax, axm) = plt.subplots(2, 1, figsize=(6.4, 6.4), dpi=110, sharex=True, height_ratios=(3, 2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    sims = sorted({r["num_simulations"] for r in recs})
     for i, level in enumerate(sorted({r["gnugo_level"] for r in recs})):
         mine = [r for r in recs if r["gnugo_level"] == level]
         xs = [r["selfplay_games"] for r in mine]
@@ -185,19 +190,27 @@ def _plot(recs: Sequence[dict], stem: Path) -> list[Path]:
         )
         for colour_key, style in (("black", "--"), ("white", ":")):
             ax.plot(xs, [r[f"win_rate_as_{colour_key}"] for r in mine], style, color=colour, linewidth=0.8)
+        axm.plot(xs, [r.get("mean_margin", float("nan")) for r in mine], "o-", color=colour)
+        lows = [r.get("margin_ci95_low", float("nan")) for r in mine]
+        axm.fill_between(xs, lows, [r.get("margin_ci95_high", float("nan")) for r in mine], color=colour,
+                         alpha=0.15, linewidth=0)  # fmt: skip
     ax.plot([], [], "k--", linewidth=0.8, label="as black")
     ax.plot([], [], "k:", linewidth=0.8, label="as white")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("self-play games")
     ax.set_ylabel("win rate (jigo = ½)")
     games = sorted({r["games"] for r in recs})
+    sims = sorted({r["num_simulations"] for r in recs})
     ax.set_title(
         f"Strength against GnuGo ({', '.join(map(str, games))} games per point, colours alternating, "
-        f"{'/'.join(map(str, sims))} simulations)\nband: 95 % Wilson interval",
+        f"{'/'.join(map(str, sims))} simulations)\nbands: 95 % Wilson interval (win rate), t-interval (margin)",
         fontsize=9,
     )
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    axm.axhline(0.0, color="grey", linewidth=0.8)
+    axm.set_ylabel("mean margin (points, ours)")
+    axm.set_xlabel("self-play games")
+    for a in (ax, axm):
+        a.grid(True, alpha=0.3)
     fig.tight_layout()
     out = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for p in out:

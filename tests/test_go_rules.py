@@ -219,3 +219,11 @@ def test_pg_arm_resamples_a_premature_pass_from_the_alternatives():
     logits[pos.pass_action] = 50.0
     rng = np.random.default_rng(0)
     assert {_sample(logits, moves, 1.0, rng) for _ in range(30)} == set(moves.tolist())
+
+
+@needs_gnugo
+def test_gnugo_judge_falls_back_to_playouts_when_gnugo_fails():
+    judge = GnuGoJudge()
+    judge.engine.close()  # GnuGo is gone: the verdict must still come
+    pos = from_ascii(DEAD_C5, komi=0.5)
+    assert _vertices(judge.dead_stones(pos)) == {"C5"} and judge.fallbacks == 1

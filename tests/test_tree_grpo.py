@@ -117,6 +117,7 @@ def test_the_scripted_tree_and_its_rows() -> None:
     s = batch.stats
     assert s["reward"] == pytest.approx(0.4) and s["leaves_per_prompt"] == 5 and s["nodes_per_prompt"] == 7
     assert s["prompt_value"] == pytest.approx(0.4) and s["frac_uniform_prompts"] == 0.0
+    assert s["mean_path_steps"] == pytest.approx((1 + 2 + 2 + 2 + 3) / 5)  # the last segments' steps counted
 
 
 def test_segments_of_two_steps_and_how_steps_end() -> None:
@@ -135,6 +136,7 @@ def test_segments_of_two_steps_and_how_steps_end() -> None:
     assert tree.parent == [-1, 0, 0, 0, 1]
     assert tree.path_steps[1] == ("x=1", "x=2") and len(tree.pieces[1]) == 2
     assert tree.path_steps[2] == ("abcd", "the end") and tree.reward[2] == 0.0
+    assert [tree.path_steps[i] for i in (4, 1)] == [("x=1", "x=2", "Answer: 7"), ("x=1", "x=2")]
     assert tree.path_steps[3] == ("",) and tree.reward[3] == 0.0
     assert tree.reward[4] == 1.0 and verifier.scored[-1] == "x=1\nx=2\nAnswer: 7"
     # the length-cut step's tokens are only those sampled (no delimiter), the next one is sampled after "abcd\n"

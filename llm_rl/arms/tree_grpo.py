@@ -173,8 +173,8 @@ class SampledTree:
       parent: ``[N]`` each node's parent (-1 for the root).
       pieces: ``[N]`` each node's sampled steps as ``(prefix text it was sampled after, token ids)``: the step's
         tokens with the delimiter or EOS that ended it (the last segment is one piece). The root has none.
-      path_steps: ``[N]`` the step texts from the root through the node (no delimiters; a last segment is one
-        "step" here, its raw text).
+      path_steps: ``[N]`` the step texts from the root through the node (no delimiters; a last segment's steps
+        are those ``verifier.split_steps`` finds in it).
       path_tokens: ``[N]`` tokens sampled from the root through the node.
       reward: ``[N]`` a leaf's reward, None for inner nodes (and for open nodes while growing).
       rejected: ``[N]`` the leaf ended at a step ``check_step`` rejected (reward 0).
@@ -244,7 +244,7 @@ def _finish(
     """Make ``node`` a leaf holding the rest of the completion (one piece) and score its path."""
     previous = tree.path_steps[node]
     tree.pieces[node].append((prefix, tuple(int(t) for t in continuation.token_ids)))
-    tree.path_steps[node] = (*previous, continuation.text)
+    tree.path_steps[node] = (*previous, *verifier.split_steps(continuation.text))
     tree.path_tokens[node] += len(continuation.token_ids)
     if feedback == "steps":
         checked = list(previous)

@@ -32,6 +32,16 @@ $(STAMP): pyproject.toml examples/plugin_verifier/pyproject.toml
 	    echo "warning: gnugo not found and not root; run 'sudo apt-get install gnugo' for the GnuGo tests"; \
 	  fi; \
 	fi
+	@# bubblewrap isolates python_code's model-written code (docs/sandbox.md); without it a weaker fallback runs.
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing bubblewrap (Debian package, the python_code sandbox)"; \
+	    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
+	      || echo "warning: could not install bubblewrap; python_code will use the weaker rlimit fallback sandbox"; \
+	  else \
+	    echo "warning: bubblewrap (bwrap) not found and not root; run 'sudo apt-get install bubblewrap', or python_code uses the weaker rlimit fallback sandbox"; \
+	  fi; \
+	fi
 	@touch $(STAMP)
 
 demo: setup

@@ -34,7 +34,7 @@ def _prefixes(n: int) -> list[str]:
 def _time(backend, prefixes, k, max_new_tokens, stop, repeats) -> tuple[float, int, int]:
     import torch
 
-    from llm_rl.budget import Budget
+    from llm_rl.harness.budget import Budget
 
     backend.sample(prefixes, n=k, max_new_tokens=max_new_tokens, stop=stop)  # warm-up
     best = None
@@ -73,7 +73,7 @@ def main() -> None:
     import torch
 
     from llm_rl.generation import HFBackend
-    from llm_rl.models import build_tiny_model, load_policy
+    from llm_rl.model import build_tiny_model, load_policy
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
@@ -89,7 +89,7 @@ def main() -> None:
     )
     rows = [("hf", HFBackend(policy))]
     try:
-        from llm_rl.vllm_backend import VLLMBackend
+        from llm_rl.generation.vllm import VLLMBackend
 
         rows.append(("vllm", VLLMBackend(policy, gpu_memory_utilization=args.gpu_memory_utilization)))
     except Exception as e:  # no vLLM, no GPU: say so, measure the HF backend anyway

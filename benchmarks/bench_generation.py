@@ -74,9 +74,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     import verifiers
-    from llm_rl.budget import Budget
     from llm_rl.generation import HFBackend
-    from llm_rl.models import build_tiny_model, load_policy
+    from llm_rl.harness.budget import Budget
+    from llm_rl.model import build_tiny_model, load_policy
 
     path = args.model
     if path is None:

@@ -7,30 +7,47 @@ llm-rl probe-variance RECIPE [...]          gradient-variance probe binned by ta
 llm-rl tasks                                list verifiers (built-in and plugins)
 llm-rl make-dataset NAME --n N --seed S --out DIR
 llm-rl verify --verifier NAME --input completions.jsonl
+
+The subcommand's module is imported only when it runs (`llm-rl tasks` never loads torch), and a recipe command's
+recipe is loaded and checked first (`llm_rl.commands`, light), so a typo costs a second, not the import of the
+model stack.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-# subcommand -> (module, function, one-line help). Modules import lazily: `llm-rl tasks` never loads torch.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("llm_rl.commands", "cmd_train", "train one arm from a recipe"),
-    "eval": ("llm_rl.commands", "cmd_eval", "evaluate a checkpoint on the held-out split"),
-    "compare": ("llm_rl.compare", "cmd_compare", "run all arms x seeds at equal budget and write a report"),
-    "probe-variance": ("llm_rl.variance_probe", "cmd_probe_variance", "gradient variance vs task length"),
-    "tasks": ("verifiers.cli", "cmd_tasks", "list available verifiers / task generators"),
-    "make-dataset": ("verifiers.cli", "cmd_make_dataset", "generate a task dataset to disk"),
-    "verify": ("verifiers.cli", "cmd_verify", "score completions from a JSONL file"),
+from relabel_rl.config import ConfigError, config_help, docstring_text
+from relabel_rl.environment import foreign_verifiers
+
+# subcommand -> (module, function, one-line help, the command's own flags when its first argument is a recipe)
+COMMANDS: dict[str, tuple[str, str, str, Mapping[str, bool] | None]] = {
+    "train": ("llm_rl.train", "cmd_train", "train one arm from a recipe", {}),
+    "eval": ("llm_rl.train", "cmd_eval", "evaluate a checkpoint on the held-out split", None),
+    "compare": (
+        "llm_rl.compare",
+        "cmd_compare",
+        "run all arms x seeds at equal budget and write a report",
+        {"report_only": False, "no_progress": False},
+    ),
+    "probe-variance": (
+        "llm_rl.compare",
+        "cmd_probe_variance",
+        "gradient variance vs task length",
+        {"checkpoint": True, "out": True, "arms": True},
+    ),
+    "tasks": ("verifiers.cli", "cmd_tasks", "list available verifiers / task generators", None),
+    "make-dataset": ("verifiers.cli", "cmd_make_dataset", "generate a task dataset to disk", None),
+    "verify": ("verifiers.cli", "cmd_verify", "score completions from a JSONL file", None),
 }
 
 
 def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: llm-rl COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_, _) in COMMANDS.items()]
     lines += ["", "Run 'llm-rl COMMAND --help' for a command's flags."]
     return "\n".join(lines)
 
@@ -40,10 +57,8 @@ RECIPE_COMMANDS = ("train", "eval", "compare", "probe-variance")
 
 
 def _recipe_help(handler) -> str:
-    from llm_rl.config import ExperimentConfig
-    from relabel_rl.config import config_help, docstring_text
-
-    return f"usage: {docstring_text(handler.__doc__ or '')}\n\n{config_help(ExperimentConfig)}"
+    recipe = importlib.import_module("llm_rl.config").ExperimentConfig  # by name: see `main`
+    return f"usage: {docstring_text(handler.__doc__ or '')}\n\n{config_help(recipe)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,13 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"llm-rl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from relabel_rl.environment import foreign_verifiers
-
     clash = foreign_verifiers()  # PrimeIntellect's `verifiers` shares our import name: one clear stop
     if clash is not None:
         print(f"error: {clash}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
+    module, func, _, flags = COMMANDS[name]
+    if flags is not None and not any(a in ("-h", "--help") for a in rest):
+        # The recipe first, the command's module second. By name, like the commands: `llm-rl tasks` loads
+        # neither the recipe types nor torch.
+        commands = importlib.import_module("llm_rl.commands")
+        try:
+            commands.parse_command(rest, prog=f"llm-rl {name}", flags=flags, usage="")
+        except (ConfigError, commands.CommandError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     handler = getattr(importlib.import_module(module), func)
     if name in RECIPE_COMMANDS and any(a in ("-h", "--help") for a in rest):
         print(_recipe_help(handler))

@@ -1,11 +1,14 @@
 """The LLM-side recipe: one typed config for every `llm-rl` command, loaded with `relabel_rl.load_config`.
 
 One recipe describes one experiment: the model, the task, the warm start that seeds every arm, the budget and how
-it is measured, evaluation, and each arm's knobs. `llm-rl train` runs ``arm`` once with ``seed``; `llm-rl compare`
-runs every arm in ``compare.arms`` for every seed in ``compare.seeds`` from the same warm-started checkpoint.
+it is measured, evaluation, the optimiser and logging the harness applies to every arm, and each arm's knobs.
+`llm-rl train` runs ``arm`` once with ``seed``; `llm-rl compare` runs every arm in ``compare.arms`` for every seed in
+``compare.seeds`` from the same warm-started checkpoint.
 
-GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to `trl.GRPOConfig`, which validates it (so an
-unknown TRL knob fails early, in TRL's words).
+The sections shared by every arm live here; each arm's own section is the config dataclass at the top of its file
+(``grpo:`` `llm_rl.arms.grpo.GrpoArmConfig`, ``relabel:`` `llm_rl.arms.relabel.RelabelArmConfig`, ``mc_value:``
+`llm_rl.arms.mc_value.McValueArmConfig`). GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to
+`trl.GRPOConfig`, which validates it (so an unknown TRL knob fails early, in TRL's words).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-BudgetAxis = Literal["generated_tokens", "total_tokens", "verifier_calls", "optimizer_steps", "wall_time"]
-ArmName = Literal["grpo", "relabel", "mc_value"]
-ARM_NAMES: tuple[str, ...] = ("grpo", "relabel", "mc_value")
+from llm_rl.arms.grpo import GrpoArmConfig
+from llm_rl.arms.mc_value import McValueArmConfig
+from llm_rl.arms.relabel import RelabelArmConfig
+from llm_rl.harness.budget import BudgetAxis
+
+TrackerName = Literal["tensorboard", "wandb", "trackio"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -85,7 +91,10 @@ class WarmStartConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """Every arm stops when the counter on ``axis`` reaches ``limit``; evaluation every ``eval_every`` units."""
+    """Every arm stops when the counter on ``axis`` reaches ``limit``; evaluation every ``eval_every`` units.
+    Axes: ``generated_tokens``, ``prefill_tokens``, ``total_tokens``, ``verifier_calls`` (``outcome_`` + ``step_``),
+    ``outcome_verifier_calls``, ``step_verifier_calls``, ``prompts``, ``optimizer_steps``, ``wall_time``
+    (`llm_rl.harness.budget`)."""
 
     axis: BudgetAxis = "generated_tokens"
     limit: float = 40_000
@@ -107,83 +116,51 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """The optimiser shared by the hand-written arms (relabel, mc_value); GRPO takes its own from ``grpo.trl``."""
+    """The harness's optimiser and update schedule for the hand-written arms (relabel, mc_value, your own); GRPO
+    takes its own from ``grpo.trl`` (``learning_rate``, and ``num_iterations`` / ``steps_per_generation`` for
+    several updates per generation)."""
 
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    prompts_per_step: int = 8
-    checkpoint_every: int = 10  # optimizer steps
+    prompts_per_step: int = 8  # prompts collected per batch (the global batch under `accelerate launch`)
+    # Optimiser updates per collected batch: `epochs` passes over it, each in `minibatches` parts (PPO's epochs x
+    # minibatches; TRL's num_iterations x steps_per_generation). 1 x 1 is one update per batch, on-policy.
+    epochs: int = 1
+    minibatches: int = 1
+    checkpoint_every: int = (
+        10  # optimizer steps (a checkpoint is written at the end of the batch that crosses it)
+    )
     # The global batch is collected in this many equal chunks, each seeded by (seed, step, chunk) and shared by
     # the processes of an `accelerate launch` run; None: one per process. Runs with the same value give the same
-    # results whatever the number of processes (see llm_rl/distributed.py).
+    # results whatever the number of processes (see llm_rl/harness/distributed.py).
     prompt_chunks: int | None = None
 
-
-@dataclass(frozen=True)
-class GrpoArmConfig:
-    """Arm 1: TRL's `GRPOTrainer`. ``trl`` holds `GRPOConfig` fields (num_generations, loss_type, beta,
-    scale_rewards, temperature, learning_rate, per_device_train_batch_size, ...)."""
-
-    trl: dict[str, Any] = field(
-        default_factory=lambda: {
-            "num_generations": 4,
-            "per_device_train_batch_size": 8,
-            "learning_rate": 1e-3,
-            "beta": 0.0,
-            "loss_type": "dapo",
-            "scale_rewards": "group",
-            "temperature": 1.0,
-        }
-    )
+    def __post_init__(self) -> None:
+        for n in ("prompts_per_step", "epochs", "minibatches", "checkpoint_every"):
+            _positive(f"optim.{n}", getattr(self, n))
 
 
 @dataclass(frozen=True)
-class RelabelArmConfig:
-    """Arm 2: the tree-search relabeller (see `llm_rl/arms/relabel.py`)."""
+class LoggingConfig:
+    """Where records go besides the run's ``metrics.jsonl``: experiment trackers through accelerate's tracker API
+    (``tensorboard`` writes under ``RUN_DIR/trackers``; ``wandb`` and ``trackio`` need their package and login).
+    ``--logging.report_to tensorboard`` or a list; none by default."""
 
-    root: Literal["puct", "gumbel"] = "puct"
-    num_simulations: int = 8
-    num_candidates: int = 4  # K steps sampled per expansion
-    candidate_temperature: float = 1.0
-    c_puct_init: float = 1.25
-    c_puct_base: float = 19652.0
-    dirichlet_alpha: float = 0.3
-    dirichlet_fraction: float = 0.25
-    move_temperature: float = 1.0  # temperature over visit counts when committing a step
-    max_num_considered_actions: int = 4  # gumbel root
-    value_target: Literal["outcome", "search", "mix"] = "outcome"
-    value_loss_coef: float = 0.5
-    prune_rejected_steps: bool = True
-    # "sampled": Sampled MuZero's -sum target * log pi(step) (unbiased); "candidate": pi renormalised over the
-    # candidate set (biased towards flattening the policy; see llm_rl/losses.py)
-    policy_loss: Literal["sampled", "candidate"] = "sampled"
+    report_to: list[TrackerName] | TrackerName = field(default_factory=list)
+    project: str = "relabel-rl"  # the trackers' project name; each run is named after its directory
 
     def __post_init__(self) -> None:
-        _positive("relabel.num_simulations", self.num_simulations)
-        _positive("relabel.num_candidates", self.num_candidates)
-
-
-@dataclass(frozen=True)
-class McValueArmConfig:
-    """Arm 3: per-step Monte-Carlo values without a tree (VinePPO-style; see `llm_rl/arms/mc_value.py`)."""
-
-    num_samples: int = 4  # completions sampled per prompt
-    num_rollouts: int = 4  # fresh rollouts per step boundary to estimate its value
-    temperature: float = 1.0
-    clip_epsilon: float = 0.2
-    epochs: int = 1
-
-    def __post_init__(self) -> None:
-        _positive("mc_value.num_samples", self.num_samples)
-        _positive("mc_value.num_rollouts", self.num_rollouts)
+        if isinstance(self.report_to, str):  # one tracker given as a bare name
+            object.__setattr__(self, "report_to", [self.report_to])
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """`llm-rl compare`: arms x seeds (x warm-start pass rates) at equal budget."""
 
-    arms: list[ArmName] = field(default_factory=lambda: ["grpo", "relabel", "mc_value"])
+    # registered arm names (llm_rl/arms/__init__.py) or `module:Class` paths of your own `Arm` subclasses
+    arms: list[str] = field(default_factory=lambda: ["grpo", "relabel", "mc_value"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     pass_threshold: float = 0.5  # report the budget each arm needed to reach this held-out pass@1
     warm_start_pass_rates: list[float] = field(
@@ -206,7 +183,9 @@ class ExperimentConfig:
     """A whole `llm-rl` recipe."""
 
     output_dir: str = "runs/llm"
-    arm: ArmName = "relabel"
+    arm: str = (
+        "relabel"  # a registered arm name (llm_rl/arms/__init__.py) or `module:Class` of your own `Arm`
+    )
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -214,6 +193,7 @@ class ExperimentConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     grpo: GrpoArmConfig = field(default_factory=GrpoArmConfig)
     relabel: RelabelArmConfig = field(default_factory=RelabelArmConfig)
     mc_value: McValueArmConfig = field(default_factory=McValueArmConfig)

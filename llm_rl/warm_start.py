@@ -10,7 +10,7 @@ starting pass rate (`compare.warm_start_pass_rates` sweeps it).
 
 Data: the SFT rows are train-split examples drawn with their own seed range (`SFT_DATA_SEED`), the held-out rows
 are test-split examples drawn with another (`VALIDATION_SEED`), so the stopping rule never looks at the rows the
-arms are finally evaluated on (`llm_rl.loop.load_task` draws those with seed 0).
+arms are finally evaluated on (`llm_rl.harness.data.load_task` draws those with seed 0).
 
 The result is a full model (a LoRA warm start is merged) plus a fresh value head, saved with
 `Policy.save_pretrained` to ``out_dir/model``. A rerun with the same recipe sections, base model and seed reuses it.
@@ -21,13 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
 
+import verifiers
 from llm_rl.config import ExperimentConfig
+from llm_rl.harness.distributed import is_main, process_state
+from llm_rl.harness.evaluation import evaluate
+from llm_rl.model import Policy, load_policy
 from relabel_rl.config import config_to_dict
 
 __all__ = ["SFT_DATA_SEED", "VALIDATION_SEED", "WarmStartResult", "warm_start"]
@@ -40,7 +48,7 @@ MAX_SFT_ROWS = 4096
 @dataclass(frozen=True)
 class WarmStartResult:
     """Attributes:
-    path: the saved warm-started `Policy` (load with `llm_rl.models.load_policy`).
+    path: the saved warm-started `Policy` (load with `llm_rl.model.load_policy`).
     pass_rate: greedy pass@1 on the held-out rows at the end of the warm start.
     steps: SFT optimizer steps taken.
     """
@@ -79,7 +87,7 @@ def warm_start(
 
     Args:
       cfg: the recipe (``warm_start``, ``task``, ``model`` sections are used).
-      base_model: a ``from_pretrained`` path (e.g. from `llm_rl.models.resolve_model_path`).
+      base_model: a ``from_pretrained`` path (e.g. from `llm_rl.model.resolve_model_path`).
       out_dir: where ``model/`` and ``warm_start.json`` go.
       seed: seeds the SFT data order, the value-head init and the trainer.
       progress: show TRL's progress bar.
@@ -106,30 +114,18 @@ def warm_start(
 def _train(
     cfg: ExperimentConfig, base_model: str, out: Path, *, seed: int, fingerprint: str, progress: bool
 ) -> WarmStartResult:
-    import datasets
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    import verifiers
-    from llm_rl.evaluate import evaluate
-    from llm_rl.models import load_policy
-    from llm_rl.policy import Policy
-
     ws = cfg.warm_start
     verifier = verifiers.load(cfg.task.verifier)
     difficulty = dict(cfg.task.difficulty)
     gold = _gold_rows(verifier, min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS), ws.batch_size, difficulty)
-    n_rows = len(gold)
     train_rows = datasets.Dataset.from_dict({"prompt": gold["prompt"], "completion": gold["solution"]})
     held_out = [
         dict(r) for r in verifier.generate(ws.eval_examples, seed=VALIDATION_SEED, split="test", **difficulty)
     ]
-
     torch.manual_seed(seed)
     policy = load_policy(base_model, dtype=cfg.model.dtype)
     if cfg.model.lora.enabled:
         policy = policy.with_lora(cfg.model.lora)
-    history: list[dict[str, Any]] = []
 
     def pass_rate() -> float:
         m = evaluate(
@@ -137,26 +133,78 @@ def _train(
         )
         return float(m["pass@1"])
 
-    class StopAtPassRate(TrainerCallback):
-        """Evaluate greedy pass@1 every ``eval_every`` steps; stop once it reaches the target."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % ws.eval_every == 0 or state.global_step >= ws.max_steps:
-                rate = pass_rate()
-                history.append({"step": state.global_step, "pass@1": rate})
-                if ws.target_pass_rate is not None and rate >= ws.target_pass_rate:
-                    control.should_training_stop = True
-            return control
-
-    from llm_rl.distributed import process_state
-
     world = process_state().num_processes  # under `accelerate launch` TRL shards the batch over the processes
     if ws.batch_size % world:
         raise ValueError(
             f"warm_start.batch_size ({ws.batch_size}) is the global batch: it must be a multiple of the number "
             f"of processes ({world})"
         )
-    args = SFTConfig(
+    stopper = _StopAtPassRate(
+        pass_rate, every=ws.eval_every, max_steps=ws.max_steps, target=ws.target_pass_rate
+    )
+    trainer = SFTTrainer(
+        model=policy.model,
+        args=_sft_args(cfg, out, policy, world=world, seed=seed, progress=progress),
+        train_dataset=train_rows,
+        processing_class=policy.tokenizer,
+        callbacks=[stopper],
+    )
+    trainer.train()
+    steps = int(trainer.state.global_step)
+    history = stopper.history
+    if not history or history[-1]["step"] != steps:
+        history.append({"step": steps, "pass@1": pass_rate()})
+    model = trainer.model
+    if cfg.model.lora.enabled:
+        model = model.merge_and_unload()
+    torch.manual_seed(seed)  # the fresh value head's init
+    final = Policy(model, policy.tokenizer, value_head_hidden=cfg.model.value_head_hidden)
+    target = out / "model"
+    rate = history[-1]["pass@1"]
+    result = WarmStartResult(target.resolve(), float(rate), steps)
+    if is_main():  # one writer; the others wait for the model on disk
+        record = {
+            "path": str(target.resolve()),
+            "pass_rate": rate,
+            "steps": steps,
+            "target_pass_rate": ws.target_pass_rate,
+            "reached_target": ws.target_pass_rate is not None and rate >= ws.target_pass_rate,
+            "history": history,
+            "base_model": str(base_model),
+            "seed": seed,
+            "sft_rows": len(gold),
+            "processes": world,
+            "held_out_rows": len(held_out),
+            "fingerprint": fingerprint,
+        }
+        _save(final, out, record)
+    trainer.accelerator.wait_for_everyone()
+    return result
+
+
+class _StopAtPassRate(TrainerCallback):
+    """Evaluate greedy pass@1 every ``every`` steps (and at ``max_steps``); stop once it reaches ``target``."""
+
+    def __init__(
+        self, pass_rate: Callable[[], float], *, every: int, max_steps: int, target: float | None
+    ) -> None:
+        self.pass_rate, self.every, self.max_steps, self.target = pass_rate, every, max_steps, target
+        self.history: list[dict[str, Any]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step >= self.max_steps:
+            rate = self.pass_rate()
+            self.history.append({"step": state.global_step, "pass@1": rate})
+            if self.target is not None and rate >= self.target:
+                control.should_training_stop = True
+        return control
+
+
+def _sft_args(
+    cfg: ExperimentConfig, out: Path, policy: Policy, *, world: int, seed: int, progress: bool
+) -> SFTConfig:
+    ws = cfg.warm_start
+    return SFTConfig(
         output_dir=str(out / "trainer"),
         max_steps=ws.max_steps,
         per_device_train_batch_size=ws.batch_size // world,
@@ -180,48 +228,15 @@ def _train(
         dataloader_num_workers=0,
         push_to_hub=False,
     )
-    trainer = SFTTrainer(
-        model=policy.model,
-        args=args,
-        train_dataset=train_rows,
-        processing_class=policy.tokenizer,
-        callbacks=[StopAtPassRate()],
-    )
-    trainer.train()
-    steps = int(trainer.state.global_step)
-    if not history or history[-1]["step"] != steps:
-        history.append({"step": steps, "pass@1": pass_rate()})
-    model = trainer.model
-    if cfg.model.lora.enabled:
-        model = model.merge_and_unload()
-    torch.manual_seed(seed)  # the fresh value head's init
-    final = Policy(model, policy.tokenizer, value_head_hidden=cfg.model.value_head_hidden)
+
+
+def _save(policy: Policy, out: Path, record: dict[str, Any]) -> None:
+    """The warm-started policy to ``out/model`` and its record to ``out/warm_start.json`` (written last)."""
     target = out / "model"
-    rate = history[-1]["pass@1"]
-    result = WarmStartResult(target.resolve(), float(rate), steps)
-    if not trainer.accelerator.is_main_process:  # one writer; the others wait for the model on disk
-        trainer.accelerator.wait_for_everyone()
-        return result
     if target.exists():
         shutil.rmtree(target)
-    final.save_pretrained(target)
+    policy.save_pretrained(target)
     shutil.rmtree(out / "trainer", ignore_errors=True)
-    record = {
-        "path": str(target.resolve()),
-        "pass_rate": rate,
-        "steps": steps,
-        "target_pass_rate": ws.target_pass_rate,
-        "reached_target": ws.target_pass_rate is not None and rate >= ws.target_pass_rate,
-        "history": history,
-        "base_model": str(base_model),
-        "seed": seed,
-        "sft_rows": n_rows,
-        "processes": world,
-        "held_out_rows": len(held_out),
-        "fingerprint": fingerprint,
-    }
     tmp = out / "warm_start.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out / "warm_start.json")
-    trainer.accelerator.wait_for_everyone()
-    return result

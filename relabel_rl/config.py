@@ -7,7 +7,8 @@ or a value out of range be rejected *before* any heavy work, with an error namin
 small strict loader:
 
 * every section is a (frozen or not) dataclass; unknown keys are an error naming the dotted path and the nearest
-  valid key;
+  valid key; a sub-section given in part keeps the field's default for the rest (which may differ from the
+  sub-section class's own defaults);
 * values are checked against the field's annotation (``int``, ``float``, ``bool``, ``str``, ``Path``, ``Literal``,
   ``Optional``, ``list``, ``tuple``, ``dict``, nested dataclasses);
 * every field declares its range where it has one, with :func:`knob` — TRL's ``metadata={"help": ...}``
@@ -368,8 +369,14 @@ def _build(cls: type[T], tree: Mapping[str, Any], prefix: str) -> T:
     for name, f in fields.items():
         key = f"{prefix}{name}"
         if name in tree:
+            given = tree[name]
+            default = _default_of(f)
+            if dataclasses.is_dataclass(default) and isinstance(given, Mapping):
+                # a partial sub-section overrides the *field's* default, not the section class's defaults: a
+                # `relabel.puct: {num_simulations: 16}` keeps the relabeller's other PUCT settings
+                given = {**config_to_dict(default), **given}
             try:
-                kwargs[name] = value = _check(hints[name], tree[name], key)
+                kwargs[name] = value = _check(hints[name], given, key)
             except ConfigError as e:
                 problems += e.problems
                 continue
@@ -513,15 +520,16 @@ def config_help(cls: type, *, width: int = 110) -> str:
     return "\n".join(lines)
 
 
-def _help_lines(cls: type, prefix: str, lines: list[str], width: int) -> None:
+def _help_lines(cls: type, prefix: str, lines: list[str], width: int, defaults: Any = None) -> None:
+    """``defaults``: the instance a parent field defaults to (its values are this section's defaults)."""
     hints = typing.get_type_hints(cls)
     sections = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            sections.append((f.name, tp))
+            sections.append((f.name, tp, _default_of(f)))
             continue
-        default = _default_of(f)
+        default = getattr(defaults, f.name) if defaults is not None else _default_of(f)
         facts = ["required" if default is dataclasses.MISSING else f"default {_yaml_inline(default)}"]
         rng = range_text(f.metadata)
         if rng:
@@ -534,12 +542,13 @@ def _help_lines(cls: type, prefix: str, lines: list[str], width: int) -> None:
                 initial_indent=" " * 6,
                 subsequent_indent=" " * 6,
             )
-    for name, tp in sections:
+    for name, tp, section_default in sections:
         doc = docstring_text(tp.__doc__ or "").split("\n\n")[0]
         if not doc or doc.startswith(tp.__name__):  # the dataclass's generated docstring says nothing
             doc = ""
         lines += ["", *textwrap.wrap(f"{prefix}{name}:  {doc}", width=width, subsequent_indent="    ")]
-        _help_lines(tp, f"{prefix}{name}.", lines, width)
+        given = getattr(defaults, name) if defaults is not None else section_default
+        _help_lines(tp, f"{prefix}{name}.", lines, width, given if dataclasses.is_dataclass(given) else None)
 
 
 def docstring_text(doc: str) -> str:

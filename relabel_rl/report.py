@@ -11,7 +11,8 @@ report prints goes through one of these helpers:
   logistic Elo curve from the Wilson interval of the rate.
 * :func:`linear_trend` — least-squares slope with a t-interval (e.g. log relative gradient variance vs length).
 * :func:`first_crossing` — the budget at which a learning curve first reaches a threshold.
-* :func:`markdown_table`, :func:`format_ci` — text; :func:`plot_mean_ci` — a PNG of mean ± CI bands over seeds.
+* :func:`markdown_table`, :func:`format_ci` — text; :func:`plot_mean_ci` — a PNG of mean ± CI bands over seeds
+  (:func:`new_figure` / :func:`save_figure`: the size, style and saving every plot of the project shares).
 
 Quantiles come from SciPy (``scipy.stats.t`` / ``norm``) and the regression from ``scipy.stats.linregress``; the
 Wilson formula is written out here because SciPy's ``binomtest`` only takes integer successes, and draws make the
@@ -42,7 +43,9 @@ __all__ = [
     "linear_trend",
     "markdown_table",
     "mean_ci",
+    "new_figure",
     "plot_mean_ci",
+    "save_figure",
     "wilson_interval",
 ]
 
@@ -328,13 +331,7 @@ def plot_mean_ci(
     seeds, so a band made of two seeds is not mistaken for a tight one. ``clip`` bounds the band to a range the
     quantity cannot leave (``(0, 1)`` for a pass rate). Uses the non-interactive Agg backend.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax, colours = new_figure()
     for i, (label, runs) in enumerate(curves.items()):
         colour = colours[i % len(colours)]
         for xs, ys in runs:
@@ -377,8 +374,28 @@ def plot_mean_ci(
     ax.set_title(
         title + (f"\n(mean, band: {confidence:.0%} t-interval over seeds)" if title else ""), fontsize=10
     )
-    ax.grid(True, alpha=0.3)
-    if curves:
+    return save_figure(fig, ax, path, legend=bool(curves))
+
+
+def new_figure() -> tuple[Any, Any, list[str]]:
+    """``(figure, axes, colours)`` in the house size, on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    return fig, ax, plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def save_figure(
+    fig: Any, ax: Any, path: str | Path, *, legend: bool = True, grid_which: str = "major"
+) -> Path:
+    """Finish a figure of `new_figure` the house way (grid, legend, tight layout), write the PNG, close it."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(True, alpha=0.3, which=grid_which)
+    if legend:
         ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path)

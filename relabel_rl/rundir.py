@@ -40,6 +40,7 @@ __all__ = [
     "check_same_config",
     "config_differences",
     "git_sha",
+    "jsonable",
     "package_versions",
     "pin_config",
     "read_metrics",
@@ -110,15 +111,23 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON data: the one conversion every file relabel-rl writes goes through.
+
+    Mappings get string keys, tuples become lists, NumPy/torch scalars become Python numbers, paths become
+    strings, and a float that is not finite (NaN, +inf, -inf) becomes ``null``: strict JSON has no spelling for
+    them, and a numeric column that holds a string ("inf") or a made-up number (1e308) misleads a reader more
+    than a missing value does. (An infinite value in these files is always a degenerate statistic, e.g. the SNR
+    of identical estimates.)
+    """
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
+        return None
     if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
-        return _jsonable(x.item())
+        return jsonable(x.item())
     if isinstance(x, Path):
         return str(x)
     return x
@@ -178,13 +187,13 @@ class RunDir:
             }
         )
         meta.update({"seeds": dict(seeds or {}), "sessions": sessions, **dict(extra_meta or {})})
-        meta_file.write_text(json.dumps(_jsonable(meta), indent=2))
+        meta_file.write_text(json.dumps(jsonable(meta), indent=2))
         return cls(p)
 
     def log(self, record: Mapping[str, Any]) -> None:
         """Append one metrics record (a flat or nested dict) to ``metrics.jsonl``, flushed to disk."""
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+            f.write(json.dumps(jsonable(record)) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -195,7 +204,7 @@ class RunDir:
         """Write ``obj`` as JSON atomically (temp file + rename) under the run directory."""
         target = self.path / name
         tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(_jsonable(obj), indent=2))
+        tmp.write_text(json.dumps(jsonable(obj), indent=2))
         tmp.replace(target)
         return target
 
@@ -222,7 +231,7 @@ def _lookup(tree: Any, dotted: str) -> Any:
 def _shown(value: Any) -> str:
     if value is _ABSENT:
         return "absent"
-    text = json.dumps(_jsonable(value))
+    text = json.dumps(jsonable(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -18,22 +18,17 @@ from typing import ClassVar
 import pytest
 import torch
 
-from llm_rl.budget import Budget
 from llm_rl.config import LoraSettings
 from llm_rl.generation import Continuation, HFBackend, make_backend
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.harness.budget import Budget
+from llm_rl.model import build_tiny_model, load_policy
 
 # The perturbed tiny model rarely writes "\n"; "|" is frequent, so rows stop on it often.
 STOP = "|"
 PREFIXES = ["Start 3. Add 4.\n", "Start 12. Add 5, times 3.\n3 + 4 = 7\n", "Start 3. Add 4.\n"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturbed_policy(path, *, lora: bool = False):
@@ -247,7 +242,7 @@ def test_vllm_backend_meets_the_contract_and_agrees_with_hf(policy, fake_vllm):
 
 
 def test_vllm_engine_is_built_from_an_export_without_the_value_head(policy, fake_vllm, tmp_path):
-    from llm_rl.vllm_backend import export_for_vllm
+    from llm_rl.generation.vllm import export_for_vllm
 
     out = export_for_vllm(policy, tmp_path / "export")
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()

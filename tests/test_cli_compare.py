@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm_rl.commands import CommandError, child_config, parse_command, run_dir_for, validate_experiment
+from llm_rl.commands import CommandError, parse_command
 from llm_rl.config import ExperimentConfig
+from llm_rl.experiment import child_config, run_dir_for, validate_experiment
 from relabel_rl.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +53,15 @@ def test_shipped_llm_recipes_validate(recipe):
 def test_compare_bad_key_fails_fast_naming_it(tmp_path):
     recipe = tmp_path / "r.yaml"
     data = yaml.safe_load(QUICKSTART.read_text())
-    data["relabel"] = {"num_simulation": 8}
+    data["relabel"] = {"puct": {"num_simulation": 8}}
     data["output_dir"] = str(tmp_path / "out")
     recipe.write_text(yaml.safe_dump(data))
     p, seconds = _cli("compare", recipe)
     assert p.returncode == 2
-    assert "relabel.num_simulation" in p.stderr and "did you mean 'relabel.num_simulations'" in p.stderr
+    assert (
+        "relabel.puct.num_simulation" in p.stderr
+        and "did you mean 'relabel.puct.num_simulations'" in p.stderr
+    )
     assert seconds < 5.0, seconds
     assert not (tmp_path / "out").exists()  # nothing was started
 
@@ -75,13 +79,21 @@ def test_compare_bad_override_and_missing_recipe():
 
 def test_parse_command_splits_own_flags_from_overrides():
     recipe, own, cfg = parse_command(
-        [str(QUICKSTART), "--report-only", "--seed", "3", "--relabel.num_simulations=4", "--checkpoint", "x"],
+        [
+            str(QUICKSTART),
+            "--report-only",
+            "--seed",
+            "3",
+            "--relabel.puct.num_simulations=4",
+            "--checkpoint",
+            "x",
+        ],
         prog="t",
         flags={"report_only": False, "checkpoint": True},
         usage="",
     )
     assert recipe == str(QUICKSTART) and own == {"report_only": True, "checkpoint": "x"}
-    assert cfg.seed == 3 and cfg.relabel.num_simulations == 4
+    assert cfg.seed == 3 and cfg.relabel.puct.num_simulations == 4
     with pytest.raises(CommandError, match="needs a value"):
         parse_command([str(QUICKSTART), "--checkpoint"], prog="t", flags={"checkpoint": True}, usage="")
 
@@ -153,3 +165,9 @@ def dataclasses_replace_budget(cfg):
     import dataclasses
 
     return dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, limit=cfg.budget.limit + 1))
+
+
+def test_tasks_does_not_load_the_model_stack():
+    code = "import sys; from llm_rl.cli import main; main(['tasks']); print('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "False", p.stderr[-2000:]

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from llm_rl.commands import FINAL_METRICS
 from llm_rl.compare import run_compare
 from llm_rl.config import ExperimentConfig
+from llm_rl.experiment import FINAL_METRICS
 from relabel_rl.config import load_config
 from relabel_rl.rundir import read_metrics
 
@@ -40,7 +40,7 @@ MINUSCULE = {
     "grpo": {
         "trl": {"num_generations": 2, "per_device_train_batch_size": 2, "learning_rate": 0.001, "beta": 0.0}
     },
-    "relabel": {"num_simulations": 2, "num_candidates": 2},
+    "relabel": {"puct": {"num_simulations": 2}, "gumbel": {"num_simulations": 2}, "num_candidates": 2},
     "mc_value": {"num_samples": 2, "num_rollouts": 2},
     "compare": {"arms": ["grpo", "relabel"], "seeds": [0], "pass_threshold": 0.5},
     "probe": {"lengths": [1, 2], "prompts_per_length": 1, "repeats": 2},

@@ -95,3 +95,22 @@ def test_dotless_scientific_notation_is_a_number():
     assert cfg.search.num_simulations == 100
     with pytest.raises(ConfigError, match="must be a number"):
         load_config(Recipe, data={"search": {"c_puct": "fast"}})
+
+
+def test_a_partial_sub_section_keeps_the_fields_own_defaults():
+    """A section whose default is a customised sub-section (the relabeller's PUCT settings) keeps the rest of
+    that default when a recipe gives part of it, not the sub-section class's defaults."""
+
+    @dataclass(frozen=True)
+    class Arm:
+        search: Search = field(default_factory=lambda: Search(c_puct=3.0, root="gumbel"))
+
+    @dataclass(frozen=True)
+    class Top:
+        arm: Arm = field(default_factory=Arm)
+
+    cfg = load_config(Top, data={"arm": {"search": {"num_simulations": 4}}})
+    assert cfg.arm.search == Search(num_simulations=4, c_puct=3.0, root="gumbel")
+    assert load_config(Top, overrides=["--arm.search.c_puct", "1.0"]).arm.search == Search(
+        c_puct=1.0, root="gumbel"
+    )

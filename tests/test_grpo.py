@@ -10,21 +10,19 @@ import shutil
 import pytest
 import torch
 
+import llm_rl.harness.trl_bridge as bridge
+import verifiers
 from llm_rl.arms import grpo
-from llm_rl.config import BudgetConfig, EvalConfig, ExperimentConfig, GrpoArmConfig, OptimConfig, TaskConfig
+from llm_rl.arms.grpo import GrpoArmConfig
+from llm_rl.config import BudgetConfig, EvalConfig, ExperimentConfig, OptimConfig, TaskConfig
+from llm_rl.generation import HFBackend
+from llm_rl.harness.metering import MeteredVerifier, StepContext
+from llm_rl.harness.run import train_arm
 from relabel_rl.config import ConfigError, load_config
 from relabel_rl.rundir import RunDir
 from verifiers.base import Verifier
 
-TRL_SMALL = {
-    "num_generations": 4,
-    "per_device_train_batch_size": 8,
-    "learning_rate": 1e-3,
-    "beta": 0.0,
-    "loss_type": "dapo",
-    "scale_rewards": "group",
-    "temperature": 1.0,
-}
+TRL_SMALL = dict(GrpoArmConfig().trl)  # the arm's defaults: 4 generations, 8 rows, lr 1e-3, beta 0, dapo
 
 
 def small_cfg(**budget) -> ExperimentConfig:
@@ -41,7 +39,7 @@ def small_cfg(**budget) -> ExperimentConfig:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("grpo_tiny") / "base", hidden_size=32, num_layers=1,
                                 num_heads=2))  # fmt: skip
@@ -77,10 +75,10 @@ def test_recipe_validation_names_the_bad_trl_key(tmp_path) -> None:
 
 def _run(cfg, path, init_model, monkeypatch=None, seen=None):
     if monkeypatch is not None and seen is not None:
-        real = grpo._reward_function
+        real = bridge._reward_function
 
-        def spy(contained, _seen=None):
-            inner = real(contained, seen["completion_lengths"])
+        def spy(verifier, _seen=None):
+            inner = real(verifier, seen["completion_lengths"])
 
             def reward(prompts, completions, completion_ids=None, **columns):
                 seen["prompts"].extend(prompts)
@@ -89,9 +87,9 @@ def _run(cfg, path, init_model, monkeypatch=None, seen=None):
             reward.__name__ = inner.__name__
             return reward
 
-        monkeypatch.setattr(grpo, "_reward_function", spy)
+        monkeypatch.setattr(bridge, "_reward_function", spy)
     run = RunDir.create(path, config=cfg)
-    final = grpo.train(cfg, run, init_model=init_model)
+    final = train_arm(cfg, run, init_model=init_model)
     return run, final
 
 
@@ -123,7 +121,8 @@ def test_grpo_end_to_end_counts_exactly_and_is_deterministic(tmp_path, tiny_mode
     tok = AutoTokenizer.from_pretrained(tiny_model)
     assert final["generated_tokens"] == sum(seen["completion_lengths"])
     assert final["prefill_tokens"] == sum(len(tok(p)["input_ids"]) for p in seen["prompts"])
-    assert final["verifier_calls"] == len(seen["completion_lengths"])
+    assert final["verifier_calls"] == final["outcome_verifier_calls"] == len(seen["completion_lengths"])
+    assert final["prompts"] == len(seen["prompts"]) // 4  # one prompt per group of num_generations
     assert final["optimizer_steps"] == trains[-1]["step"]
     assert len(seen["prompts"]) == 8 * len(trains)  # one generation batch per step
     assert all(r["gen_tokens_per_s"] > 0 for r in trains)
@@ -166,6 +165,18 @@ def test_grpo_resume_continues_the_counters(tmp_path, tiny_model) -> None:
 # --- gradient_sample ----------------------------------------------------------------------------------------
 
 
+def gradient_sample(cfg, policy, verifier, example, *, generator):
+    """The GRPO arm's per-prompt loss estimate, with an unmetered context (as the variance probe gives it)."""
+    contained = verifiers.ContainedVerifier(verifier)
+    ctx = StepContext(
+        policy=policy,
+        sampler=HFBackend(policy),
+        verifier=MeteredVerifier(contained, None),
+        generator=generator,
+    )
+    return grpo.GrpoArm(cfg).gradient_sample(example, ctx)
+
+
 class CoinFlip(Verifier):
     """A deterministic pseudo-random 0/1 per completion text, so that a group's advantages are not all zero."""
 
@@ -191,14 +202,14 @@ def mixed_group_seed(policy, verifier, example, *, temperature: float) -> int:
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "bnpo", "dr_grpo"])
 def test_gradient_sample_matches_the_grpo_loss_by_hand(tiny_model, loss_type) -> None:
     from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     verifier = CoinFlip()
     example = {"prompt": "Start 3. Add 4.\n", "answer": "7"}
     cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, "loss_type": loss_type}))
     seed = mixed_group_seed(policy, verifier, example, temperature=1.0)
-    loss = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(seed))
+    loss = gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(seed))
     loss.backward()
     got = [p.grad.clone() for p in policy.model.parameters()]
     policy.zero_grad()
@@ -229,13 +240,13 @@ def test_gradient_sample_matches_the_grpo_loss_by_hand(tiny_model, loss_type) ->
 
 
 def test_gradient_sample_rejects_settings_it_does_not_mirror(tiny_model) -> None:
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     for trl in ({"beta": 0.04}, {"loss_type": "sapo"}):
         cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl={**TRL_SMALL, **trl}))
         with pytest.raises(ValueError, match="gradient_sample"):
-            grpo.gradient_sample(cfg, policy, CoinFlip(), {"prompt": "x\n"}, generator=None)
+            gradient_sample(cfg, policy, CoinFlip(), {"prompt": "x\n"}, generator=None)
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
@@ -246,7 +257,7 @@ def test_gradient_sample_equals_trl_compute_loss(tmp_path, tiny_model, loss_type
     from trl import GRPOTrainer
 
     from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     verifier = CoinFlip()
@@ -254,7 +265,7 @@ def test_gradient_sample_equals_trl_compute_loss(tmp_path, tiny_model, loss_type
     trl_knobs = {**TRL_SMALL, "loss_type": loss_type, "temperature": 0.7}
     cfg = dataclasses.replace(small_cfg(), grpo=GrpoArmConfig(trl=trl_knobs))
     seed = mixed_group_seed(policy, verifier, example, temperature=0.7)
-    ours = grpo.gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(seed))
+    ours = gradient_sample(cfg, policy, verifier, example, generator=torch.Generator().manual_seed(seed))
     ours.backward()
     ours_grad = [p.grad.clone() for p in policy.model.parameters()]
     policy.zero_grad()

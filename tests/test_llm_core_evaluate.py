@@ -6,19 +6,12 @@ import pytest
 import torch
 
 import verifiers
-from llm_rl.budget import Budget
-from llm_rl.evaluate import evaluate, pass_at_k
 from llm_rl.generation import Continuation, HFBackend
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.harness.budget import Budget
+from llm_rl.harness.evaluation import evaluate, pass_at_k
+from llm_rl.model import build_tiny_model, load_policy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _c(text: str) -> Continuation:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm_rl.budget import Budget
 from llm_rl.generation import Continuation, HFBackend, make_backend
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.harness.budget import Budget
+from llm_rl.model import build_tiny_model, load_policy
 
 PREFIXES = ["Start 3. Add 4.\n", "ab", "Start 12. Add 5, times 3.\n3 + 4 = 7\n"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,14 @@
-"""run_training: budget stop, eval schedule, determinism, exact token accounting, kill-and-resume."""
+"""The harness's loop: budget stop, eval schedule, determinism, exact token accounting, kill-and-resume."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from llm_rl.budget import Budget
+from llm_rl.arms import Arm, Batch
 from llm_rl.config import ExperimentConfig
-from llm_rl.loop import PromptCursor, load_task, run_training
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.harness.data import PromptCursor, load_task
+from llm_rl.harness.run import train_arm
+from llm_rl.model import build_tiny_model
 from relabel_rl import RunDir, load_config
 
 RECIPE = {
@@ -20,13 +20,7 @@ RECIPE = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Killed(RuntimeError):
@@ -43,20 +37,31 @@ def task():
     return load_task(load_config(ExperimentConfig, data=RECIPE))
 
 
-def _arm(kill_at_call: int | None = None):
-    """A toy arm: sample one step per prompt (counted), then SFT on the gold solution + value regression."""
-    sampled = {"tokens": 0, "calls": 0}
+class SftArm(Arm):
+    """A toy arm: sample two steps per prompt and score each prompt's gold solution (both metered), then SFT on
+    the gold solution + value regression. ``sampled`` counts what it sampled; ``kill_at_call`` dies there."""
 
-    def collect(examples, policy, backend, generator):
-        sampled["calls"] += 1
-        if kill_at_call is not None and sampled["calls"] == kill_at_call:
+    name = "toy_sft"
+    kill_at_call: int | None = None
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.sampled = {"tokens": 0, "calls": 0}
+
+    def collect(self, examples, ctx):
+        self.sampled["calls"] += 1
+        if self.kill_at_call is not None and self.sampled["calls"] == self.kill_at_call:
             raise Killed
-        out = backend.sample([e["prompt"] for e in examples], n=2, max_new_tokens=8, generator=generator)
-        sampled["tokens"] += sum(c.num_tokens for group in out for c in group)
-        backend.budget.add_verifier_calls(len(examples))
-        return examples
+        out = ctx.sampler.sample(
+            [e["prompt"] for e in examples], n=2, max_new_tokens=8, generator=ctx.generator
+        )
+        self.sampled["tokens"] += sum(c.num_tokens for group in out for c in group)
+        for e in examples:
+            ctx.verifier.score(e["solution"], e)
+        return Batch(list(examples))
 
-    def loss_fn(examples, policy):
+    def loss(self, batch, policy):
+        examples = batch.items
         tl = policy.token_logprobs(
             [e["prompt"] for e in examples], [e["solution"] for e in examples], with_values=True
         )
@@ -64,20 +69,14 @@ def _arm(kill_at_call: int | None = None):
         value = ((tl.values - 1.0) ** 2).mean()
         return nll + value, {"nll": float(nll.detach())}
 
-    return collect, loss_fn, sampled
-
 
 def _train(base, task, path, *, kill_at_call=None, overrides=()):
     cfg = load_config(ExperimentConfig, data=RECIPE, overrides=list(overrides))
     run = RunDir.create(path, config=cfg)
-    torch.manual_seed(0)
-    policy = load_policy(base)
-    collect, loss_fn, sampled = _arm(kill_at_call)
-    budget = Budget()
-    final = run_training(
-        cfg, run, policy, collect=collect, loss_fn=loss_fn, budget=budget, task=task, progress=False
-    )
-    return final, run, budget, sampled
+    arm = SftArm(cfg)
+    arm.kill_at_call = kill_at_call
+    final = train_arm(cfg, run, init_model=str(base), arm=arm, task=task, progress=False)
+    return final, run, arm.sampled
 
 
 def _strip(records):
@@ -87,37 +86,44 @@ def _strip(records):
 
 
 def test_trains_to_budget_with_exact_counts_and_eval_schedule(base, task, tmp_path):
-    final, run, budget, sampled = _train(base, task, tmp_path / "run")
+    final, run, sampled = _train(base, task, tmp_path / "run")
     records = run.metrics()
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
     assert [r["step"] for r in evals] == [0, 2, 4, 5]  # start, each eval_every crossing, the end
-    assert budget.optimizer_steps == 5 and budget.verifier_calls == 10
-    assert budget.generated_tokens == sampled["tokens"] and train[-1]["generated_tokens"] == sampled["tokens"]
+    assert final["optimizer_steps"] == 5 and final["verifier_calls"] == 10
+    assert (
+        final["generated_tokens"] == sampled["tokens"] and train[-1]["generated_tokens"] == sampled["tokens"]
+    )
+    assert final["prompts"] == 5 * 2 and [r["prompts"] for r in train] == [2, 4, 6, 8, 10]
     assert evals[0]["generated_tokens"] == 0
     assert final["step"] == 5 and set(final) >= {"pass@1", "pass@k", "k", "mean_score", "generated_tokens"}
     assert train[-1]["nll"] < train[0]["nll"]  # it learns
     assert (run.path / "final" / "value_head.json").exists()
-    assert (run.checkpoint_dir / "last" / "state.json").exists()
+    assert (run.checkpoint_dir / "checkpoint-5" / "harness_state.json").exists()
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == [
+        "checkpoint-4",
+        "checkpoint-5",
+    ]  # newest two
     assert any(r["kind"] == "verifier" for r in records)
 
 
 def test_same_seed_same_metrics_and_resume_after_a_kill(base, task, tmp_path):
-    _, run_a, budget_a, _ = _train(base, task, tmp_path / "a")
-    _, run_b, _, _ = _train(base, task, tmp_path / "b")
+    final_a, run_a, _ = _train(base, task, tmp_path / "a")
+    _, run_b, _ = _train(base, task, tmp_path / "b")
     assert _strip(run_a.metrics()) == _strip(run_b.metrics())
 
     with pytest.raises(Killed):  # killed in step 4, after the checkpoint at step 2 (and step 3's records)
         _train(base, task, tmp_path / "c", kill_at_call=4)
     assert max(r["step"] for r in RunDir(tmp_path / "c").metrics()) == 3
-    final_c, run_c, budget_c, _ = _train(base, task, tmp_path / "c")
+    final_c, run_c, _ = _train(base, task, tmp_path / "c")
     assert _strip(run_c.metrics()) == _strip(run_a.metrics())
     assert [r["step"] for r in run_c.metrics() if r["kind"] == "resume"] == [2]
-    assert budget_c.generated_tokens == budget_a.generated_tokens
-    assert budget_c.wall_time > 0
+    assert final_c["generated_tokens"] == final_a["generated_tokens"]
+    assert final_c["wall_time"] > 0
     # a finished run resumes to the same answer without training or evaluating again
-    again, _, _, sampled = _train(base, task, tmp_path / "c")
+    again, _, sampled = _train(base, task, tmp_path / "c")
     assert sampled["calls"] == 0
     assert {k: v for k, v in again.items() if k != "wall_time"} == {
         k: v for k, v in final_c.items() if k != "wall_time"
@@ -142,18 +148,10 @@ def test_verifier_stats_survive_a_resume(base, tmp_path):
 
     def train(path, kill_at_call=None):
         task = load_task(cfg)  # a fresh verifier (and stats) per session, as in a new process
-        collect, loss_fn, _ = _arm(kill_at_call)
-
-        def scoring_collect(examples, policy, backend, generator):
-            for e in examples:
-                task.verifier.score(e["solution"], e)
-            return collect(examples, policy, backend, generator)
-
         run = RunDir.create(path, config=cfg)
-        torch.manual_seed(0)
-        run_training(
-            cfg, run, load_policy(base), collect=scoring_collect, loss_fn=loss_fn, task=task, progress=False
-        )
+        arm = SftArm(cfg)
+        arm.kill_at_call = kill_at_call
+        train_arm(cfg, run, init_model=str(base), arm=arm, task=task, progress=False)
         return [r for r in run.metrics() if r["kind"] == "verifier"][-1]
 
     uninterrupted = train(tmp_path / "a")

@@ -8,17 +8,10 @@ import pytest
 import torch
 
 from llm_rl.config import LoraSettings, ModelConfig
-from llm_rl.models import build_tiny_model, load_policy, resolve_model_path
-from llm_rl.policy import Policy
+from llm_rl.model import build_tiny_model, load_policy, resolve_model_path
+from llm_rl.model.policy import Policy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from llm_rl.config import ExperimentConfig
-from llm_rl.models import load_policy, resolve_model_path
+from llm_rl.model import load_policy, resolve_model_path
 from llm_rl.warm_start import warm_start
 from relabel_rl import load_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more threads spin against the other tests sharing the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**warm):

@@ -16,21 +16,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from llm_rl.arms.grpo import GrpoArmConfig
+from llm_rl.arms.mc_value import McValueArmConfig
+from llm_rl.arms.relabel import RelabelArmConfig
 from llm_rl.config import (
     BudgetConfig,
     EvalConfig,
     ExperimentConfig,
-    GrpoArmConfig,
     LoraSettings,
-    McValueArmConfig,
     ModelConfig,
     OptimConfig,
-    RelabelArmConfig,
     TaskConfig,
     WarmStartConfig,
 )
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.harness.run import train_arm
+from llm_rl.model import build_tiny_model, load_policy
 from relabel_rl.rundir import RunDir
+from tree_search import PuctConfig
 from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
 
@@ -47,12 +49,7 @@ class DigitChain(ChainArithmetic):
         return None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +86,15 @@ def _cfg(arm: str, out: Path) -> ExperimentConfig:
                 "loss_type": "dapo",
             }
         ),
-        relabel=RelabelArmConfig(num_simulations=2, num_candidates=2),
+        relabel=RelabelArmConfig(
+            puct=PuctConfig(num_simulations=2, dirichlet_fraction=0.25), num_candidates=2
+        ),
         mc_value=McValueArmConfig(num_samples=2, num_rollouts=1),
     )
 
 
 @pytest.mark.parametrize("arm", ["relabel", "mc_value", "grpo"])
 def test_lora_arm_trains_adapter_and_value_head_only(arm, base_model, tmp_path):
-    from llm_rl.arms import get_arm
 
     cfg = _cfg(arm, tmp_path)
     run = RunDir.create(tmp_path / "run", config=cfg, seeds={"seed": 0})
@@ -105,7 +103,7 @@ def test_lora_arm_trains_adapter_and_value_head_only(arm, base_model, tmp_path):
     init_head = {k: v.clone() for k, v in init.value_head.state_dict().items()}
     base_before = {n: p.detach().clone() for n, p in init.model.named_parameters() if "lora_" not in n}
 
-    result = get_arm(arm).train(cfg, run, init_model=base_model)
+    result = train_arm(cfg, run, init_model=base_model)
     assert "pass@1" in result
 
     final = run.path / "final"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from llm_rl.losses import candidate_cross_entropy, pg_token_loss, value_loss
+from llm_rl.arms.losses import candidate_cross_entropy, pg_token_loss, value_loss
 
 
 def test_candidate_cross_entropy_renormalises_over_the_candidates() -> None:

@@ -8,9 +8,12 @@ import hashlib
 import pytest
 import torch
 
+import verifiers
 from llm_rl.arms import mc_value
-from llm_rl.budget import Budget
-from llm_rl.generation import Continuation
+from llm_rl.arms.mc_value import McValueArm
+from llm_rl.generation import Continuation, HFBackend
+from llm_rl.harness.budget import Budget
+from llm_rl.harness.metering import MeteredVerifier, PromptBatch, StepContext
 from verifiers.base import Verifier
 
 
@@ -68,10 +71,11 @@ def test_mc_advantages_match_hand_computed_numbers() -> None:
     }
     backend = ScriptedBackend(rollouts)
     budget = Budget()
+    verifier = MeteredVerifier(verifiers.ContainedVerifier(AnswerIs7()), budget)
     completions = [[cont("x=1\nx=2\nAnswer: 7"), cont("x=1\nx=9\nAnswer: 3")]]
     (out,) = mc_value.estimate_step_advantages(
-        [{"prompt": prompt}], completions, backend, AnswerIs7(), num_rollouts=4, max_new_tokens=16,
-        temperature=1.0, max_steps=8, budget=budget,
+        [{"prompt": prompt}], completions, backend, verifier, num_rollouts=4, max_new_tokens=16,
+        temperature=1.0, max_steps=8,
     )  # fmt: skip
     first, second = out
     assert first.segments == ("x=1\n", "x=2\n", "Answer: 7")
@@ -106,15 +110,8 @@ def test_rows_split_the_sampled_tokens_exactly() -> None:
 # --- end to end on the tiny preset ---------------------------------------------------------------------------
 
 
-def small_cfg():
-    from llm_rl.config import (
-        BudgetConfig,
-        EvalConfig,
-        ExperimentConfig,
-        McValueArmConfig,
-        OptimConfig,
-        TaskConfig,
-    )
+def small_cfg(**optim):
+    from llm_rl.config import BudgetConfig, EvalConfig, ExperimentConfig, OptimConfig, TaskConfig
 
     return ExperimentConfig(
         arm="mc_value",
@@ -122,17 +119,24 @@ def small_cfg():
         task=TaskConfig(train_size=16, test_size=4, max_completion_tokens=20, max_steps=4),
         budget=BudgetConfig(axis="generated_tokens", limit=1200, eval_every=500),
         eval=EvalConfig(num_examples=4, pass_k=2),
-        optim=OptimConfig(prompts_per_step=2, checkpoint_every=1, learning_rate=1e-3),
-        mc_value=McValueArmConfig(num_samples=2, num_rollouts=2),
+        optim=OptimConfig(**{"prompts_per_step": 2, "checkpoint_every": 1, "learning_rate": 1e-3, **optim}),
+        mc_value=mc_value.McValueArmConfig(num_samples=2, num_rollouts=2),
     )
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     path = tmp_path_factory.mktemp("mc_tiny") / "base"
     return str(build_tiny_model(path, hidden_size=32, num_layers=1, num_heads=2))
+
+
+def unmetered(policy, verifier, generator=None, **kw):
+    """An arm context that charges nothing (as the variance probe's)."""
+    contained = verifiers.ContainedVerifier(verifier)
+    return StepContext(policy=policy, sampler=HFBackend(policy), verifier=MeteredVerifier(contained, None),
+                       generator=generator, **kw)  # fmt: skip
 
 
 class CountingBackend:
@@ -166,21 +170,27 @@ def _comparable(records):
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in records if r["kind"] != "resume"]
 
 
+def _train(cfg, run, tiny_model):
+    from llm_rl.harness.run import train_arm
+
+    return train_arm(cfg, run, init_model=tiny_model)
+
+
 def test_mc_value_end_to_end_counts_exactly_and_is_deterministic(tmp_path, tiny_model, monkeypatch) -> None:
-    import llm_rl.loop
+    import llm_rl.harness.loop
     from relabel_rl.rundir import RunDir
 
     cfg = small_cfg()
     made = []
-    real_make = llm_rl.loop.make_backend
+    real_make = llm_rl.harness.loop.make_backend
 
     def spy_make(kind, policy, budget):
         made.append(CountingBackend(real_make(kind, policy, budget)))
         return made[-1]
 
-    monkeypatch.setattr(llm_rl.loop, "make_backend", spy_make)
+    monkeypatch.setattr(llm_rl.harness.loop, "make_backend", spy_make)
     run = RunDir.create(tmp_path / "a", config=cfg)
-    final = mc_value.train(cfg, run, init_model=tiny_model)
+    final = _train(cfg, run, tiny_model)
     records = run.metrics()
     evals = [r for r in records if r["kind"] == "eval"]
     trains = [r for r in records if r["kind"] == "train"]
@@ -196,52 +206,44 @@ def test_mc_value_end_to_end_counts_exactly_and_is_deterministic(tmp_path, tiny_
     # the budget holds exactly the tokens the backend returned; one verifier call per sample and per rollout
     (backend,) = made
     assert final["generated_tokens"] == backend.tokens
-    assert final["verifier_calls"] == backend.continuations
+    assert final["verifier_calls"] == final["outcome_verifier_calls"] == backend.continuations
+    assert 0 < final["prompts"] <= cfg.optim.prompts_per_step * trains[-1]["step"]
     monkeypatch.undo()
 
     run_b = RunDir.create(tmp_path / "b", config=cfg)
-    mc_value.train(cfg, run_b, init_model=tiny_model)
+    _train(cfg, run_b, tiny_model)
     assert _comparable(run_b.metrics()) == _comparable(records)
 
     # A killed run (dies in step 3's loss) resumes from its step-2 checkpoint and retraces the full run.
     calls = {"n": 0}
-    real_loss = mc_value.loss_fn
+    real_loss = mc_value.pg_loss
 
-    def dying_loss(items, policy, **kw):
+    def dying_loss(rows, policy, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_loss(items, policy, **kw)
+        return real_loss(rows, policy, **kw)
 
-    monkeypatch.setattr(mc_value, "loss_fn", dying_loss)
+    monkeypatch.setattr(mc_value, "pg_loss", dying_loss)
     run_c = RunDir.create(tmp_path / "c", config=cfg)
     with pytest.raises(KeyboardInterrupt):
-        mc_value.train(cfg, run_c, init_model=tiny_model)
+        _train(cfg, run_c, tiny_model)
     monkeypatch.undo()
-    mc_value.train(cfg, run_c, init_model=tiny_model)
+    _train(cfg, run_c, tiny_model)
     resumed = run_c.metrics()
     assert any(r["kind"] == "resume" and r["step"] == 2 for r in resumed)
-    # (the loop's verifier_stats count the current session only, so they restart on resume)
-    session = {"verifier_stats"}
-
-    def strip(rs):
-        return [
-            {k: v for k, v in r.items() if k not in session}
-            for r in _comparable(rs)
-            if r["kind"] != "verifier"
-        ]
-
-    assert strip(resumed) == strip(records)
+    # (the verifier statistics are the run's, carried across the resume: they match too)
+    assert _comparable(resumed) == _comparable(records)
 
 
 def test_loss_is_the_per_token_policy_gradient_with_step_advantages(tiny_model) -> None:
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     enc = policy.encode(["x=1\n", "Answer: 7"], add_special_tokens=False)
     n1, n2 = len(enc[0]), len(enc[1]) + 1
     row = mc_value.CompletionRow("Q\n", (*enc[0], *enc[1], policy.eos_token_id), (0.5,) * n1 + (-0.25,) * n2)
-    loss, metrics = mc_value.loss_fn(mc_value.McValueBatch((row,), ()), policy, clip_epsilon=0.2)
+    loss, metrics = mc_value.pg_loss((row,), policy, clip_epsilon=0.2)
     # on-policy the ratio is exactly 1: loss = -sum_t A_t * |tokens_t| / total tokens
     assert float(loss) == pytest.approx(-(0.5 * n1 - 0.25 * n2) / (n1 + n2), abs=1e-6)
     assert metrics["num_tokens"] == n1 + n2 and metrics["clip_fraction"] == 0.0
@@ -255,109 +257,89 @@ def test_loss_is_the_per_token_policy_gradient_with_step_advantages(tiny_model) 
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
 
 
+class CoinFlip(AnswerIs7):
+    """A deterministic pseudo-random 0/1 per completion text, so boundary values (and advantages) vary."""
+
+    def score(self, completion: str, example: dict) -> float:
+        return float(hashlib.sha256(completion.encode()).digest()[0] % 2)
+
+
 def test_gradient_sample_gives_a_per_prompt_gradient(tiny_model) -> None:
-    from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
-
-    class CoinFlip(AnswerIs7):
-        """A deterministic pseudo-random 0/1 per completion text, so boundary values (and advantages) vary."""
-
-        def score(self, completion: str, example: dict) -> float:
-            return float(hashlib.sha256(completion.encode()).digest()[0] % 2)
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     example = {"prompt": "Q\n", "answer": "7"}
-    cfg = small_cfg()
+    arm = McValueArm(small_cfg())
     for seed in range(
         32
     ):  # the first seed whose advantages are not all zero (independent of sampler internals)
-        g = torch.Generator().manual_seed(seed)
-        batch = mc_value.collect_batch(
-            cfg, [example], policy, HFBackend(policy), CoinFlip(), generator=g, budget=None
-        )
-        if any(a != 0 for r in batch.rows for a in r.advantages):
+        batch = arm.collect([example], unmetered(policy, CoinFlip(), torch.Generator().manual_seed(seed)))
+        if any(a != 0 for r in batch.items for a in r.advantages):
             break
     else:
         raise AssertionError("no seed gives a non-zero advantage")
-    loss = mc_value.gradient_sample(
-        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(seed)
-    )
+    loss = arm.gradient_sample(example, unmetered(policy, CoinFlip(), torch.Generator().manual_seed(seed)))
     assert loss.ndim == 0 and loss.requires_grad
     loss.backward()
     assert any(float(p.grad.abs().sum()) > 0 for p in policy.model.parameters() if p.grad is not None)
-    again = mc_value.gradient_sample(
-        cfg, policy, CoinFlip(), example, generator=torch.Generator().manual_seed(seed)
-    )
+    again = arm.gradient_sample(example, unmetered(policy, CoinFlip(), torch.Generator().manual_seed(seed)))
     assert float(again) == float(loss)  # same generator seed, same estimate
 
 
-def test_epochs_reuse_a_batch_with_recorded_old_logprobs(tiny_model) -> None:
+def test_several_updates_per_batch_record_old_logprobs(tiny_model) -> None:
     import dataclasses
 
-    from llm_rl.budget import Budget
-    from llm_rl.config import McValueArmConfig
-    from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
+    from llm_rl.config import ExperimentConfig
+    from llm_rl.model import load_policy
     from relabel_rl.config import ConfigError
 
     policy = load_policy(tiny_model)
-    cfg = dataclasses.replace(small_cfg(), mc_value=McValueArmConfig(num_samples=2, num_rollouts=2, epochs=2))
-    budget = Budget()
-    collect = mc_value._EpochReuse(cfg, AnswerIs7(), budget, chunks_per_process=1)
-    backend = HFBackend(policy, budget)
+    arm = McValueArm(small_cfg(epochs=2))
     g = torch.Generator().manual_seed(0)
-    first = collect([{"prompt": "Q\n"}], policy, backend, g)
-    spent = budget.generated_tokens
-    second = collect([{"prompt": "R\n"}], policy, backend, g)  # reused: nothing spent, same rows
-    assert second.rows == first.rows and budget.generated_tokens == spent and second.stats["epoch"] == 2.0
-    third = collect([{"prompt": "R\n"}], policy, backend, g)  # a fresh batch after `epochs` uses
-    assert third.rows[0].prompt == "R\n" and budget.generated_tokens > spent
-    assert all(r.old_logprobs is not None and len(r.old_logprobs) == len(r.token_ids) for r in first.rows)
+    batch = arm.collect([{"prompt": "Q\n"}], unmetered(policy, AnswerIs7(), g, updates_per_batch=2))
+    assert batch.items and all(
+        r.old_logprobs is not None and len(r.old_logprobs) == len(r.token_ids) for r in batch.items
+    )
     # Unchanged policy: the recorded old log-probs equal the current ones, so the loss equals the on-policy loss.
-    off, _ = mc_value.loss_fn(first, policy)
-    on_rows = tuple(mc_value.CompletionRow(r.prompt, r.token_ids, r.advantages) for r in first.rows)
-    on, _ = mc_value.loss_fn(mc_value.McValueBatch(on_rows, ()), policy)
+    off, _ = arm.loss(batch, policy)
+    on_rows = tuple(mc_value.CompletionRow(r.prompt, r.token_ids, r.advantages) for r in batch.items)
+    on, _ = mc_value.pg_loss(on_rows, policy)
     assert float(off) == pytest.approx(float(on), abs=1e-6)
+    # one update per batch: on-policy rows, nothing recorded
+    single = arm.collect([{"prompt": "Q\n"}], unmetered(policy, AnswerIs7(), g))
+    assert all(r.old_logprobs is None for r in single.items)
 
-    # Two chunks per step in one process: each chunk keeps its own batch (step 2 reuses step 1's, chunk by chunk).
-    chunked = mc_value._EpochReuse(cfg, AnswerIs7(), Budget(), chunks_per_process=2)
-    step1 = [chunked([{"prompt": p}], policy, HFBackend(policy, Budget()), g) for p in ("A\n", "B\n")]
-    step2 = [chunked([{"prompt": p}], policy, HFBackend(policy, Budget()), g) for p in ("C\n", "D\n")]
-    step3 = [chunked([{"prompt": p}], policy, HFBackend(policy, Budget()), g) for p in ("E\n", "F\n")]
-    assert [b.rows[0].prompt for b in step1 + step2 + step3] == ["A\n", "B\n", "A\n", "B\n", "E\n", "F\n"]
-    assert [b.stats["epoch"] for b in step1 + step2 + step3] == [1.0, 1.0, 2.0, 2.0, 1.0, 1.0]
-
+    bad = dataclasses.replace(ExperimentConfig(), mc_value=mc_value.McValueArmConfig(temperature=0.0))
     with pytest.raises(ConfigError, match=r"mc_value\.temperature"):
-        mc_value.validate_config(dataclasses.replace(cfg, mc_value=McValueArmConfig(temperature=0.0)))
+        McValueArm.validate(bad)
 
 
 def test_the_batch_crossing_the_budget_stops_after_the_prompt_that_spent_it(tiny_model) -> None:
     import dataclasses
 
-    from llm_rl.budget import Budget
     from llm_rl.config import BudgetConfig
-    from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     cfg = dataclasses.replace(
         small_cfg(), budget=BudgetConfig(axis="generated_tokens", limit=10, eval_every=5)
     )
     budget = Budget()
-    examples = [{"prompt": p} for p in ("A\n", "B\n", "C\n")]
-    reuse = mc_value._EpochReuse(cfg, AnswerIs7(), budget, chunks_per_process=1)
-    assert reuse.near_limit()  # the first batch is always collected prompt by prompt
-    batch = reuse(examples, policy, HFBackend(policy, budget), torch.Generator().manual_seed(0))
-    assert batch.stats["num_prompts"] == 1 and {s.prompt for s in batch.samples} == {"A\n"}
+    ctx = unmetered(
+        policy, AnswerIs7(), torch.Generator().manual_seed(0), budget=budget, budget_cfg=cfg.budget
+    )
+    ctx.sampler.budget = budget
+    examples = PromptBatch([{"prompt": p} for p in ("A\n", "B\n", "C\n")], budget)
+    assert ctx.batch_may_cross_limit()  # the first batch is always collected prompt by prompt
+    batch = McValueArm(cfg).collect(examples, ctx)
+    assert batch.stats["num_prompts"] == 1 and {r.prompt for r in batch.items} == {"A\n"}
     assert budget.generated_tokens >= 10
+    assert budget.prompts == 1  # only the prompt it read is charged
     # far from the limit, whole batches are collected at once
     budget2 = Budget(generated_tokens=100, optimizer_steps=1)
-    far = mc_value._EpochReuse(
-        dataclasses.replace(cfg, budget=BudgetConfig(axis="generated_tokens", limit=1000, eval_every=500)),
-        AnswerIs7(),
-        budget2,
-        chunks_per_process=1,
+    far = dataclasses.replace(
+        ctx, budget=budget2, budget_cfg=BudgetConfig(axis="generated_tokens", limit=1000, eval_every=500)
     )
-    assert not far.near_limit()
+    assert not far.batch_may_cross_limit()
     budget2.generated_tokens = 850  # 150 left < 2 x the average batch (850)
-    assert far.near_limit()
+    assert far.batch_may_cross_limit()

@@ -4,16 +4,16 @@ process with the same global batch.
 One launch (process start-up dominates: ~20 s on 2 shared cores) runs every check in ``_worker`` below; the
 single-process references are computed in the pytest process while the launch runs. Checked:
 
-* **the hand-written arms end to end** (relabel, mc_value, and relabel with LoRA: their own ``train`` through
-  `llm_rl.loop`): two optimizer steps of a global batch of 4 prompts in ``optim.prompt_chunks: 2`` seeded
+* **the hand-written arms end to end** (relabel, mc_value, and relabel with LoRA, through the harness,
+  `llm_rl.harness.run.train_arm`): two optimizer steps of a global batch of 4 prompts in ``optim.prompt_chunks: 2`` seeded
   chunks — one chunk per process vs both in one process. Every train/eval record (loss, every arm metric, every budget counter)
   matches; the final parameters agree to 1e-5 (float32 summation order differs: per-process partial gradients
   are summed by the all-reduce). Only the main process writes records: each appears once.
 * **budget counters**: generated tokens, prefill tokens and verifier calls in every record are *exactly* the
-  single-process totals (summed over processes by `llm_rl.distributed.BudgetSync`), and so are the verifier
-  call statistics.
-* **a step in isolation** (`llm_rl.distributed.ChunkedStep` with the MC-value arm's ``collect``/``loss``), so a
-  failure points at the step or at the loop.
+  single-process totals (summed over processes by `llm_rl.harness.distributed.BudgetSync`), and so are the
+  verifier call statistics.
+* **a step in isolation** (the loop's own collect-and-update of a chunked batch, with the MC-value arm on a toy
+  verifier, no evaluation or checkpoints), so a failure points at the step or at the rest of the loop.
 Go (`go-baseline train` itself, both arms, and a killed 2-process run resumed) is in ``test_multiprocess_go.py``.
 GRPO under 2 processes (TRL distributes it) is in ``test_multiprocess_grpo.py``.
 
@@ -30,8 +30,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from _procs import REPO, WORLD, launch  # tests/ is on sys.path (pytest's default import mode)
+from _procs import (
+    REPO,
+    WORLD,
+    assert_same_records,
+    launch,
+)  # tests/ is on sys.path (pytest's default import mode)
 
+from verifiers.base import Verifier
 from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
 PROMPTS_PER_STEP = 4
@@ -44,12 +50,13 @@ TOL = 1e-5
 # The computations, shared by the worker (2 processes) and the reference (1 process)
 
 
-class ToyVerifier:
+class ToyVerifier(Verifier):
     """Scores 1 when a completion contains a "9": a random tiny model earns it about half the time, so
     advantages are non-zero and the MC-value loss has a gradient. Steps are "|"-separated (frequent too)."""
 
     name = "toy_nine"
     step_delimiter = "|"
+    trusted = True
 
     def score(self, completion: str, example: dict) -> float:
         return float("9" in completion)
@@ -86,18 +93,19 @@ TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_
 
 
 def _train_cfg(arm: str, out: str, *, lora: bool = False):
+    from llm_rl.arms.mc_value import McValueArmConfig
+    from llm_rl.arms.relabel import RelabelArmConfig
     from llm_rl.config import (
         BudgetConfig,
         EvalConfig,
         ExperimentConfig,
         LoraSettings,
-        McValueArmConfig,
         ModelConfig,
         OptimConfig,
-        RelabelArmConfig,
         TaskConfig,
         WarmStartConfig,
     )
+    from tree_search import PuctConfig
 
     return ExperimentConfig(
         output_dir=out,
@@ -119,31 +127,33 @@ def _train_cfg(arm: str, out: str, *, lora: bool = False):
         optim=OptimConfig(
             learning_rate=5e-2, prompts_per_step=PROMPTS_PER_STEP, prompt_chunks=CHUNKS, checkpoint_every=100
         ),
-        relabel=RelabelArmConfig(num_simulations=2, num_candidates=2),
+        relabel=RelabelArmConfig(
+            puct=PuctConfig(num_simulations=2, dirichlet_fraction=0.25), num_candidates=2
+        ),
         mc_value=McValueArmConfig(num_samples=2, num_rollouts=1),
     )
 
 
 def train_arm(arm: str, base: str, out: str, *, lora: bool = False) -> dict:
-    """The arm's own ``train`` (through `llm_rl.loop.run_training`); returns its records and final weights."""
-    from llm_rl.arms import get_arm
-    from llm_rl.distributed import Layout
-    from llm_rl.models import load_policy
+    """The arm trained by the harness; returns its records and final weights."""
+    from llm_rl.harness.distributed import barrier
+    from llm_rl.harness.run import train_arm
+    from llm_rl.model import load_policy
     from relabel_rl.rundir import RunDir, read_metrics
 
     arm, _, variant = arm.partition("+")
     cfg = _train_cfg(arm, out, lora=lora or variant == "lora")
     run = RunDir.create(out, config=cfg, seeds={"seed": 0})
     torch.manual_seed(0)
-    get_arm(arm).train(cfg, run, init_model=base)
-    Layout.current().barrier()
+    train_arm(cfg, run, init_model=base)
+    barrier()
     final = load_policy(Path(out) / "final")
     params = {n: p.detach().clone() for n, p in final.named_parameters()}
     return {"records": read_metrics(Path(out) / "metrics.jsonl"), "params": params}
 
 
 def _policy(path: str):
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     torch.manual_seed(0)
     pol = load_policy(path)
@@ -154,67 +164,56 @@ def _policy(path: str):
     return pol
 
 
-def _arm_case(arm: str):
-    """``(collect, loss_fn, budget_holder)`` of an arm, as its training loop wires them."""
-    from llm_rl.config import ExperimentConfig, McValueArmConfig, TaskConfig
-
-    cfg = ExperimentConfig(
-        task=TaskConfig(max_steps=3, max_completion_tokens=8),
-        mc_value=McValueArmConfig(num_samples=2, num_rollouts=2),
-    )
-    verifier = ToyVerifier()
-    holder: dict = {}
-    if arm == "mc_value":
-        from llm_rl.arms import mc_value
-
-        def collect(examples, policy, backend, generator):
-            return mc_value.collect_batch(
-                cfg, examples, policy, backend, verifier, generator=generator, budget=holder["budget"]
-            )
-
-        def loss_fn(items, policy):
-            return mc_value.loss_fn(items, policy, clip_epsilon=0.2, temperature=1.0)
-
-        return collect, loss_fn, holder
-    raise ValueError(arm)
-
-
 def _examples() -> list[dict]:
     return [
         {"prompt": f"Start {i}. Add {i + 2}.\n", "answer": str(2 * i + 2)} for i in range(PROMPTS_PER_STEP)
     ]
 
 
-def run_arm(arm: str, path: str, layout) -> dict:
-    """``STEPS`` global optimizer steps of ``arm`` on this process's share; returns losses, counters, params."""
-    from llm_rl.budget import Budget
-    from llm_rl.distributed import BudgetSync, ChunkedStep
-    from llm_rl.generation import HFBackend
+def run_arm(arm: str, path: str, out: str) -> dict:
+    """``STEPS`` global optimizer steps of ``arm`` (the loop's collect + update on this process's chunks, on the
+    toy verifier); returns per step the loss, metrics and budget counters this process holds, and the params."""
+    from llm_rl.arms.mc_value import McValueArm, McValueArmConfig
+    from llm_rl.config import BudgetConfig, ExperimentConfig, OptimConfig, TaskConfig
+    from llm_rl.harness.data import TaskData
+    from llm_rl.harness.distributed import barrier, is_main
+    from llm_rl.harness.loop import _Loop
+    from llm_rl.harness.session import Session
+    from relabel_rl.rundir import RunDir
+    from verifiers import ContainedVerifier
 
-    policy = _policy(path)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-2)
-    budget = Budget()
-    collect, loss_fn, holder = _arm_case(arm)
-    holder["budget"] = budget
-    backend = HFBackend(policy, budget)
-    sync = BudgetSync(budget, layout)
-    stepper = ChunkedStep(seed=0, chunks=CHUNKS, layout=layout)
+    assert arm == "mc_value"
+    cfg = ExperimentConfig(
+        task=TaskConfig(max_steps=3, max_completion_tokens=8),
+        budget=BudgetConfig(axis="optimizer_steps", limit=STEPS, eval_every=STEPS),
+        optim=OptimConfig(learning_rate=1e-2, prompts_per_step=PROMPTS_PER_STEP, prompt_chunks=CHUNKS),
+        mc_value=McValueArmConfig(num_samples=2, num_rollouts=2),
+    )
+    if is_main():
+        RunDir.create(out, config=cfg)
+    barrier()
+    task = TaskData(ContainedVerifier(ToyVerifier()), train=_examples(), test=_examples()[:1])
+    session = Session(cfg, RunDir(Path(out)), task=task, progress=False)
+    loop = _Loop.build(McValueArm(cfg), session, _policy(path))
     records = []
-    for step in range(STEPS):
-        optimizer.zero_grad(set_to_none=True)
-        loss, metrics, has_grad = stepper.run(
-            step, _examples(), policy, backend, collect=collect, loss_fn=loss_fn, params=params
-        )
-        assert has_grad, "the toy task must give the arm something to learn"
-        optimizer.step()
-        budget.add_optimizer_step()
-        sync.sync()
-        counters = {k: getattr(budget, k) for k in ("generated_tokens", "prefill_tokens", "verifier_calls")}
+    for _ in range(STEPS):
+        examples = [task.train[i] for i in loop.cursor.next(PROMPTS_PER_STEP)]
+        values = loop._update([batch for _, batch in loop._collect(examples)])
+        budget = session.budget
+        counters = {
+            k: getattr(budget, k) for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "prompts")
+        }
+        metrics = {k: v for k, v in values.items() if k not in ("loss", "grad_norm")}
+        assert values["grad_norm"] > 0, "the toy task must give the arm something to learn"
         records.append(
-            {"loss": loss, "metrics": metrics, **counters, "optimizer_steps": budget.optimizer_steps}
+            {
+                "loss": values["loss"],
+                "metrics": metrics,
+                **counters,
+                "optimizer_steps": budget.optimizer_steps,
+            }
         )
-    state = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    state = {n: p.detach().clone() for n, p in loop.policy.named_parameters()}
     return {"records": records, "params": state}
 
 
@@ -225,14 +224,14 @@ def run_arm(arm: str, path: str, layout) -> dict:
 def _worker(path: str, out_dir: str) -> None:
     from accelerate import Accelerator
 
-    from llm_rl.distributed import Layout
+    from llm_rl.harness.distributed import Layout
 
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
     layout = Layout.current()
     assert layout.world == WORLD and torch.distributed.get_backend() == "gloo", (layout, accelerator.state)
 
-    result = {"step": run_arm("mc_value", path, layout)}
+    result = {"step": run_arm("mc_value", path, str(Path(out_dir) / "step"))}
     for arm in ARMS:  # every process writes the same run directory (only the main process writes files)
         result[arm] = train_arm(arm, path, str(Path(out_dir) / arm))
     torch.save(result, Path(out_dir) / f"rank{layout.rank}.pt")
@@ -245,7 +244,7 @@ def _worker(path: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory) -> str:
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     return str(
         build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", hidden_size=32, num_layers=2, num_heads=2)
@@ -258,26 +257,11 @@ def _close(a: dict, b: dict) -> None:
         assert torch.allclose(a[n], b[n], atol=TOL, rtol=0), (n, (a[n] - b[n]).abs().max().item())
 
 
-def _compare_records(got: list[dict], want: list[dict]) -> None:
-    assert [(r["kind"], r.get("step")) for r in got] == [(r["kind"], r.get("step")) for r in want]
-    for g, w in zip(got, want):
-        assert g.keys() == w.keys(), (g["kind"], g.keys() ^ w.keys())
-        for k, v in w.items():
-            if k in TIMING_KEYS or k == "verifier_failures":
-                continue
-            if isinstance(v, float):
-                assert g[k] == pytest.approx(v, rel=TOL, abs=1e-7), (w["kind"], w.get("step"), k)
-            else:
-                assert g[k] == v, (w["kind"], w.get("step"), k, g[k], v)
-
-
 def test_two_processes_match_one(tiny_path, tmp_path):
-    from llm_rl.distributed import Layout
-
     start = time.perf_counter()
     proc = launch([str(Path(__file__).resolve()), "--worker", tiny_path, str(tmp_path / "two")])
     torch.set_num_threads(1)
-    ref_step = run_arm("mc_value", tiny_path, Layout())
+    ref_step = run_arm("mc_value", tiny_path, str(tmp_path / "one" / "step"))
     ref_arms = {arm: train_arm(arm, tiny_path, str(tmp_path / "one" / arm)) for arm in ARMS}
     try:
         output, _ = proc.communicate(timeout=300)
@@ -289,7 +273,12 @@ def test_two_processes_match_one(tiny_path, tmp_path):
     for res in ranks:
         # The arms end to end: the very same records (written once, by the main process) and final weights.
         for arm in ARMS:
-            _compare_records(res[arm]["records"], ref_arms[arm]["records"])
+            assert_same_records(
+                res[arm]["records"],
+                ref_arms[arm]["records"],
+                skip=TIMING_KEYS | {"verifier_failures"},
+                tol=TOL,
+            )
             _close(res[arm]["params"], ref_arms[arm]["params"])
         # The step alone: same losses, metrics, exact global counters, same parameters.
         for got, want in zip(res["step"]["records"], ref_step["records"]):
@@ -297,7 +286,7 @@ def test_two_processes_match_one(tiny_path, tmp_path):
             assert got["metrics"].keys() == want["metrics"].keys()
             for k in want["metrics"]:
                 assert got["metrics"][k] == pytest.approx(want["metrics"][k], rel=TOL, abs=1e-7), k
-            for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps"):
+            for k in ("generated_tokens", "prefill_tokens", "verifier_calls", "prompts", "optimizer_steps"):
                 assert got[k] == want[k], (k, got[k], want[k])
         _close(res["step"]["params"], ref_step["params"])
     for arm in ARMS:  # something was spent and learnt, so the comparison is not vacuous

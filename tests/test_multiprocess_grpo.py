@@ -43,14 +43,8 @@ class DigitChain(ChainArithmetic):
 
 
 def _cfg(out: str, per_device: int = 2):
-    from llm_rl.config import (
-        BudgetConfig,
-        EvalConfig,
-        ExperimentConfig,
-        GrpoArmConfig,
-        TaskConfig,
-        WarmStartConfig,
-    )
+    from llm_rl.arms.grpo import GrpoArmConfig
+    from llm_rl.config import BudgetConfig, EvalConfig, ExperimentConfig, TaskConfig, WarmStartConfig
 
     return ExperimentConfig(
         output_dir=out,
@@ -113,23 +107,24 @@ def _patch_generate() -> None:
 
 
 def _train(base: str, out: str, per_device: int, seen: list[int]):
-    import llm_rl.arms.grpo as grpo
+    import llm_rl.harness.trl_bridge as bridge
+    from llm_rl.harness.run import train_arm
     from relabel_rl.rundir import RunDir
 
-    original = grpo._reward_function
-    grpo._reward_function = lambda contained, seen_=None: original(contained, seen)  # count what TRL scores
+    original = bridge._reward_function
+    bridge._reward_function = lambda verifier, seen_=None: original(verifier, seen)  # count what TRL scores
     try:
         cfg = _cfg(out, per_device)
         run = RunDir.create(out, config=cfg, seeds={"seed": 0})
-        final = grpo.train(cfg, run, init_model=base)
+        final = train_arm(cfg, run, init_model=base)
     finally:
-        grpo._reward_function = original
+        bridge._reward_function = original
     params = {n: p.detach().clone() for n, p in load_policy_params(Path(out) / "final").items()}
     return final, params
 
 
 def load_policy_params(path: Path) -> dict:
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     return dict(load_policy(path).named_parameters())
 
@@ -158,7 +153,7 @@ TIMING_KEYS = {"wall_time", "grad_norm", "gen_tokens_per_s", "expand_tokens_per_
 def test_grpo_two_processes_match_one_and_count_exactly(tmp_path, monkeypatch):
     from transformers import LlamaForCausalLM
 
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
     from relabel_rl.rundir import read_metrics
 
     base = str(build_tiny_model(tmp_path / "tiny", hidden_size=32, num_layers=2, num_heads=2))
@@ -171,7 +166,7 @@ def test_grpo_two_processes_match_one_and_count_exactly(tmp_path, monkeypatch):
     assert proc.returncode == 0, output[-4000:]
     ranks = json.loads((out / "worker.json").read_text())
     assert len(ranks) == WORLD
-    counters = ("step", "generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps")
+    counters = ("step", "generated_tokens", "prefill_tokens", "verifier_calls", "prompts", "optimizer_steps")
     finals = [{k: r["final"][k] for k in counters} for r in ranks]
     assert finals[0] == finals[1], "the processes ended in different states"
     assert finals[0] == {k: ref_final[k] for k in counters}, "2 processes spent what 1 process spent"

@@ -51,7 +51,7 @@ def test_every_accelerate_config_is_shipped_and_loads():
 def test_scaling_recipes_validate(recipe):
     import verifiers
     from llm_rl.arms.grpo import grpo_config
-    from llm_rl.commands import validate_experiment
+    from llm_rl.experiment import validate_experiment
 
     cfg = load_config(ExperimentConfig, recipe)
     assert set(cfg.compare.arms) == {"grpo", "relabel", "mc_value"}
@@ -78,7 +78,7 @@ def test_config_flag_becomes_the_positional_recipe():
 
 @pytest.mark.parametrize("env", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
 def test_sharded_launch_is_refused_for_the_hand_written_arms_before_any_work(env, monkeypatch):
-    from llm_rl.commands import validate_experiment
+    from llm_rl.experiment import validate_experiment
     from relabel_rl.config import ConfigError
 
     cfg = load_config(ExperimentConfig, ROOT / "recipes" / "llm" / "tiny_ddp_cpu.yaml")

@@ -12,13 +12,16 @@ budget counters must be identical.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from _procs import kill_tree, launch  # tests/ is on sys.path (pytest's default import mode)
+from _procs import (
+    assert_same_records,
+    kill_at_first_checkpoint,
+    launch,
+)  # tests/ is on sys.path  # tests/ is on sys.path (pytest's default import mode)
 
 TOL = 1e-5
 TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_s"}
@@ -27,7 +30,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory) -> str:
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     return str(
         build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", hidden_size=32, num_layers=2, num_heads=2)
@@ -70,17 +73,12 @@ def _records(run: Path, kinds: tuple[str, ...] = ("train", "eval")) -> list[dict
 
 
 def test_killed_two_process_run_resumes_to_the_uninterrupted_result(tiny_path, tmp_path):
-    from llm_rl.commands import cmd_train
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
+    from llm_rl.train import cmd_train
 
     two = tmp_path / "two" / "runs" / "mc_value-seed0"
     proc = _launch(_recipe(tmp_path, tiny_path, "two"))
-    deadline = time.time() + 180
-    while time.time() < deadline and not (two / "checkpoints" / "last").exists():
-        if proc.poll() is not None:
-            pytest.fail("the run ended before it could be killed:\n" + proc.stdout.read()[-3000:])
-        time.sleep(0.02)
-    kill_tree(proc)
+    kill_at_first_checkpoint(proc, two)
     killed_at = max((r["step"] for r in _records(two) if r["kind"] == "train"), default=0)
     assert killed_at < STEPS, "the run finished before the kill"
 
@@ -94,17 +92,8 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(tiny_path, t
 
     one = tmp_path / "one" / "runs" / "mc_value-seed0"
     got, want = _records(two), _records(one)
-    assert [(r["kind"], r["step"]) for r in got] == [(r["kind"], r["step"]) for r in want]
     assert [r["step"] for r in want if r["kind"] == "train"] == list(range(1, STEPS + 1))
-    for g, w in zip(got, want):
-        assert g.keys() == w.keys()
-        for k, v in w.items():
-            if k in TIMING_KEYS or k == "verifier_stats":
-                continue
-            if isinstance(v, float):
-                assert g[k] == pytest.approx(v, rel=TOL, abs=1e-7), (w["kind"], w["step"], k)
-            else:
-                assert g[k] == v, (w["kind"], w["step"], k, g[k], v)
+    assert_same_records(got, want, skip=TIMING_KEYS, tol=TOL)  # verifier statistics included: run-level
     assert [r["step"] for r in _records(two, ("resume",))] == [killed_at]  # it did resume, where it stopped
     a = dict(load_policy(two / "final").named_parameters())
     b = dict(load_policy(one / "final").named_parameters())

@@ -37,6 +37,7 @@ def test_two_processes_build_the_base_and_warm_start_once(tmp_path):
         "eval": {"num_examples": 2, "pass_k": 2},
         "optim": {"prompts_per_step": 2, "checkpoint_every": 1},
         "mc_value": {"num_samples": 2, "num_rollouts": 1},
+        "compare": {"arms": ["mc_value"], "seeds": [0], "probe_variance": False},
     }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -54,3 +55,13 @@ def test_two_processes_build_the_base_and_warm_start_once(tmp_path):
     final = json.loads((out / "runs" / "mc_value-seed0" / "final_metrics.json").read_text())
     assert final["optimizer_steps"] == 2
     assert done.stdout.count("run directory:") == 1  # reported once, by the main process
+    assert done.stderr.count("[llm-rl train]") == 1
+
+    # `compare` of the same recipe reuses the warm start and the finished run; it reports once too
+    cmd[cmd.index("llm_rl.train")] = "llm_rl.compare"
+    done = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert done.stdout.count("report:") == 1 and done.stdout.count("\n- ") == len(
+        json.loads((out / "summary.json").read_text())["sentences"]
+    )
+    assert done.stderr.count("warm start(s) ready") == 1 and done.stderr.count("mc_value seed 0: pass@1") == 1

@@ -86,7 +86,7 @@ def qwen_dir(tmp_path_factory) -> Path:
 
 
 def test_the_tokenizer_is_qwen_like(qwen_dir):
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(qwen_dir)
     tok = policy.tokenizer
@@ -119,7 +119,7 @@ def test_compare_runs_every_arm_on_a_qwen_shaped_model(qwen_dir, tmp_path):
         "eval": {"num_examples": 4, "pass_k": 2},
         "optim": {"learning_rate": 1e-3, "prompts_per_step": 2, "checkpoint_every": 2},
         "grpo": {"trl": {"num_generations": 2, "per_device_train_batch_size": 4}},
-        "relabel": {"num_simulations": 2, "num_candidates": 2},
+        "relabel": {"puct": {"num_simulations": 2}, "num_candidates": 2},
         "mc_value": {"num_samples": 2, "num_rollouts": 1},
         "compare": {"arms": ["grpo", "relabel", "mc_value"], "seeds": [0], "probe_variance": False},
     }

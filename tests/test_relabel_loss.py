@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm_rl.arms.relabel import DecisionPoint, Episode, relabel_loss
-from llm_rl.config import RelabelArmConfig
-from llm_rl.models import build_tiny_model, load_policy
+from llm_rl.arms.relabel import DecisionPoint, Episode, RelabelArmConfig, relabel_loss
+from llm_rl.model import build_tiny_model, load_policy
 
 
 @pytest.fixture(scope="module")

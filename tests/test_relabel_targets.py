@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import verifiers
-from llm_rl.arms.relabel import relabel_episodes, value_targets
-from llm_rl.budget import Budget
-from llm_rl.config import RelabelArmConfig
-from llm_rl.step_env import StepAction, StepSearchEnv, StepState
+from llm_rl.arms.relabel import RelabelArmConfig, relabel_episodes, value_targets
+from llm_rl.arms.step_env import StepAction, StepSearchEnv, StepState
+from llm_rl.harness.budget import Budget
+from llm_rl.harness.metering import MeteredVerifier
+from tree_search import GumbelConfig, PuctConfig
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,12 @@ def make_env(examples, script, *, k, prune=True, budget=None) -> tuple[ConstantV
     backend = ScriptedBackend(script)
     env = ConstantValueEnv(
         examples,
-        verifier=verifiers.ContainedVerifier(verifiers.load("chain_arithmetic")),
+        verifier=MeteredVerifier(verifiers.ContainedVerifier(verifiers.load("chain_arithmetic")), budget),
         backend=backend,
-        policy=None,
         num_candidates=k,
         max_step_tokens=16,
         max_steps=4,
         prune_rejected_steps=prune,
-        budget=budget,
     )
     return env, backend
 
@@ -84,7 +83,7 @@ def test_puct_target_is_the_hand_computed_visit_distribution() -> None:
     #   sim 3: 1 + c*sqrt(3)*0.5/2 = 1.541  vs  0 + 0.541 -> "Answer: 5"
     #   sim 4: 1 + c*2*0.5/3 = 1.417  vs  0 + 0.625 -> "Answer: 5"            (c = 1.25 + log(1 + 3/19652))
     env, _ = make_env([ONE_OP], {ONE_OP["prompt"]: ["Answer: 5", "Answer: 9"]}, k=2, prune=False)
-    cfg = RelabelArmConfig(num_simulations=4, dirichlet_fraction=0.0, move_temperature=0.0)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=4, dirichlet_fraction=0.0, temperature=0.0))
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
     (decision,) = episode.decisions
     assert decision.prefix == ONE_OP["prompt"]
@@ -107,7 +106,7 @@ def test_pruned_steps_get_zero_target_and_the_path_is_searched_to_the_end() -> N
     }
     budget = Budget()
     env, backend = make_env([TWO_OPS], script, k=4, budget=budget)
-    cfg = RelabelArmConfig(num_simulations=6, dirichlet_fraction=0.25, move_temperature=1.0)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=6, dirichlet_fraction=0.25, temperature=1.0))
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(3))
     first, second, third = episode.decisions
     assert first.candidates == ("2 + 3 = 5", "2 + 3 = 6", "Answer: 7")
@@ -131,7 +130,9 @@ def test_gumbel_target_gives_pruned_steps_zero_mass() -> None:
         p1 + "5 * 4 = 20\n": ["Answer: 20"],
     }
     env, _ = make_env([TWO_OPS], script, k=2)
-    cfg = RelabelArmConfig(root="gumbel", num_simulations=4, max_num_considered_actions=2)
+    cfg = RelabelArmConfig(
+        root="gumbel", gumbel=GumbelConfig(num_simulations=4, max_num_considered_actions=2)
+    )
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
     first = episode.decisions[0]
     assert first.target.tolist() == pytest.approx([1.0, 0.0])
@@ -145,7 +146,7 @@ def test_roots_are_searched_in_lockstep_with_one_generation_per_round() -> None:
     script = {ONE_OP["prompt"]: ["Answer: 5", "1 + 1 = 2"], examples[1]["prompt"]: ["Answer: 4"]}
     script[ONE_OP["prompt"] + "1 + 1 = 2\n"] = ["Answer: 5"]
     env, backend = make_env(examples, script, k=2, prune=False)
-    cfg = RelabelArmConfig(num_simulations=3, dirichlet_fraction=0.0, move_temperature=0.0)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=3, dirichlet_fraction=0.0, temperature=0.0))
     episodes = relabel_episodes(env, [0, 1], cfg, np.random.default_rng(0))
     assert backend.calls[0] == [ONE_OP["prompt"], examples[1]["prompt"]]  # both roots in the first call
     assert [ep.outcome for ep in episodes] == [1.0, 1.0]
@@ -165,7 +166,7 @@ def test_step_terminal_rules() -> None:
 
 def test_value_targets_modes() -> None:
     env, _ = make_env([ONE_OP], {ONE_OP["prompt"]: ["Answer: 5", "Answer: 9"]}, k=2, prune=False)
-    cfg = RelabelArmConfig(num_simulations=4, dirichlet_fraction=0.0, move_temperature=0.0)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=4, dirichlet_fraction=0.0, temperature=0.0))
     episodes = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
     assert value_targets(episodes, "outcome") == [1.0]
     assert value_targets(episodes, "search") == pytest.approx([0.7])
@@ -191,7 +192,7 @@ def test_a_budget_stop_cuts_paths_after_the_current_round() -> None:
         p0 + "2 + 3 = 5\n5 * 4 = 20\n": ["Answer: 20"],
     }
     env, _ = make_env([TWO_OPS], script, k=1)
-    cfg = RelabelArmConfig(num_simulations=2, dirichlet_fraction=0.0)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=2, dirichlet_fraction=0.0))
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0), should_stop=lambda: True)
     assert episode.steps == ("2 + 3 = 5",) and episode.outcome is None and len(episode.decisions) == 1
     # no outcome: the value target is the search's root value, whatever the mode
@@ -202,7 +203,7 @@ def test_a_budget_stop_cuts_paths_after_the_current_round() -> None:
 
 def test_a_decision_with_every_candidate_rejected_has_no_policy_target() -> None:
     env, _ = make_env([ONE_OP], {ONE_OP["prompt"]: ["Answer: 6", "Answer: 7"]}, k=2)
-    cfg = RelabelArmConfig(num_simulations=4, dirichlet_fraction=0.0)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=4, dirichlet_fraction=0.0))
     (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
     (decision,) = episode.decisions
     assert decision.visit_counts.sum() == 4  # the search still had to move

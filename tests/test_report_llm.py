@@ -1,4 +1,4 @@
-"""llm_rl.report on synthetic per-run JSONL: table values, threshold budget, computed verdicts, PNGs."""
+"""llm_rl.analysis.report on synthetic per-run JSONL: table values, threshold budget, computed verdicts, PNGs."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from llm_rl.report import load_runs, performance_sentence, variance_sentence, write_report
+from llm_rl.analysis.report import load_runs, performance_sentence, variance_sentence, write_report
 from relabel_rl.report import mean_ci
 from relabel_rl.rundir import RunDir
 

@@ -42,3 +42,17 @@ def test_seed_everything_is_deterministic():
     a = torch.rand(3)
     seed_everything(5)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_jsonable_is_strict_json():
+    """One conversion for every file: non-finite floats become null (not "inf", not 1e308)."""
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from relabel_rl.rundir import jsonable
+
+    data = {1: (math.inf, -math.inf, math.nan, 0.5), "p": Path("a/b"), "n": np.float32(2.0), "i": np.int64(3)}
+    assert jsonable(data) == {"1": [None, None, None, 0.5], "p": "a/b", "n": 2.0, "i": 3}
+    json.dumps(jsonable(data), allow_nan=False)

@@ -4,22 +4,22 @@ pipeline (prompts per length, repeats, binning, trend) with stand-in arms whose 
 import dataclasses
 import json
 import math
-import types
 
 import pytest
 import torch
 from PIL import Image
 
 import verifiers
-from llm_rl.config import ExperimentConfig, ProbeConfig
-from llm_rl.variance_probe import (
+from llm_rl.analysis import variance_probe
+from llm_rl.analysis.variance_probe import (
     GradientAccumulator,
     examples_for_length,
     gradient_statistics,
-    plot_variance,
     probe_gradient_variance,
     summarise_probe,
 )
+from llm_rl.analysis.variance_report import plot_variance
+from llm_rl.config import ExperimentConfig, ProbeConfig
 
 
 def test_gradient_statistics_by_hand():
@@ -85,21 +85,23 @@ class _Linear(torch.nn.Module):
 def _fake_arm(noise_per_step: float, base_noise: float):
     """An arm whose per-prompt gradient is μ + s(L)·ε with s(L) = base · (1 + noise_per_step)^L (known)."""
 
-    def gradient_sample(cfg, policy, verifier, example, *, generator):
-        length = example["num_steps"] - 1
-        w = policy.model.weight.reshape(-1)
-        mu = torch.ones_like(w)
-        scale = base_noise * (1.0 + noise_per_step) ** length
-        return (w * (mu + scale * torch.randn(w.shape, generator=generator))).sum()
+    class FakeArm:
+        def __init__(self, cfg):
+            self.cfg = cfg
 
-    return types.SimpleNamespace(gradient_sample=gradient_sample)
+        def gradient_sample(self, example, ctx):
+            length = example["num_steps"] - 1
+            w = ctx.policy.model.weight.reshape(-1)
+            mu = torch.ones_like(w)
+            scale = base_noise * (1.0 + noise_per_step) ** length
+            return (w * (mu + scale * torch.randn(w.shape, generator=ctx.generator))).sum()
+
+    return FakeArm
 
 
 def test_probe_pipeline_recovers_known_trends(monkeypatch, tmp_path):
-    import llm_rl.arms
-
     arms = {"grpo": _fake_arm(0.5, 0.1), "relabel": _fake_arm(0.0, 0.3)}
-    monkeypatch.setattr(llm_rl.arms, "get_arm", lambda name: arms[name])
+    monkeypatch.setattr(variance_probe, "arm_class", lambda name: arms[name])
     cfg = dataclasses.replace(
         ExperimentConfig(), probe=ProbeConfig(lengths=[1, 3, 5], prompts_per_length=5, repeats=16)
     )
@@ -129,7 +131,7 @@ def test_probe_pipeline_recovers_known_trends(monkeypatch, tmp_path):
         and again["deterministic_fraction"] == pytest.approx(1 / 6)
     )
     assert r["trend"]["direction"] == "flat"
-    from llm_rl.report import variance_sentence
+    from llm_rl.analysis.verdicts import variance_sentence
 
     assert variance_sentence(summary)[1]["verdict"] == "supported"
     json.dumps(summary)  # serialisable
@@ -144,7 +146,7 @@ def test_probe_variance_command_on_real_arms(tmp_path, capsys):
     import yaml
 
     from llm_rl.cli import main
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model", hidden_size=32, num_layers=1, num_heads=2, seed=0)
     recipe = tmp_path / "r.yaml"
@@ -154,7 +156,7 @@ def test_probe_variance_command_on_real_arms(tmp_path, capsys):
                 "output_dir": str(tmp_path / "out"),
                 "task": {"max_step_tokens": 8, "max_completion_tokens": 24, "max_steps": 3},
                 "grpo": {"trl": {"num_generations": 2, "per_device_train_batch_size": 2, "beta": 0.0}},
-                "relabel": {"num_simulations": 2, "num_candidates": 2},
+                "relabel": {"puct": {"num_simulations": 2}, "num_candidates": 2},
                 "probe": {"lengths": [1, 2], "prompts_per_length": 1, "repeats": 2},
             }
         )

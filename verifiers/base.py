@@ -87,15 +87,18 @@ class Verifier(abc.ABC):
       step_delimiter: the text between two reasoning steps in a completion.
       trusted: a promise by the verifier's author that ``score``/``check_step`` are bounded, side-effect-free
         Python (or manage their own sandbox), so :class:`verifiers.ContainedVerifier` may call them in-process,
-        skipping the worker process (the fast path). It is not a permission: it says nothing about correctness,
-        and a trusted verifier's exceptions and bad scores are still caught and counted. Defaults to False, and
-        an untrusted verifier (every plugin unless it says otherwise) is scored in a worker process with a
-        deadline per call.
+        skipping the worker process (the fast path) but not the deadline. It is not a permission: it says
+        nothing about correctness, and a trusted verifier's exceptions and bad scores are still caught and
+        counted. Defaults to False, and an untrusted verifier (every plugin unless it says otherwise) is scored
+        in a worker process. Every contained call has a deadline.
+      deadline: seconds one contained call may take, None for the container's default
+        (:data:`verifiers.DEFAULT_TIMEOUT`); a verifier bounded by its own subprocess deadline declares it here.
     """
 
     name: str = ""
     step_delimiter: str = "\n"
     trusted: bool = False
+    deadline: float | None = None
 
     # --- the contract -------------------------------------------------------------------------------------
 

@@ -3,22 +3,29 @@
 Failure kinds (the keys of :meth:`VerifierStats.as_dict`):
 
 * ``exception``: ``score`` raised (``SystemExit`` included);
-* ``timeout``: it ran past its deadline (process-level path only);
-* ``worker_died``: the worker process crashed (segfault, ``os._exit``, OOM kill) or the verifier could not be
-  sent to it (unpicklable);
-* ``not_a_number``, ``nan``, ``out_of_range``: it returned something that is not a float in [0, 1].
+* ``timeout``: it ran past its deadline;
+* ``worker_died``: the worker process crashed (segfault, ``os._exit``, OOM kill, its parent killed) or the verifier
+  could not be sent to it (unpicklable);
+* ``not_a_number``, ``nan``, ``out_of_range``: it returned something that is not a float in [0, 1] (including a
+  ``numbers.Real`` whose ``float()`` raises).
 
-Two paths, chosen per verifier (``timeout``):
+Every call has a deadline; trust decides only *where* a call runs:
 
-* ``timeout=None`` — in-process, ``try/except`` plus the value check. This is the fast path (hundreds of thousands
-  of chain-arithmetic scores per second); it cannot stop a hang, so it is for ``trusted`` built-ins whose
-  scoring is bounded Python.
-* ``timeout=<seconds>`` — a persistent worker process per verifier (address space capped, 4 GiB by default) (``multiprocessing`` *spawn*, so no forked
-  torch/CUDA state), fed one call at a time through a pipe with a deadline. A call past its deadline gets the
-  worker SIGKILLed and restarted lazily on the next call. Process-level, not ``signal.alarm``: alarms only work
-  in the main thread, cannot interrupt C code holding the GIL, and a verifier can swallow the exception.
+* **in-process** (``trusted`` verifiers, the fast path): ``try/except`` plus a deadline enforced by a watchdog
+  thread and a signal (:mod:`verifiers.deadline`; ~0.3 µs a call) that raises ``DeadlineExceeded`` in the verifier.
+  It reaches Python code and blocking system calls, not a C extension that never returns to the interpreter, and a
+  verifier that catches ``BaseException`` in a loop can still hang: trust is for bounded Python. Only the main
+  thread can be interrupted; elsewhere the call goes to a worker process instead.
+* **worker process** (everything else): a persistent ``spawn``-ed worker per verifier (address space capped, 4 GiB
+  by default), fed one call at a time through a pipe with a deadline; past it the worker is SIGKILLed and
+  restarted lazily on the next call. Processes a call leaves behind are killed after it, the worker's
+  stdout/stderr are diverted (the first :data:`OUTPUT_KEEP_BYTES` kept in ``ContainedVerifier.output``, the
+  rest counted and dropped), and its parent is a keeper process, not the caller: see
+  :mod:`verifiers.containment_worker`.
 
-:class:`ContainedVerifier` picks ``None`` for ``verifier.trusted`` and :data:`DEFAULT_TIMEOUT` otherwise.
+:class:`ContainedVerifier` (``timeout="auto"``) runs ``trusted`` verifiers in-process and the others in a worker,
+both with the verifier's declared ``deadline`` or :data:`DEFAULT_TIMEOUT`; a number is a worker with that
+deadline; ``None`` is in-process with *no* deadline (an explicit opt-out for code you wrote).
 """
 
 from __future__ import annotations
@@ -27,13 +34,20 @@ import contextlib
 import logging
 import math
 import multiprocessing
-import numbers
+import multiprocessing.connection
+import os
+import pickle
+import select
+import signal
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from verifiers import deadline
 from verifiers.base import Verifier
+from verifiers.containment_worker import describe, keeper_main, to_score, to_step_check
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -43,12 +57,15 @@ __all__ = [
     "VerifierStats",
     "close_workers",
     "safe_score",
+    "validate_score",
 ]
 
-DEFAULT_TIMEOUT = 5.0  # seconds per call for untrusted verifiers
+DEFAULT_TIMEOUT = 5.0  # seconds per call, unless the verifier declares its own ``deadline``
+MAX_DECLARED_DEADLINE = 600.0  # a verifier's declared deadline is capped here (a number for timeout= is not)
 DEFAULT_WORKER_MEMORY = 4 * 2**30  # RLIMIT_AS of a worker process: a memory bomb raises MemoryError there
 WORKER_START_TIMEOUT = 120.0  # seconds for a spawned worker to import its verifier (not charged to a call)
 MAX_FAILED_STARTS = 3  # a verifier that cannot even load in a worker fails fast after this many tries
+OUTPUT_KEEP_BYTES = 64 * 1024  # of a verifier's worker output, kept for inspection; the rest is counted only
 _LOG_FIRST = 3  # log the first few failures of each kind per verifier, then every _LOG_EVERY-th
 _LOG_EVERY = 1000
 
@@ -75,12 +92,14 @@ class ScoreOutcome:
 
 
 def validate_score(value: Any) -> ScoreOutcome:
-    """Turn a verifier's raw return value into an outcome (the value check shared by both paths)."""
-    if isinstance(value, bool):
-        return ScoreOutcome(float(value))
-    if not isinstance(value, numbers.Real):
-        return ScoreOutcome(0.0, "not_a_number", f"returned {type(value).__name__}: {value!r:.80}")
-    score = float(value)
+    """Turn a verifier's raw return value into an outcome (never raises, whatever ``value`` does)."""
+    status, score = to_score(value)
+    if status != "ok":
+        return ScoreOutcome(0.0, status, score)
+    return _check_range(score)
+
+
+def _check_range(score: float) -> ScoreOutcome:
     if math.isnan(score):
         return ScoreOutcome(0.0, "nan", "returned NaN")
     if not 0.0 <= score <= 1.0:
@@ -88,71 +107,147 @@ def validate_score(value: Any) -> ScoreOutcome:
     return ScoreOutcome(score)
 
 
-def _call_in_process(verifier: Verifier, method: str, args: tuple) -> tuple[str, Any]:
-    try:
-        return "ok", getattr(verifier, method)(*args)
-    except (Exception, SystemExit) as error:
-        return "exception", f"{type(error).__name__}: {error}"[:300]
+_CONVERT = {"score": to_score, "check_step": to_step_check}
 
 
-# --- the worker process ------------------------------------------------------------------------------------
+# --- in-process calls ------------------------------------------------------------------------------------
 
 
-def _worker_main(conn: Any, verifier: Verifier, memory_limit_bytes: int | None) -> None:
-    """Worker loop: answer (method, args) requests until the pipe closes."""
-    if memory_limit_bytes is not None:
-        with contextlib.suppress(ImportError, ValueError, OSError):  # POSIX only
-            import resource
+def _call_in_process(verifier: Verifier, method: str, args: tuple, seconds: float | None) -> tuple | None:
+    """(status, value) of one in-process call; None when a deadline was asked for but cannot be enforced here
+    (not the main thread: see :mod:`verifiers.deadline`)."""
+    convert = _CONVERT[method]
 
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-    conn.send(("ready", None))
-    while True:
+    def call() -> tuple[str, Any]:
         try:
-            method, args = conn.recv()
-        except (EOFError, OSError):
-            return
-        status, value = _call_in_process(verifier, method, args)
-        if status == "ok" and method == "score" and not isinstance(value, (bool, numbers.Real)):
-            value = repr(value)[:80]  # keep the reply picklable; the parent reports it as not_a_number
-        conn.send((status, value))
+            return convert(
+                getattr(verifier, method)(*args)
+            )  # float() of the result runs under the deadline too
+        except (Exception, SystemExit) as error:
+            return "exception", describe(error)
+
+    if seconds is None:
+        return call()
+    if not deadline.available():
+        return None
+    timed_out, outcome = deadline.run(call, seconds)
+    if timed_out:  # even if the verifier swallowed the interruption and answered late
+        return "timeout", f"no answer within {seconds:g}s (in-process deadline)"
+    return outcome
+
+
+# --- the worker process -----------------------------------------------------------------------------------
+
+
+class _Output:
+    """What a verifier's worker wrote to stdout/stderr: counted, the first OUTPUT_KEEP_BYTES kept, never shown."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kept = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        if not self.total:
+            logger.warning(
+                "verifier %r writes to stdout/stderr in its worker process; diverted (the first %d bytes are "
+                "kept in ContainedVerifier.output), never passed to this process's stdout/stderr",
+                self.name,
+                OUTPUT_KEEP_BYTES,
+            )
+        self.total += len(data)
+        room = OUTPUT_KEEP_BYTES - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
 
 
 class _Worker:
-    """A persistent spawned process holding one verifier; killed on a missed deadline, restarted on demand."""
+    """A persistent worker holding one verifier (see :mod:`verifiers.containment_worker`); killed on a missed
+    deadline, restarted on demand."""
 
-    def __init__(self, verifier: Verifier, memory_limit_bytes: int | None = None) -> None:
+    def __init__(self, verifier: Verifier, memory_limit_bytes: int | None, output: _Output) -> None:
         self._verifier = verifier
         self._memory_limit_bytes = memory_limit_bytes
-        self._process: Any = None
+        self._output = output
+        self._process: Any = None  # the keeper
         self._conn: Any = None
+        self._out_fd = -1  # read end of the worker's stdout/stderr
+        self._poller: Any = None  # polls the reply connection and the output pipe
+        self._pid: int | None = None  # the worker proper
         self._failed_starts = 0  # consecutive; after MAX_FAILED_STARTS the worker stops respawning
 
     def _start(self) -> str | None:
+        try:
+            payload = pickle.dumps(self._verifier)
+        except Exception as error:
+            return f"cannot send the verifier to a worker: {describe(error)}"
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
+        read_fd, write_fd = os.pipe()
+        writer = multiprocessing.connection.Connection(write_fd, readable=False)
         process = ctx.Process(
-            target=_worker_main,
-            args=(child, self._verifier, self._memory_limit_bytes),
+            target=keeper_main,
+            args=(child, writer, payload, self._memory_limit_bytes),
             daemon=True,
-            name="verifier-worker",
+            name=f"verifier-worker-{self._output.name}",
         )
         try:
             process.start()
-        except Exception as error:  # unpicklable verifier, no resources to spawn
+        except Exception as error:  # no resources to spawn
             parent.close()
+            os.close(read_fd)
+            return f"cannot start worker: {describe(error)}"
+        finally:
             child.close()
-            return f"cannot start worker: {type(error).__name__}: {error}"[:300]
-        child.close()
-        self._process, self._conn = process, parent
-        if not parent.poll(WORKER_START_TIMEOUT):
+            writer.close()
+        os.set_blocking(read_fd, False)
+        self._process, self._conn, self._out_fd = process, parent, read_fd
+        self._poller = select.poll()
+        self._poller.register(parent.fileno(), select.POLLIN)
+        self._poller.register(read_fd, select.POLLIN)
+        if not self._wait(WORKER_START_TIMEOUT):
             self.close()
             return f"worker did not start within {WORKER_START_TIMEOUT:.0f}s"
         try:
-            parent.recv()
+            status, value = parent.recv()
         except (EOFError, OSError):
             self.close()
             return "worker died while loading the verifier"
+        if status != "ready":
+            self.close()
+            return str(value)
+        self._pid = value
         return None
+
+    def _drain(self) -> None:
+        """Read what the worker wrote so far (it would block on a full pipe otherwise)."""
+        while self._out_fd >= 0:
+            try:
+                data = os.read(self._out_fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # every writer is gone
+                self._poller.unregister(self._out_fd)
+                os.close(self._out_fd)
+                self._out_fd = -1
+                return
+            self._output.feed(data)
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a reply, draining the worker's output meanwhile."""
+        end = time.monotonic() + timeout
+        conn_fd = self._conn.fileno()
+        while True:
+            remaining = end - time.monotonic()
+            events = dict(self._poller.poll(max(0.0, remaining) * 1000))
+            if self._out_fd in events:
+                self._drain()
+            if conn_fd in events:
+                return True
+            if remaining <= 0:
+                return False
 
     def call(self, method: str, args: tuple, timeout: float) -> tuple[str, Any]:
         if self._process is None or not self._process.is_alive():
@@ -169,29 +264,43 @@ class _Worker:
             self._failed_starts = 0
         try:
             self._conn.send((method, args))
-            if not self._conn.poll(timeout):
+            if not self._wait(timeout):
                 self.close()
                 return "timeout", f"no answer within {timeout:g}s; worker killed"
-            return self._conn.recv()
+            status, value = self._conn.recv()
+            self._drain()
+            return status, value
         except (EOFError, OSError) as error:
-            exitcode = None
-            if self._process is not None:
-                self._process.join(timeout=1)
-                exitcode = self._process.exitcode
             self.close()
-            return "worker_died", f"worker died (exit code {exitcode}): {type(error).__name__}"
+            return (
+                "worker_died",
+                f"worker died ({type(error).__name__}): a crash, os._exit, or its parent killed",
+            )
         except Exception as error:  # e.g. unpicklable arguments
-            return "exception", f"{type(error).__name__}: {error}"[:300]
+            return "exception", describe(error)
 
     def close(self) -> None:
+        """Kill the worker, let the keeper kill what it left and exit, then the keeper's whole session."""
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._pid, signal.SIGKILL)
+            self._pid = None
         if self._process is not None:
+            self._process.join(timeout=2)
             if self._process.is_alive():
                 self._process.kill()
-            self._process.join(timeout=5)
+                self._process.join(timeout=2)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)  # stragglers of a keeper that was killed
             self._process = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._out_fd >= 0:
+            self._drain()
+            if self._out_fd >= 0:
+                os.close(self._out_fd)
+                self._out_fd = -1
 
 
 # --- statistics --------------------------------------------------------------------------------------------
@@ -262,19 +371,21 @@ def safe_score(
 ) -> ScoreOutcome:
     """Score one sample, containing every failure (see the module docstring).
 
-    ``timeout=None`` scores in-process (trusted verifiers). A number scores in a persistent worker process kept
-    per verifier instance, shared by all ``safe_score`` calls on it until :func:`close_workers` or exit; use
-    :class:`ContainedVerifier` to own a worker's lifetime (and to count failures).
+    ``timeout=None`` scores in-process with no deadline (code you trust not to hang). A number scores in a
+    persistent worker process kept per verifier instance, shared by all ``safe_score`` calls on it until
+    :func:`close_workers` or exit; use :class:`ContainedVerifier` to own a worker's lifetime (and to count
+    failures).
     """
     if timeout is None:
-        status, value = _call_in_process(verifier, "score", (completion, example))
+        status, value = _call_in_process(verifier, "score", (completion, example), None)
     else:
         with _shared_lock:
             entry = _shared_workers.get(id(verifier))
             if entry is None:
-                entry = _shared_workers[id(verifier)] = (verifier, _Worker(verifier, DEFAULT_WORKER_MEMORY))
+                worker = _Worker(verifier, DEFAULT_WORKER_MEMORY, _Output(verifier.name))
+                entry = _shared_workers[id(verifier)] = (verifier, worker)
             status, value = entry[1].call("score", (completion, example), timeout)
-    return validate_score(value) if status == "ok" else ScoreOutcome(0.0, status, str(value))
+    return _check_range(value) if status == "ok" else ScoreOutcome(0.0, status, str(value))
 
 
 def close_workers() -> None:
@@ -285,14 +396,29 @@ def close_workers() -> None:
         _shared_workers.clear()
 
 
+def _declared_deadline(verifier: Verifier) -> float:
+    declared = verifier.deadline
+    if declared is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(declared, bool) or not isinstance(declared, (int, float)) or not declared > 0:
+        raise ValueError(f"verifier {verifier.name!r} declares deadline={declared!r}; expected seconds > 0")
+    return min(float(declared), MAX_DECLARED_DEADLINE)
+
+
 class ContainedVerifier(Verifier):
     """A verifier wrapped so that it cannot crash, hang or poison a run; counts its failures in ``stats``.
 
     Args:
       verifier: the verifier to contain.
-      timeout: seconds per call in a worker process, or None for in-process scoring. Default ``"auto"``: None
-        when ``verifier.trusted``, else :data:`DEFAULT_TIMEOUT`.
+      timeout: ``"auto"`` (default): ``trusted`` verifiers in-process, the others in a worker process, both with
+        the verifier's declared ``deadline`` (capped at :data:`MAX_DECLARED_DEADLINE`) or
+        :data:`DEFAULT_TIMEOUT`. A number: seconds per call in a worker process. None: in-process, no deadline.
       memory_limit_bytes: address-space limit of the worker process (POSIX), None for none.
+
+    Attributes:
+      timeout: the deadline of one call in seconds (None: none); in_process: whether calls skip the worker.
+      output: what the verifier's worker wrote to stdout/stderr (the first :data:`OUTPUT_KEEP_BYTES`);
+      output_bytes: how much it wrote in all.
 
     It is itself a :class:`Verifier` (same name, steps, generator), so callers use it in place of the original.
     """
@@ -309,30 +435,47 @@ class ContainedVerifier(Verifier):
         if not isinstance(verifier, Verifier):
             raise TypeError(f"ContainedVerifier wraps a Verifier, got {verifier!r}")
         if timeout == "auto":
-            timeout = None if verifier.trusted else DEFAULT_TIMEOUT
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            deadline, in_process = _declared_deadline(verifier), verifier.trusted
+        elif timeout is None:
+            deadline, in_process = None, True
+        elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < math.inf:
+            deadline, in_process = float(timeout), False
+        else:
             raise ValueError(f"timeout must be None, 'auto' or a positive number of seconds, got {timeout!r}")
         self.inner = verifier
-        self.timeout: float | None = timeout  # type: ignore[assignment]
+        self.timeout: float | None = deadline
+        self.in_process = in_process
         self.name = verifier.name
         self.step_delimiter = verifier.step_delimiter
         self.trusted = verifier.trusted
         self.memory_limit_bytes = memory_limit_bytes
         self.stats = VerifierStats(verifier.name)
+        self._output = _Output(verifier.name)
         self._worker: _Worker | None = None
         self._lock = threading.Lock()
 
+    @property
+    def output(self) -> str:
+        return self._output.kept.decode("utf-8", "replace")
+
+    @property
+    def output_bytes(self) -> int:
+        return self._output.total
+
     def _call(self, method: str, args: tuple) -> tuple[str, Any]:
-        if self.timeout is None:
-            return _call_in_process(self.inner, method, args)
+        if self.in_process:
+            outcome = _call_in_process(self.inner, method, args, self.timeout)
+            if outcome is not None:
+                return outcome
+            # no in-process deadline here (not the main thread, or SIGALRM taken): a worker enforces it
         with self._lock:
             if self._worker is None:
-                self._worker = _Worker(self.inner, self.memory_limit_bytes)
-            return self._worker.call(method, args, self.timeout)
+                self._worker = _Worker(self.inner, self.memory_limit_bytes, self._output)
+            return self._worker.call(method, args, self.timeout or DEFAULT_TIMEOUT)
 
     def score_outcome(self, completion: str, example: dict) -> ScoreOutcome:
         status, value = self._call("score", (completion, example))
-        outcome = validate_score(value) if status == "ok" else ScoreOutcome(0.0, status, str(value))
+        outcome = _check_range(value) if status == "ok" else ScoreOutcome(0.0, status, str(value))
         self.stats.record("score", outcome.failure, outcome.detail)
         return outcome
 
@@ -343,8 +486,6 @@ class ContainedVerifier(Verifier):
         if not self.inner.has_step_checks:
             return None
         status, value = self._call("check_step", (list(previous_steps), step, example))
-        if status == "ok" and value is not None and not isinstance(value, bool):
-            status, value = "not_a_bool", f"returned {value!r:.80}"
         self.stats.record(
             "check_step", None if status == "ok" else status, "" if status == "ok" else str(value)
         )
@@ -389,6 +530,7 @@ class ContainedVerifier(Verifier):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_worker"] = None
+        state["_output"] = _Output(self.name)
         del state["_lock"]
         return state
 
@@ -397,4 +539,5 @@ class ContainedVerifier(Verifier):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"ContainedVerifier({self.inner!r}, timeout={self.timeout!r})"
+        where = "in-process" if self.in_process else "worker"
+        return f"ContainedVerifier({self.inner!r}, timeout={self.timeout!r}, {where})"

@@ -1,33 +1,31 @@
-"""Run untrusted Python (model-written code plus its unit tests) in a contained subprocess.
+"""Run untrusted Python (model-written code) against unit tests, isolated by the OS; judge the tests outside it.
 
-Why by hand: no well-kept library does this for a pip-installed toolkit without Docker/gVisor/firejail; the
-pieces are the standard ones (nanochat's and OpenAI human-eval's ``reliability_guard`` style plus OS limits).
+Two layers, each doing one job:
 
-What the child gets (``SandboxLimits`` holds the numbers):
+* **isolation** — the child runs under `bubblewrap <https://github.com/containers/bubblewrap>`_ (``bwrap``, the
+  standard unprivileged sandbox tool, as used by Flatpak): new user, PID, mount, network, IPC, UTS and cgroup
+  namespaces. Its filesystem is a read-only view of the interpreter, its standard library and the shared-library
+  directories, a fresh ``/proc`` (its own processes only), a minimal read-only ``/dev`` and a private tmpfs
+  ``/tmp`` capped at ``tmp_bytes``; no network (only a down loopback), no other process's ``/proc`` entries, no
+  repository, home or ``/etc``. When its PID 1 dies, the kernel kills everything in the namespace, so no fork
+  chain outlives the run. Resource limits (``SandboxLimits``) are set by the harness before any candidate code:
+  inside the user namespace ``RLIMIT_NPROC`` counts only this sandbox's processes. As root, ``bwrap`` itself
+  runs as a fresh private uid (random, in a range no account uses) when the interpreter is world-readable.
+* **judging** — the child never decides pass/fail. :mod:`verifiers.sandbox_checks` splits the tests into
+  *probes* (the parts that need the candidate, e.g. ``add_k(3)``) that the child evaluates and reports as JSON,
+  and checks the parent evaluates over those values (``== 8``). The expected values stay in the parent; a
+  frame walk, an always-true ``__eq__`` or a cleared list of tests forges nothing.
 
-* resource limits set by ``resource.setrlimit`` in ``preexec_fn``: CPU seconds, address space, processes
-  (``RLIMIT_NPROC``: fork bombs), file size (``RLIMIT_FSIZE``: disk fill, and the cap on stdout/stderr, which go
-  to files) and open files; core dumps off;
-* its own process group (``start_new_session``), SIGKILLed as a group at the wall-clock deadline and after exit;
-* no network: when run as root (and the kernel allows it: probed once), a fresh network namespace (``unshare(CLONE_NEWNET)`` via libc) — the child sees
-  only a down loopback. Otherwise ``socket`` is replaced by a raiser inside the child (weaker: code can reach the
-  ``_socket`` C module), see ``network_isolation()``;
-* when run as root, privileges dropped to a fresh unprivileged uid/gid (random, in a high range no account uses;
-  "nobody" below) after the namespace is made: files outside the temporary working directory are safe from
-  ``rm -rf`` by permissions, ``RLIMIT_NPROC`` is enforced (the kernel does not enforce it for root) and counts
-  only this run's processes, and after the run *every* process of that uid is SIGKILLed — including children that
-  left the process group with ``setsid``;
-* a temporary working directory (deleted afterwards), a cleared environment, ``python -I -S`` (no user site, no
-  site-packages, no ``PYTHON*`` variables), stdin closed, and destructive ``os``/``shutil``/``subprocess``
-  functions disabled in-process (defence in depth, bypassable by determined code).
+**Fallback** (chosen when ``bwrap`` is not installed or cannot create its namespaces, e.g. in a container without
+user namespaces; warned once, loudly, at the first run): today's rlimit sandbox — ``setrlimit`` limits, its own
+session SIGKILLed as a group, a temporary working directory, and, as root, a network namespace and a private uid
+whose processes are all killed after the run; an in-process guard disables destructive ``os`` calls. It does not
+hide the filesystem or other processes and a determined program can bypass the guard: do not run hostile code
+with it. ``RELABEL_SANDBOX=bubblewrap`` makes a missing bubblewrap an error instead; ``RELABEL_SANDBOX=rlimit``
+forces the fallback.
 
-Pass/fail is *not* the exit code: the harness reads a random nonce from stdin before any candidate code runs,
-runs the tests, and only then writes ``<nonce> PASS <passed>/<total>`` to a result file the parent opened. So
-``sys.exit(0)`` / ``os._exit(0)`` before the tests, or printing "PASS", scores 0.
-
-Limits (documented, not hidden): the candidate code runs in the harness's interpreter, so code written to
-attack *this* harness (walking frames to find the nonce, patching the test's ``==``) can forge a pass; without
-root there is no filesystem isolation beyond the in-process guard. Use a VM/container for hostile workloads.
+Why by hand around ``bwrap``: no well-kept Python library runs a test suite under bubblewrap and compares the
+results outside the sandbox; the pieces (namespaces, rlimits, a nonce-free trusted comparison) are standard.
 """
 
 from __future__ import annotations
@@ -35,6 +33,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import logging
+import marshal
+import math
 import os
 import secrets
 import select
@@ -44,14 +45,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-__all__ = ["SandboxLimits", "SandboxResult", "network_isolation", "run_python_tests", "sandbox_interpreter"]
+from verifiers.sandbox_checks import judge, plan_tests
 
+__all__ = [
+    "SandboxLimits",
+    "SandboxResult",
+    "isolation",
+    "network_isolation",
+    "run_python_tests",
+    "sandbox_interpreter",
+]
+
+logger = logging.getLogger("verifiers.sandbox")
+
+ISOLATION_ENV = "RELABEL_SANDBOX"  # auto (default) | bubblewrap | rlimit
 _CLONE_NEWNET = 0x40000000
 _UID_BASE = 2_000_000_000  # per-run uids are drawn from [_UID_BASE, _UID_BASE + _UID_SPAN)
 _UID_SPAN = 100_000_000
+_NOBODY = 65534
 
 
 @dataclass(frozen=True)
@@ -59,15 +73,16 @@ class SandboxLimits:
     """Resource limits of one sandboxed run.
 
     Attributes:
-      wall_seconds: wall-clock deadline; the whole process group is SIGKILLed after it.
+      wall_seconds: wall-clock deadline; the sandbox is SIGKILLed after it.
       cpu_seconds: ``RLIMIT_CPU`` (per process).
       memory_bytes: ``RLIMIT_AS`` (address space).
-      max_processes: ``RLIMIT_NPROC`` (enforced when the child runs as an unprivileged user).
-      max_file_bytes: ``RLIMIT_FSIZE``: largest file the child may write, stdout/stderr included.
+      max_processes: ``RLIMIT_NPROC``: processes of this sandbox (bubblewrap) or of its private uid (fallback).
+      max_file_bytes: ``RLIMIT_FSIZE``: largest file the child may write, stdout/stderr/reports included.
       max_open_files: ``RLIMIT_NOFILE``.
       output_bytes: how much of stdout/stderr is read back into the result.
-      in_process_guard: also disable destructive ``os``/``shutil`` calls inside the child (defence in depth;
-        switch off to test the OS-level limits alone).
+      tmp_bytes: size of the sandbox's private tmpfs ``/tmp`` (bubblewrap; memory, freed with the sandbox).
+      in_process_guard: in the rlimit fallback, also disable destructive ``os``/``shutil`` calls inside the child
+        (defence in depth; switch off to test the OS-level limits alone). Bubblewrap needs no guard.
     """
 
     wall_seconds: float = 5.0
@@ -77,7 +92,17 @@ class SandboxLimits:
     max_file_bytes: int = 1 * 2**20
     max_open_files: int = 64
     output_bytes: int = 4096
+    tmp_bytes: int = 16 * 2**20
     in_process_guard: bool = True
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "in_process_guard":
+                if not isinstance(value, bool):
+                    raise ValueError(f"SandboxLimits.in_process_guard must be a bool, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"SandboxLimits.{field.name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -85,12 +110,13 @@ class SandboxResult:
     """What one sandboxed run did.
 
     Attributes:
-      passed: the harness reported that every test passed (nonce-signed), not merely exit code 0.
-      tests_passed, tests_total: the harness's counts (0, 0 when it never reported).
+      passed: every test passed, as judged by the parent (never by the child), within the deadline.
+      tests_passed, tests_total: passing top-level test statements, and all of them.
       returncode: the child's exit status (negative: killed by that signal).
       timed_out: the wall-clock deadline was hit.
       stdout, stderr: the first ``output_bytes`` of each.
-      error: the harness's description of the first failure, when it reported one.
+      error: the first failure, described ('' when none).
+      isolation: ``"bubblewrap"`` or ``"rlimit"`` (the fallback), see :func:`isolation`.
     """
 
     passed: bool
@@ -101,15 +127,46 @@ class SandboxResult:
     stdout: str
     stderr: str
     error: str = ""
+    isolation: str = ""
 
 
-def network_isolation() -> str:
-    """``"namespace"`` when the child gets its own network namespace, else ``"socket-guard"``.
+# --- choosing the isolation -----------------------------------------------------------------------------------
 
-    Detected, not assumed: root in a container without ``CAP_SYS_ADMIN`` cannot ``unshare``, so a child process
-    tries it once (cached) — a sandbox that silently failed every run would score all code 0.
+
+def isolation() -> str:
+    """``"bubblewrap"`` or ``"rlimit"``: what the next run gets, from ``$RELABEL_SANDBOX`` and a cached probe.
+
+    ``auto`` (the default) takes bubblewrap when ``bwrap`` is on ``PATH`` and a probe run inside it works, else
+    the rlimit fallback with a one-time warning; ``bubblewrap`` raises ``RuntimeError`` instead of falling back;
+    ``rlimit`` forces the fallback (tests of the fallback itself).
     """
-    return "namespace" if _probe_isolation()[0] else "socket-guard"
+    wanted = os.environ.get(ISOLATION_ENV, "auto").strip().lower() or "auto"
+    if wanted not in ("auto", "bubblewrap", "rlimit"):
+        raise ValueError(f"{ISOLATION_ENV}={wanted!r}: expected auto, bubblewrap or rlimit")
+    if wanted == "rlimit":
+        return "rlimit"
+    problem = _bubblewrap_problem()
+    if problem is None:
+        return "bubblewrap"
+    if wanted == "bubblewrap":
+        raise RuntimeError(f"{ISOLATION_ENV}=bubblewrap, but bubblewrap cannot run here: {problem}")
+    _warn_fallback(problem)
+    return "rlimit"
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_fallback(problem: str) -> None:
+    logger.warning(
+        "\n%s\nSANDBOX FALLBACK: python_code runs model-written code WITHOUT bubblewrap (%s).\n"
+        "The rlimit fallback limits CPU, memory, processes and file size, but the code can read the filesystem "
+        "and other processes' command lines, and write files the run's user may write (as root it gets a private "
+        "uid and no network). Install bubblewrap ('apt-get install bubblewrap'; 'make setup' does it as root), "
+        "or set %s=bubblewrap to refuse to run without it. See docs/sandbox.md.\n%s",
+        "!" * 100,
+        problem,
+        ISOLATION_ENV,
+        "!" * 100,
+    )
 
 
 def _is_root() -> bool:
@@ -117,7 +174,7 @@ def _is_root() -> bool:
 
 
 def _world_executable(path: str) -> bool:
-    """Whether an unprivileged user can reach and run ``path`` (every parent directory o+x, the file o+x)."""
+    """Whether an unprivileged user can reach and run ``path`` (every parent directory o+x, the file o+rx)."""
     real = Path(os.path.realpath(path))
     try:
         return all(p.stat().st_mode & 0o001 for p in [real, *real.parents]) and bool(
@@ -127,13 +184,95 @@ def _world_executable(path: str) -> bool:
         return False
 
 
-def sandbox_interpreter() -> tuple[str, bool]:
-    """The Python that runs the child and whether it may drop to ``nobody``.
+@dataclass(frozen=True)
+class _Bubblewrap:
+    """How to start the sandbox: bwrap's path, the interpreter inside, the read-only binds, the user to run as."""
 
-    As root, the child runs as ``nobody``, so it needs an interpreter (and stdlib) ``nobody`` can read: this
-    Python if it is world-accessible, else the system ``/usr/bin/python3`` (the harness needs only the stdlib).
-    If neither is, the child stays root (no ``RLIMIT_NPROC``, no filesystem protection beyond the guard).
+    bwrap: str
+    python: str
+    binds: tuple[str, ...]
+    symlinks: tuple[tuple[str, str], ...]
+    private_uid: bool  # run bwrap as a fresh private uid (root only)
+
+
+@functools.lru_cache(maxsize=1)
+def _bubblewrap_setup() -> _Bubblewrap | str:
+    """The bubblewrap launch recipe, or why there is none (cached: probed once per process)."""
+    bwrap = shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
+    if bwrap is None:
+        return "bwrap is not installed"
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    candidates = [c for c in (system, sys.executable) if c]
+    python = next((c for c in candidates if _world_executable(c)), candidates[-1])
+    python = os.path.realpath(python)
+    prefix = os.path.realpath(sys.base_prefix) if python == os.path.realpath(sys.executable) else "/usr"
+    binds = {python, "/usr/lib"} | ({prefix} if prefix != "/usr" else set())
+    binds |= {p for p in ("/usr/lib64", "/usr/lib32") if os.path.isdir(p)}
+    symlinks = []
+    for top in ("/lib", "/lib64", "/lib32", "/bin"):
+        if os.path.islink(top):
+            symlinks.append((os.readlink(top), top))
+        elif os.path.isdir(top) and top != "/bin":
+            binds.add(top)
+    setup = _Bubblewrap(
+        bwrap, python, tuple(sorted(binds)), tuple(symlinks), _is_root() and _world_executable(python)
+    )
+    try:
+        probe = subprocess.run(
+            [*_bwrap_argv(setup, SandboxLimits()), "-c", "print('ok')"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **_user_kwargs(setup),
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{bwrap} failed to start: {error}"
+    if probe.stdout.strip() != "ok":
+        return f"{bwrap} failed: {(probe.stderr.strip() or f'exit code {probe.returncode}')[:300]}"
+    return setup
+
+
+def _bubblewrap_problem() -> str | None:
+    setup = _bubblewrap_setup()
+    return setup if isinstance(setup, str) else None
+
+
+def _user_kwargs(setup: _Bubblewrap) -> dict:
+    if not setup.private_uid:
+        return {}
+    uid = _UID_BASE + secrets.randbelow(_UID_SPAN)
+    return {"user": uid, "group": uid, "extra_groups": []}
+
+
+def _bwrap_argv(setup: _Bubblewrap, limits: SandboxLimits) -> list[str]:
+    argv = [setup.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
+    argv += ["--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+    if _is_root() and not setup.private_uid:
+        argv += ["--uid", str(_NOBODY), "--gid", str(_NOBODY)]
+    for path in setup.binds:
+        argv += ["--ro-bind", path, path]
+    for target, link in setup.symlinks:
+        argv += ["--symlink", target, link]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
+    argv += ["--size", str(math.ceil(limits.tmp_bytes)), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    for key, value in (("PATH", "/usr/bin:/bin"), ("HOME", "/tmp"), ("LANG", "C.UTF-8")):
+        argv += ["--setenv", key, value]
+    return [*argv, "--", setup.python, "-I", "-S"]
+
+
+# --- the rlimit fallback ----------------------------------------------------------------------------------------
+
+
+def network_isolation() -> str:
+    """The fallback's network isolation: ``"namespace"`` (root, probed once) or ``"socket-guard"`` (in-process).
+
+    Bubblewrap always has its own network namespace; this only describes the rlimit fallback.
     """
+    return "namespace" if _probe_isolation()[0] else "socket-guard"
+
+
+def sandbox_interpreter() -> tuple[str, bool]:
+    """The fallback's Python and whether it may drop to a private uid (root, and the interpreter is readable)."""
     if not _probe_isolation()[1]:
         return sys.executable, False
     for candidate in (sys.executable, shutil.which("python3", path="/usr/bin:/bin") or ""):
@@ -168,6 +307,19 @@ def _probe_isolation() -> tuple[bool, bool]:
     return out.stdout[:1] == "1", out.stdout[1:2] == "1"
 
 
+def _rlimits(limits: SandboxLimits) -> list[tuple[str, int]]:
+    """(name, value) of each resource limit, whole numbers (a limit from a recipe may be a float); NPROC last."""
+    values = (
+        ("RLIMIT_CPU", limits.cpu_seconds),
+        ("RLIMIT_AS", limits.memory_bytes),
+        ("RLIMIT_FSIZE", limits.max_file_bytes),
+        ("RLIMIT_NOFILE", limits.max_open_files),
+        ("RLIMIT_CORE", 0),
+        ("RLIMIT_NPROC", limits.max_processes),
+    )
+    return [(name, math.ceil(value)) for name, value in values]
+
+
 def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | None):
     import resource  # POSIX only; imported here so the module imports anywhere
 
@@ -176,6 +328,7 @@ def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | No
     unshare = (
         getattr(os, "unshare", None) or ctypes.CDLL(None, use_errno=True).unshare if isolate_network else None
     )
+    rlimits = [(getattr(resource, name), value) for name, value in _rlimits(limits)]
 
     def preexec() -> None:  # runs in the forked child before exec: keep it to async-signal-safe-ish calls
         if unshare is not None:
@@ -185,89 +338,134 @@ def _make_preexec(limits: SandboxLimits, isolate_network: bool, run_as: int | No
                 failed = True
             if failed:
                 os._exit(111)  # refuse to run with network rather than silently run without isolation
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for which, value in rlimits[:-1]:
+            resource.setrlimit(which, (value, value))
         if run_as is not None:
             os.setgroups([])
             os.setgid(run_as)
             os.setuid(run_as)
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        resource.setrlimit(rlimits[-1][0], (rlimits[-1][1], rlimits[-1][1]))  # NPROC: after the uid drop
 
     return preexec
 
 
+# --- one run ----------------------------------------------------------------------------------------------------
+
 _HARNESS = Path(__file__).with_name("sandbox_harness.py")
 
 
-def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run ``code`` then ``tests`` (Python source, typically ``assert`` statements) in the sandbox.
+@functools.lru_cache(maxsize=1)
+def _harness_source() -> str:
+    return _HARNESS.read_text()
 
-    ``tests`` is split into top-level statements, each counted as one test; all must pass.
+
+def run_python_tests(code: str, tests: str, *, limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run ``code``, then judge ``tests`` (top-level ``assert`` statements) against it, in the sandbox.
+
+    Each top-level statement of ``tests`` counts as one test; all must pass. Raises ``ValueError`` when
+    ``tests`` does not parse or has no top-level ``assert`` (see :mod:`verifiers.sandbox_checks`).
     """
     limits = limits or SandboxLimits()
-    python, drop_privileges = sandbox_interpreter()
-    run_as = _UID_BASE + secrets.randbelow(_UID_SPAN) if drop_privileges else None
-    isolate_network = network_isolation() == "namespace"
-    nonce = secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="relabel-sandbox-"))
-    private = Path(tempfile.mkdtemp(prefix="relabel-sandbox-result-"))  # not visible to the child's user
+    plan = plan_tests(tests, code)
+    backend = isolation()
+    private = Path(tempfile.mkdtemp(prefix="relabel-sandbox-result-"))  # the child gets fds, never this path
+    workdir = None if backend == "bubblewrap" else Path(tempfile.mkdtemp(prefix="relabel-sandbox-"))
     try:
-        (workdir / "solution.py").write_text(code)
-        (workdir / "tests.py").write_text(tests)
-        shutil.copy(_HARNESS, workdir / "harness.py")
-        if run_as is not None:
-            for path in [workdir, *workdir.iterdir()]:
-                os.chown(path, run_as, run_as)
-        result_path = private / "result"
-        result_fd = os.open(result_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        stdout_path, stderr_path = workdir / "stdout.txt", workdir / "stderr.txt"
-        guard = "1" if limits.in_process_guard else "0"
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(workdir),
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr, _closing_fd(result_fd):
+        launch = _bubblewrap_launch(limits) if workdir is None else _fallback_launch(limits, workdir)
+        job = {"code": code, "steps": [list(step) for step in plan.steps], **launch.job}
+        returncode, timed_out = _run_child(launch, job, private, limits.wall_seconds)
+        reports = _head(private / "result", limits.max_file_bytes)
+        stopped = f"timed out after {limits.wall_seconds:g}s" if timed_out else _exit_reason(returncode)
+        verdict = judge(plan, reports, stopped=stopped)
+        return SandboxResult(
+            passed=not timed_out and verdict.tests_total > 0 and verdict.tests_passed == verdict.tests_total,
+            tests_passed=verdict.tests_passed,
+            tests_total=verdict.tests_total,
+            returncode=returncode,
+            timed_out=timed_out,
+            stdout=_head(private / "stdout", limits.output_bytes),
+            stderr=_head(private / "stderr", limits.output_bytes),
+            error=verdict.error,
+            isolation=backend,
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """How to start one child: the command, where, with what, and how to clean up after it."""
+
+    argv: list[str]
+    cwd: str
+    env: dict
+    popen: dict  # extra subprocess.Popen arguments (user/group, or preexec_fn for the fallback)
+    job: dict  # what the harness needs to know about its isolation (rlimits to set, guards)
+    bubblewrap: bool
+    sweep_uid: int | None = None  # fallback: kill every process of this uid afterwards
+
+
+def _bubblewrap_launch(limits: SandboxLimits) -> _Launch:
+    setup = _bubblewrap_setup()
+    if isinstance(setup, str):
+        raise RuntimeError(f"bubblewrap cannot run here: {setup}")
+    job = {"rlimits": _rlimits(limits), "guard": False, "block_network": False}
+    argv = [*_bwrap_argv(setup, limits), "-c", _harness_source()]
+    return _Launch(argv, "/", {}, _user_kwargs(setup), job, bubblewrap=True)
+
+
+def _fallback_launch(limits: SandboxLimits, workdir: Path) -> _Launch:
+    python, drop = sandbox_interpreter()
+    run_as = _UID_BASE + secrets.randbelow(_UID_SPAN) if drop else None
+    if run_as is not None:
+        os.chown(workdir, run_as, run_as)
+    isolate_network = network_isolation() == "namespace"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    job = {"rlimits": [], "guard": limits.in_process_guard, "block_network": not isolate_network}
+    popen = {"preexec_fn": _make_preexec(limits, isolate_network, run_as)}
+    argv = [python, "-I", "-S", "-c", _harness_source()]
+    return _Launch(argv, str(workdir), env, popen, job, bubblewrap=False, sweep_uid=run_as)
+
+
+def _run_child(launch: _Launch, job: dict, private: Path, wall_seconds: float) -> tuple[int | None, bool]:
+    """Start the child with the job on stdin, wait up to the deadline, kill what is left; (returncode, timed out).
+
+    The reports fd is inherited under its own number (bubblewrap passes inherited fds through), named in the job.
+    Whatever happens here (a deadline of the caller's, KeyboardInterrupt), the child and everything it started
+    are killed before this returns or raises.
+    """
+    result_fd = os.open(private / "result", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    process = None
+    try:
+        with open(private / "stdout", "wb") as stdout, open(private / "stderr", "wb") as stderr:
             process = subprocess.Popen(
-                [python, "-I", "-S", "harness.py", str(result_fd), "1" if isolate_network else "0", guard],
-                cwd=workdir,
-                env=env,
+                launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
                 stdin=subprocess.PIPE,
                 stdout=stdout,
                 stderr=stderr,
                 pass_fds=(result_fd,),
                 start_new_session=True,
-                preexec_fn=_make_preexec(limits, isolate_network, run_as),
+                **launch.popen,
             )
-        try:
-            process.stdin.write(f"{nonce}\n".encode())
+        child_fd, result_fd = result_fd, -1
+        os.close(child_fd)
+        with contextlib.suppress(BrokenPipeError, OSError):
+            process.stdin.write(marshal.dumps({**job, "result_fd": child_fd}))
+        with contextlib.suppress(BrokenPipeError, OSError):
             process.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        timed_out = not _wait_for_exit(process, limits.wall_seconds)
-        _kill_group(process.pid)  # children the code left behind in its group
-        if run_as is not None:
-            _kill_uid(run_as)  # and any that escaped the group (setsid, double fork)
+        timed_out = not _wait_for_exit(process, wall_seconds)
         if timed_out:
-            process.wait()
-        return _read_result(
-            result_path, nonce, process.returncode, timed_out, stdout_path, stderr_path, limits.output_bytes
-        )
+            _kill_tree(process, None, launch.bubblewrap)
+        return process.returncode, timed_out
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(private, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _closing_fd(fd: int):
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+        if result_fd >= 0:
+            os.close(result_fd)
+        if process is not None:
+            _kill_tree(process, launch.sweep_uid, launch.bubblewrap)
 
 
 def _wait_for_exit(process: subprocess.Popen, timeout: float) -> bool:
@@ -293,13 +491,49 @@ def _wait_for_exit(process: subprocess.Popen, timeout: float) -> bool:
     return bool(ready)
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads'), from /proc; [] when it is gone."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
+    return found
+
+
+def _kill_tree(process: subprocess.Popen, sweep_uid: int | None, bubblewrap: bool) -> None:
+    """SIGKILL the child and everything it started.
+
+    Bubblewrap: the sandbox's PID 1 is a child of the outer ``bwrap``; killing it makes the kernel kill every
+    process in the PID namespace, and the outer ``bwrap`` exits once they are gone (a sandbox that exited by
+    itself is already empty). Fallback: the child's process group, then every process of its private uid.
+    """
+    if process.returncode is None:
+        for child in _children(process.pid):  # the namespace's init (bubblewrap) or the harness's children
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+    if process.returncode is None or not bubblewrap:  # after exit, the group lives on only through leftovers
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+    if sweep_uid is not None and not bubblewrap:
+        _kill_uid(sweep_uid)
 
 
 def _kill_uid(uid: int, *, rounds: int = 5) -> None:
-    """SIGKILL every process whose real uid is ``uid`` (the run's private uid), until none is left."""
+    """SIGKILL every process whose uid is ``uid`` (the run's private uid), until none is left.
+
+    First ``kill -KILL -1`` run *as that uid*: the kernel signals every process of the uid in one pass, under
+    the task-list lock, so a fork chain cannot slip between a scan and a kill. Then a /proc sweep as a check.
+    """
+    kill = shutil.which("kill", path="/usr/bin:/bin")
+    if kill is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [kill, "-KILL", "-1"], user=uid, group=uid, extra_groups=[], capture_output=True, timeout=10
+            )
     for _ in range(rounds):
         found = False
         for entry in Path("/proc").iterdir():
@@ -320,43 +554,16 @@ def _kill_uid(uid: int, *, rounds: int = 5) -> None:
         time.sleep(0.01)
 
 
-def _read_result(
-    result_path: Path,
-    nonce: str,
-    returncode: int | None,
-    timed_out: bool,
-    stdout_path: Path,
-    stderr_path: Path,
-    output_bytes: int,
-) -> SandboxResult:
-    def head(path: Path) -> str:
-        try:
-            with open(path, "rb") as handle:
-                return handle.read(output_bytes).decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    passed, tests_passed, tests_total, error = False, 0, 0, ""
+def _head(path: Path, limit: int) -> str:
     try:
-        with open(result_path, "rb") as handle:
-            lines = handle.read(64 * 1024).decode("utf-8", "replace").splitlines()
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
     except OSError:
-        lines = []
-    for line in lines:  # only a line carrying the nonce counts; anything else in the file is ignored
-        parts = line.split(" ", 3)
-        if len(parts) >= 3 and parts[0] == nonce and parts[1] in ("PASS", "FAIL"):
-            counts = parts[2].split("/")
-            if len(counts) == 2 and all(c.isdigit() for c in counts):
-                tests_passed, tests_total = int(counts[0]), int(counts[1])
-                passed = parts[1] == "PASS" and tests_total > 0 and tests_passed == tests_total
-                error = parts[3] if len(parts) > 3 else ""
-    return SandboxResult(
-        passed=passed and not timed_out,
-        tests_passed=tests_passed,
-        tests_total=tests_total,
-        returncode=returncode,
-        timed_out=timed_out,
-        stdout=head(stdout_path),
-        stderr=head(stderr_path),
-        error=error,
-    )
+        return ""
+
+
+def _exit_reason(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"the sandbox was killed by {signal.Signals(-returncode).name}"
+    return f"the sandbox exited (code {returncode}) before reporting"

@@ -1,20 +1,37 @@
-"""The three arms. Each module exposes ``train(cfg, run, *, init_model) -> dict`` and
-``gradient_sample(cfg, policy, verifier, example, *, generator) -> torch.Tensor`` (see each module's docstring)."""
+"""The arms: each file is one algorithm (its recipe section at the top, then the algorithm), on the contract of
+`base.py`. ``ARMS`` maps a recipe's arm name to its class; a recipe may also name any `Arm` subclass as
+``module:ClassName`` (a plugin arm, e.g. one defined in your own package or a test)."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
-ARM_MODULES = {
-    "grpo": "llm_rl.arms.grpo",
-    "relabel": "llm_rl.arms.relabel",
-    "mc_value": "llm_rl.arms.mc_value",
-}
+from llm_rl.arms.base import Arm, ArmContext, Batch, TrlArm
+from llm_rl.arms.grpo import GrpoArm
+from llm_rl.arms.mc_value import McValueArm
+from llm_rl.arms.relabel import RelabelArm
+
+__all__ = ["ARMS", "ARM_NAMES", "Arm", "ArmContext", "Batch", "TrlArm", "arm_class"]
+
+ARMS: dict[str, type[Arm] | type[TrlArm]] = {arm.name: arm for arm in (GrpoArm, RelabelArm, McValueArm)}
+ARM_NAMES: tuple[str, ...] = tuple(ARMS)
 
 
-def get_arm(name: str) -> ModuleType:
-    """The module implementing arm ``name`` (imported lazily: GRPO pulls in TRL, the others do not)."""
-    if name not in ARM_MODULES:
-        raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARM_MODULES)}")
-    return importlib.import_module(ARM_MODULES[name])
+def arm_class(name: str) -> type[Arm] | type[TrlArm]:
+    """The class of arm ``name``: a registered name, or ``module:ClassName`` of an `Arm`/`TrlArm` subclass.
+
+    Raises:
+      ValueError: an unknown name, a path that does not import, or a class that is not an arm.
+    """
+    if name in ARMS:
+        return ARMS[name]
+    if ":" not in name:
+        raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)} or give 'module:ClassName'")
+    module, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"arm {name!r} cannot be loaded: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Arm | TrlArm)):
+        raise ValueError(f"arm {name!r} is not a subclass of llm_rl.arms.Arm or TrlArm")
+    return cls

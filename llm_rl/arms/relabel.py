@@ -2,10 +2,10 @@
 
 The algorithm, top to bottom (one batch of B prompts; every search call below serves all B roots at once):
 
-1. Roots. Each prompt is a root state ``(example, no steps)`` of a :class:`llm_rl.step_env.StepSearchEnv`.
-2. Search. ``num_simulations`` simulations of PUCT (``relabel.root: puct``, AlphaZero's rule with Dirichlet noise
-   at the root) or of Gumbel AlphaZero (``root: gumbel``, Sequential Halving over ``max_num_considered_actions``
-   sampled root steps) with `tree_search`. Each round of the search expands every selected leaf of every root in
+1. Roots. Each prompt is a root state ``(example, no steps)`` of a :class:`llm_rl.arms.step_env.StepSearchEnv`.
+2. Search. PUCT (``relabel.root: puct``, AlphaZero's rule with Dirichlet noise at the root; knobs in
+   ``relabel.puct``, a `tree_search.PuctConfig`) or Gumbel AlphaZero (``root: gumbel``, Sequential Halving over
+   the sampled root steps; ``relabel.gumbel``, a `tree_search.GumbelConfig`) with `tree_search.search`. Each round of the search expands every selected leaf of every root in
    ONE batched call: the policy samples K candidate next steps per leaf (the prefix is prefilled once, its KV
    cache repeated K times), the distinct steps become the leaf's actions with the Sampled-MuZero prior (their
    empirical frequency), and the value head values the leaf. A step that ends the solution is scored by the
@@ -13,7 +13,7 @@ The algorithm, top to bottom (one batch of B prompts; every search call below se
 3. Relabel. The root's search result is a decision point: ``(prefix, candidate steps, improved_policy,
    root_value)``. PUCT's improved policy is the normalised visit counts; Gumbel's is ``softmax(log prior +
    sigma(completed Q))``.
-4. Commit. Play the step chosen from the visit counts with ``move_temperature`` (PUCT; AlphaZero's self-play
+4. Commit. Play the step chosen from the visit counts at ``puct.temperature`` (PUCT; AlphaZero's self-play
    rule) or the Sequential-Halving winner (Gumbel), then search again from that child, reusing its subtree
    (`tree_search.advance`). Repeat until the committed step is terminal; its verifier score is the outcome z.
 5. Learn. For every decision point on every committed path: the cross-entropy of the policy to the improved
@@ -21,7 +21,8 @@ The algorithm, top to bottom (one batch of B prompts; every search call below se
    ``value_loss_coef`` x the squared error of the value head at the decision prefix to z (``value_target:
    outcome``), to the search's root value (``search``), or to their mean (``mix``). ``policy_loss: sampled``
    (default) is Sampled MuZero's ``-sum_a target(a) log pi(a)``; ``candidate`` renormalises pi over the candidate
-   set first (see `llm_rl.losses` for why that form drifts). One optimizer step per batch (`llm_rl.loop`).
+   set first (see `llm_rl.arms.losses` for why that form drifts). The harness takes ``optim.epochs`` x
+   ``optim.minibatches`` optimiser steps per batch (minibatches of episodes).
 
 Where it departs from AlphaZero, and why:
 
@@ -43,7 +44,7 @@ Where it departs from AlphaZero, and why:
   used once, on-policy, instead of from a replay buffer of past self-play games.
 * Gumbel roots choose the committed move by Sequential Halving (no move temperature); both roots reuse subtrees.
 * One batch's search is expensive (K x simulations x steps generated steps per prompt), so when the run's budget
-  runs out mid-batch the remaining searches are skipped: the decision points so far are still trained on (their
+  runs out mid-batch (``ctx.out_of_budget()``) the remaining searches are skipped: the decision points so far are still trained on (their
   targets do not need the outcome), and the value head regresses to the search value where the path has no z.
   This bounds the budget overshoot to one round of searches instead of a whole batch.
 """
@@ -52,31 +53,62 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from llm_rl.config import ExperimentConfig, RelabelArmConfig
-from llm_rl.losses import candidate_cross_entropy, value_loss
-from llm_rl.step_env import StepSearchEnv
-from tree_search import GumbelConfig, Node, PuctConfig, SearchResult, advance, search
+from llm_rl.arms.base import Arm, ArmContext, Batch, numpy_rng
+from llm_rl.arms.losses import candidate_cross_entropy, value_loss
+from llm_rl.arms.step_env import StepSearchEnv
+from tree_search import GumbelConfig, Node, PuctConfig, SearchConfig, SearchResult, advance, search
+
+if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RelabelArmConfig)
+    from llm_rl.config import ExperimentConfig
 
 __all__ = [
     "DecisionPoint",
     "Episode",
-    "RelabelBatch",
+    "RelabelArm",
+    "RelabelArmConfig",
     "decision_point",
-    "gradient_sample",
-    "make_env",
     "relabel_episodes",
     "relabel_loss",
-    "run_search",
-    "train",
     "value_targets",
 ]
 
 VALUE_BOUNDS = (0.0, 1.0)  # verifier scores are in [0, 1]
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RelabelArmConfig:
+    """The ``relabel:`` recipe section."""
+
+    root: Literal["puct", "gumbel"] = "puct"  # which search (and which sub-section below) the relabeller runs
+    # PUCT: 8 simulations, Dirichlet noise on a quarter of the root prior, the committed step sampled from the
+    # visit counts at temperature 1 (AlphaZero's self-play settings)
+    puct: PuctConfig = field(default_factory=lambda: PuctConfig(num_simulations=8, dirichlet_fraction=0.25))
+    gumbel: GumbelConfig = field(
+        default_factory=lambda: GumbelConfig(num_simulations=8, max_num_considered_actions=4)
+    )
+    num_candidates: int = 4  # K steps sampled per expansion
+    candidate_temperature: float = 1.0
+    value_target: Literal["outcome", "search", "mix"] = "outcome"
+    value_loss_coef: float = 0.5
+    prune_rejected_steps: bool = True
+    # "sampled": Sampled MuZero's -sum target * log pi(step) (unbiased); "candidate": pi renormalised over the
+    # candidate set (biased towards flattening the policy; see llm_rl/arms/losses.py)
+    policy_loss: Literal["sampled", "candidate"] = "sampled"
+
+    def __post_init__(self) -> None:
+        if self.num_candidates < 1:
+            raise ValueError(f"relabel.num_candidates must be > 0, got {self.num_candidates}")
+
+    @property
+    def search(self) -> SearchConfig:
+        """The search the relabeller runs: ``puct`` or ``gumbel``, per ``root``."""
+        return self.puct if self.root == "puct" else self.gumbel
 
 
 # --- records ----------------------------------------------------------------------------------------------------
@@ -130,26 +162,6 @@ class RelabelBatch:
 
 
 # --- search and relabelling -------------------------------------------------------------------------------------
-def run_search(
-    roots: Sequence[Any], env: StepSearchEnv, cfg: RelabelArmConfig, rng: np.random.Generator
-) -> list[SearchResult]:
-    """One search of every root (raw states or reused ``Node`` s), PUCT or Gumbel per ``cfg.root``."""
-    if cfg.root == "gumbel":
-        config = GumbelConfig(
-            num_simulations=cfg.num_simulations, max_num_considered_actions=cfg.max_num_considered_actions
-        )
-    else:
-        config = PuctConfig(
-            num_simulations=cfg.num_simulations,
-            c_puct_init=cfg.c_puct_init,
-            c_puct_base=cfg.c_puct_base,
-            dirichlet_alpha=cfg.dirichlet_alpha,
-            dirichlet_fraction=cfg.dirichlet_fraction,
-            temperature=cfg.move_temperature,
-        )
-    return search(roots, env, config, value_bounds=VALUE_BOUNDS, rng=rng)
-
-
 def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:
     """The training record of one root search: its candidates and the improved policy over them."""
     rejected = np.asarray(result.root.info["rejected"], dtype=bool)
@@ -184,7 +196,7 @@ def relabel_episodes(
     episodes: dict[int, Episode] = {}
     active = list(example_indices)
     while active:
-        results = run_search([roots[i] for i in active], env, cfg, rng)
+        results = search([roots[i] for i in active], env, cfg.search, value_bounds=VALUE_BOUNDS, rng=rng)
         still_active = []
         for i, result in zip(active, results):
             decisions[i].append(decision_point(env, result))
@@ -283,99 +295,36 @@ def relabel_loss(
     return loss, metrics
 
 
-# --- wiring: env, collect/loss for the shared loop, train, gradient_sample -------------------------------------
-def make_env(
-    cfg: ExperimentConfig,
-    examples: Sequence[dict],
-    *,
-    verifier: Any,
-    backend: Any,
-    policy: Any,
-    budget: Any = None,
-    generator: torch.Generator | None = None,
-) -> StepSearchEnv:
-    """The step search env of one batch, with the recipe's knobs."""
-    return StepSearchEnv(
-        examples,
-        verifier=verifier,
-        backend=backend,
-        policy=policy,
-        num_candidates=cfg.relabel.num_candidates,
-        max_step_tokens=cfg.task.max_step_tokens,
-        max_steps=cfg.task.max_steps,
-        temperature=cfg.relabel.candidate_temperature,
-        prune_rejected_steps=cfg.relabel.prune_rejected_steps,
-        budget=budget,
-        generator=generator,
-    )
+# --- the arm: collect (steps 1-4) and loss (step 5) ----------------------------------------------------------------
+class RelabelArm(Arm):
+    """The tree-search relabeller (module docstring)."""
 
+    name = "relabel"
 
-def _numpy_rng(generator: torch.Generator) -> np.random.Generator:
-    """A NumPy generator for the search (root noise, move sampling) drawn from the torch generator's stream."""
-    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.knobs = cfg.relabel
 
-
-def gradient_sample(
-    cfg: ExperimentConfig, policy: Any, verifier: Any, example: dict, *, generator: torch.Generator
-) -> torch.Tensor:
-    """One stochastic estimate of the relabeller's loss for ONE prompt (search, relabel, loss), with grad."""
-    from llm_rl.generation import make_backend
-    from verifiers import ContainedVerifier
-
-    contained = verifier if isinstance(verifier, ContainedVerifier) else ContainedVerifier(verifier)
-    backend = make_backend(cfg.model.generation_backend, policy, None)
-    env = make_env(
-        cfg, [dict(example)], verifier=contained, backend=backend, policy=policy, generator=generator
-    )
-    with torch.no_grad():
-        episodes = relabel_episodes(env, [0], cfg.relabel, _numpy_rng(generator))
-    loss, _ = relabel_loss(episodes, policy, cfg.relabel)
-    return loss
-
-
-def train(cfg: ExperimentConfig, run: Any, *, init_model: str, progress: bool = True) -> dict:
-    """Train the relabeller from ``init_model`` until the budget is spent, resuming from ``run``'s checkpoint.
-
-    The outer loop (prompt batches, AdamW, evaluation, checkpoints, resume, ``run.path / "final"``) is
-    `llm_rl.loop.run_training`; this module supplies the algorithm as ``collect`` (steps 1-4) and ``loss_fn``
-    (step 5). Returns the final evaluation record.
-    """
-    from llm_rl.budget import Budget
-    from llm_rl.loop import load_task, run_training
-    from llm_rl.models import load_policy
-    from relabel_rl.rundir import seed_everything
-
-    task = load_task(cfg)  # the contained verifier and the train/test rows (validated before the model loads)
-    seed_everything(cfg.seed)  # a fresh value head (base model without one) is initialised from the seed
-    policy = load_policy(
-        init_model, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
-    )
-    budget = Budget()  # restored in place by the loop on resume; the env charges verifier calls to it
-
-    def collect(examples: list[dict], policy: Any, backend: Any, generator: torch.Generator) -> RelabelBatch:
-        env = make_env(
-            cfg,
+    def collect(self, examples: Sequence[dict], ctx: ArmContext) -> Batch:
+        env = StepSearchEnv(
             examples,
-            verifier=task.verifier,
-            backend=backend,
-            policy=policy,
-            budget=budget,
-            generator=generator,
+            verifier=ctx.verifier,
+            backend=ctx.sampler,
+            num_candidates=self.knobs.num_candidates,
+            max_step_tokens=self.cfg.task.max_step_tokens,
+            max_steps=self.cfg.task.max_steps,
+            temperature=self.knobs.candidate_temperature,
+            prune_rejected_steps=self.knobs.prune_rejected_steps,
+            generator=ctx.generator,
         )
-        with torch.no_grad():
-            episodes = relabel_episodes(
-                env,
-                list(range(len(examples))),
-                cfg.relabel,
-                _numpy_rng(generator),
-                should_stop=lambda: budget.exhausted(cfg.budget),
-            )
-        return RelabelBatch(episodes, env.stats.as_dict())
+        episodes = relabel_episodes(
+            env,
+            list(range(len(examples))),
+            self.knobs,
+            numpy_rng(ctx.generator),
+            should_stop=ctx.out_of_budget,
+        )
+        return Batch(episodes, env.stats.as_dict())
 
-    def loss_fn(batch: RelabelBatch, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, metrics = relabel_loss(batch.episodes, policy, cfg.relabel)
-        return loss, {**metrics, **batch.stats}
-
-    return run_training(
-        cfg, run, policy, collect=collect, loss_fn=loss_fn, budget=budget, task=task, progress=progress
-    )
+    def loss(self, batch: Batch, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return relabel_loss(batch.items, policy, self.knobs)

@@ -2,14 +2,16 @@
 
 Completion format: the code in a fenced block (```` ```python ```` ... ```` ``` ````); without a fence the whole
 completion is taken as code. Steps are lines; the closing fence (or an ``Answer:`` line) is the terminal step.
-A pass is the harness's nonce-signed report that every test passed, not the exit code.
+A pass is the parent's verdict on the values the sandboxed code reported (the child never holds a pass token);
+rows need top-level ``assert`` tests (see :mod:`verifiers.sandbox_checks`).
 
 The generator is deliberately tiny (a handful of templated functions with random constants and tests computed
 by a reference implementation here): enough for the conformance kit and smoke runs, not a benchmark. Bring
-MBPP/HumanEval-style rows (``prompt``, ``tests``: assert statements, ``entry_point``) for real work.
+MBPP-style rows (``prompt``, ``tests``: top-level assert statements, ``entry_point``) for real work.
 
-``trusted = True``: scoring is bounded by the sandbox's own wall-clock deadline, so the in-process path of
-:class:`verifiers.ContainedVerifier` is safe (the untrusted part runs in the sandbox child, never here).
+``trusted = True``: the untrusted part runs in the sandbox child, never here, and a score is bounded by the
+sandbox's own wall-clock deadline; ``deadline`` tells :class:`verifiers.ContainedVerifier` that bound (plus
+start-up and clean-up time), so its in-process deadline never cuts a sandbox run short.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class PythonCode(Verifier):
         if unknown:
             raise ValueError(f"python_code: unknown sandbox limit(s) {unknown}; known: {sorted(known)}")
         self.limits = SandboxLimits(**{**(vars(limits) if limits else {}), **limit_knobs})
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one score may take: the sandbox's wall-clock limit plus start-up and clean-up time."""
+        return self.limits.wall_seconds + 15.0
 
     def score(self, completion: str, example: dict) -> float:
         code = extract_code(completion)

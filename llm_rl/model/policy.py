@@ -21,12 +21,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
-from llm_rl.config import LoraSettings
+if TYPE_CHECKING:  # annotation only: the recipe module imports the arms, which use the policy
+    from llm_rl.config import LoraSettings
 
 __all__ = ["Policy", "TokenLogprobs", "ValueHead", "position_ids_from_mask", "quiet_hf_progress"]
 
@@ -39,8 +44,6 @@ Text = str | Sequence[int]
 @contextmanager
 def quiet_hf_progress() -> Iterator[None]:
     """Hide transformers' per-file load/save progress bars (a run loads and saves policies many times)."""
-    from transformers.utils import logging as hf_logging
-
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -184,28 +187,26 @@ class Policy(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [B, L, V], value logits [B, L])`` for any padding (positions come from the mask)."""
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            output_hidden_states=True,
-            use_cache=False,
-        )
+        out = self._run(input_ids, attention_mask)
         return out.logits, self.value_head(out.hidden_states[-1])
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``[B]`` the value in [0, 1] at each row's last non-pad token (left or right padding)."""
-        out = self.model(
+        out = self._run(input_ids, attention_mask)
+        width = attention_mask.shape[1]
+        last = width - 1 - attention_mask.long().flip(-1).argmax(-1)  # [B]
+        hidden = out.hidden_states[-1][torch.arange(len(last), device=last.device), last]
+        return torch.sigmoid(self.value_head(hidden))
+
+    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """The LM's forward pass with its hidden states, positions counted over real tokens (any padding)."""
+        return self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask),
             output_hidden_states=True,
             use_cache=False,
         )
-        width = attention_mask.shape[1]
-        last = width - 1 - attention_mask.long().flip(-1).argmax(-1)  # [B]
-        hidden = out.hidden_states[-1][torch.arange(len(last), device=last.device), last]
-        return torch.sigmoid(self.value_head(hidden))
 
     def text_values(self, texts: Sequence[str]) -> torch.Tensor:
         """``[B]`` the value in [0, 1] of each text (a prompt or prompt + steps), batched."""
@@ -280,8 +281,6 @@ class Policy(nn.Module):
         PEFT injects the adapter into the LM *in place*: this policy's ``.model`` becomes the new one's base, so
         use only the returned policy afterwards.
         """
-        from peft import LoraConfig, get_peft_model
-
         if self.is_peft:
             raise ValueError("this policy already has a PEFT adapter")
         config = LoraConfig(
@@ -296,8 +295,6 @@ class Policy(nn.Module):
     # --- saving -------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Save the LM (or only its adapter, with PEFT), the tokenizer and the value head to ``directory``."""
-        from safetensors.torch import save_file
-
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         with quiet_hf_progress():
@@ -316,9 +313,6 @@ class Policy(nn.Module):
         cls, directory: str | Path, *, dtype: torch.dtype = torch.float32, is_trainable: bool = True
     ) -> Policy:
         """Load what `save_pretrained` wrote (a PEFT adapter is re-attached to its recorded base model)."""
-        from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         d = Path(directory)
         meta_file = d / VALUE_HEAD_CONFIG
         if not meta_file.exists():
@@ -327,8 +321,6 @@ class Policy(nn.Module):
         with quiet_hf_progress():
             tokenizer = AutoTokenizer.from_pretrained(str(d))
             if meta.get("peft"):
-                from peft import PeftModel
-
                 base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=dtype)
                 model = PeftModel.from_pretrained(base, str(d), is_trainable=is_trainable)
             else:

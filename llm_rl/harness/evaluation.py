@@ -17,17 +17,14 @@ a run; evaluation's verifier calls are not counted in any training budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from llm_rl.generation import GenerationBackend, HFBackend
-from llm_rl.policy import Policy
-
-if TYPE_CHECKING:
-    from verifiers import Verifier
+from llm_rl.model.policy import Policy
+from verifiers import ContainedVerifier, Verifier
 
 __all__ = ["evaluate", "pass_at_k"]
 
@@ -77,16 +74,7 @@ def evaluate(
       ``{"pass@1", "pass@k", "k", "mean_score", "greedy_mean_score", "sample_pass@1", "n",
       "verifier_failures"}`` (plus ``"completions"`` on request).
     """
-    from verifiers import ContainedVerifier
-
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows: Sequence[dict] = dataset if num_examples is None else _head(dataset, num_examples)
-    rows = [dict(r) for r in rows]
-    if not rows:
-        raise ValueError("evaluate: the dataset is empty")
+    rows = _rows(dataset, num_examples, k=k, batch_size=batch_size)
     backend = (
         HFBackend(policy_or_backend, None) if isinstance(policy_or_backend, Policy) else policy_or_backend
     )
@@ -108,40 +96,40 @@ def evaluate(
             samples: list[list[Any]] = [[] for _ in batch]
             if k > 0:
                 samples = backend.sample(
-                    prompts,
-                    n=k,
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    stop=None,
+                    prompts, n=k, max_new_tokens=max_new_tokens, temperature=temperature, stop=None,
                     generator=generator,
-                )
+                )  # fmt: skip
                 sample_scores += [
                     [contained.score(c.text, r) for c in group] for group, r in zip(samples, batch)
                 ]
             if return_completions:
-                for i, (g, r) in enumerate(zip(greedy, batch)):
-                    s_scores = sample_scores[start + i] if k > 0 else []
-                    completions.append(
-                        {
-                            "prompt": r["prompt"],
-                            "greedy": g.text,
-                            "greedy_score": g_scores[i],
-                            "samples": [c.text for c in samples[i]],
-                            "sample_scores": s_scores,
-                        }
-                    )
+                completions += [
+                    {"prompt": r["prompt"], "greedy": g.text, "greedy_score": g_scores[i],
+                     "samples": [c.text for c in samples[i]], "sample_scores": sample_scores[start + i] if k > 0 else []}
+                    for i, (g, r) in enumerate(zip(greedy, batch))
+                ]  # fmt: skip
             bar.update(len(batch))
         bar.close()
     finally:
         backend.budget = saved_budget
         contained.close()
-    n = len(rows)
+    result = _summarise(greedy_scores, sample_scores, k=k, success_threshold=success_threshold)
+    result["verifier_failures"] = contained.stats.as_dict()
+    if return_completions:
+        result["completions"] = completions
+    return result
+
+
+def _summarise(
+    greedy_scores: list[float], sample_scores: list[list[float]], *, k: int, success_threshold: float
+) -> dict[str, Any]:
+    """pass@1, pass@k and mean scores from the greedy and the sampled scores (the module docstring's numbers)."""
+    n = len(greedy_scores)
     result: dict[str, Any] = {
         "pass@1": sum(s >= success_threshold for s in greedy_scores) / n,
         "greedy_mean_score": sum(greedy_scores) / n,
         "k": k,
         "n": n,
-        "verifier_failures": contained.stats.as_dict(),
     }
     if k > 0:
         successes = [sum(s >= success_threshold for s in group) for group in sample_scores]
@@ -152,12 +140,22 @@ def evaluate(
         result["pass@k"] = None
         result["mean_score"] = result["greedy_mean_score"]
         result["sample_pass@1"] = None
-    if return_completions:
-        result["completions"] = completions
     return result
 
 
-def _head(dataset: Any, n: int) -> Sequence[dict]:
-    if hasattr(dataset, "select"):
-        return dataset.select(range(min(n, len(dataset))))
-    return list(dataset)[:n]
+def _rows(dataset: Any, num_examples: int | None, *, k: int, batch_size: int) -> list[dict]:
+    """The rows to evaluate (the first ``num_examples``), after checking the arguments."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_examples is not None:
+        dataset = (
+            dataset.select(range(min(num_examples, len(dataset))))
+            if hasattr(dataset, "select")
+            else list(dataset)[:num_examples]
+        )
+    rows = [dict(r) for r in dataset]
+    if not rows:
+        raise ValueError("evaluate: the dataset is empty")
+    return rows

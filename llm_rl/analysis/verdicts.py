@@ -15,7 +15,7 @@ from typing import Any
 
 from relabel_rl.report import MeanCI, difference_ci, format_ci
 
-__all__ = ["ARM_LABELS", "SEED_CLAIM", "performance_sentence", "variance_sentence"]
+__all__ = ["ARM_LABELS", "SEED_CLAIM", "ci_dict", "performance_sentence", "variance_sentence"]
 
 ARM_LABELS = {"grpo": "GRPO", "relabel": "relabel (tree search)", "mc_value": "MC value (VinePPO-style)"}
 
@@ -61,7 +61,7 @@ def performance_sentence(
                 f"; the difference {format_ci(diff)} includes 0 (the two 95% CIs {overlap_text}): the data do not "
                 f"separate the two arms at {min(len(fa), len(fb))} seeds."
             )
-    return head + tail, {"a": a, "b": b, "difference": _ci_dict(diff), "verdict": verdict}
+    return head + tail, {"a": a, "b": b, "difference": ci_dict(diff), "verdict": verdict}
 
 
 def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -126,5 +126,6 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
     }
 
 
-def _ci_dict(ci: MeanCI) -> dict[str, Any]:
+def ci_dict(ci: MeanCI) -> dict[str, Any]:
+    """A `MeanCI` as a JSON-ready dict (summary.json)."""
     return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "std": ci.std}

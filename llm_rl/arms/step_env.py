@@ -1,7 +1,7 @@
 """A `tree_search.SearchEnv` whose moves are reasoning steps: the bridge between the search library and an LLM.
 
 A state is ``(example index, steps so far)``; its text prefix is ``prompt + "".join(s + delimiter for s in
-steps)`` (the text format of ``LLM_DESIGN.md``). An action is one candidate next step, a :class:`StepAction`
+steps)``. An action is one candidate next step, a :class:`StepAction`
 (its text and how its generation ended: at the step delimiter, at EOS, or at the step-token limit).
 
 * ``expand(states)`` answers the search's whole round in two batched model calls: ONE
@@ -24,10 +24,10 @@ a re-tokenisation of the text. A step cut by the token limit (no delimiter, no E
 prefix appends the delimiter after it, as the text format prescribes, but its training tokens are only those
 actually generated.
 
-Spending is counted in the run's `Budget` where it happens: generated and prefill tokens by the backend, the
-value-head pass as prefill tokens (it is a second forward pass over the same prefixes), and one verifier call per
-terminal score and per step check. :class:`ExpandStats` keeps what the arm reports (tokens/s of expansion, pruned
-candidates, ...).
+Nothing here counts spending: the backend (a metered sampler) charges the tokens it generates and prefills, and
+the value-head pass (`GenerationBackend.prefix_values`, a second forward pass over the same prefixes, charged as
+prefill); the metered verifier charges each terminal score and each step check. :class:`ExpandStats` keeps what
+the arm reports (tokens/s of expansion, pruned candidates, ...).
 """
 
 from __future__ import annotations
@@ -100,15 +100,14 @@ class StepSearchEnv:
 
     Args:
       examples: the task rows (dicts with at least ``prompt``), indexed by ``StepState.example_index``.
-      verifier: a `verifiers.ContainedVerifier` (scores never raise; failures score 0 and are counted).
-      backend: a `llm_rl.generation.GenerationBackend` (its own ``budget`` counts generated/prefill tokens).
-      policy: the `llm_rl.policy.Policy` whose value head values new leaves.
+      verifier: the (metered, contained) verifier: scores never raise; failures score 0 and are counted.
+      backend: the (metered) `llm_rl.generation.GenerationBackend`: it samples the candidates and its
+        ``prefix_values`` (the policy's value head) values new leaves.
       num_candidates: K, raw steps sampled per expanded state.
       max_step_tokens: new tokens per step, at most.
       max_steps: steps per completion, at most (the step that reaches it is terminal).
       temperature: sampling temperature of the candidates.
       prune_rejected_steps: give candidates that ``check_step`` rejects prior 0.
-      budget: the run's `Budget` (verifier calls and value-pass prefill tokens are added to it), or None.
       generator: the torch generator the candidates are sampled with (reproducibility).
     """
 
@@ -118,13 +117,11 @@ class StepSearchEnv:
         *,
         verifier: Any,
         backend: Any,
-        policy: Any,
         num_candidates: int,
         max_step_tokens: int,
         max_steps: int,
         temperature: float = 1.0,
         prune_rejected_steps: bool = True,
-        budget: Any = None,
         generator: torch.Generator | None = None,
     ) -> None:
         if num_candidates < 1 or max_step_tokens < 1 or max_steps < 1:
@@ -132,13 +129,11 @@ class StepSearchEnv:
         self.examples = list(examples)
         self.verifier = verifier
         self.backend = backend
-        self.policy = policy
         self.num_candidates = num_candidates
         self.max_step_tokens = max_step_tokens
         self.max_steps = max_steps
         self.temperature = temperature
         self.prune_rejected_steps = prune_rejected_steps
-        self.budget = budget
         self.generator = generator
         self.delimiter: str = verifier.step_delimiter
         self.stats = ExpandStats()
@@ -215,20 +210,13 @@ class StepSearchEnv:
         if not terminal:
             return Transition(child, 0.0, False)
         reward = float(self.verifier.score(self.completion(steps), self.examples[state.example_index]))
-        if self.budget is not None:
-            self.budget.add_verifier_calls(1)
         self.stats.terminal_scores.append(reward)
         return Transition(child, reward, True)
 
     # --- helpers ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def prefix_values(self, prefixes: Sequence[str]) -> np.ndarray:
-        """The value head at the end of each prefix, in [0, 1] (one batched pass; counted as prefill tokens)."""
-        input_ids, attention_mask = self.policy.pad_left(self.policy.encode(prefixes))
-        values = self.policy.values(input_ids, attention_mask)
-        if self.budget is not None:
-            self.budget.add_prefill(int(attention_mask.sum()))
-        return values.detach().float().cpu().numpy()
+        """The value head at the end of each prefix, in [0, 1] (one batched pass of the backend's policy)."""
+        return self.backend.prefix_values(prefixes)
 
     def _action(self, continuation: Any) -> StepAction:
         text = continuation.text
@@ -244,6 +232,4 @@ class StepSearchEnv:
 
     def _rejected(self, state: StepState, action: StepAction) -> bool:
         verdict = self.verifier.check_step(list(state.steps), action.text, self.examples[state.example_index])
-        if self.budget is not None and self.verifier.has_step_checks:
-            self.budget.add_verifier_calls(1)
         return verdict is False

@@ -20,11 +20,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
-from llm_rl.config import LoraSettings, ModelConfig
+from llm_rl.model.policy import Policy, quiet_hf_progress
 
-if TYPE_CHECKING:
-    from llm_rl.policy import Policy
+if TYPE_CHECKING:  # annotation only (see llm_rl/model/policy.py)
+    from llm_rl.config import LoraSettings, ModelConfig
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -56,9 +64,6 @@ def build_char_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     prepends ``<bos>``) and wrapped as a ``PreTrainedTokenizerFast``. Characters outside the vocabulary map to
     ``<unk>``.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in _CHARS:
         vocab[ch] = len(vocab)
@@ -96,8 +101,6 @@ def build_tiny_model(
     so the same arguments give bit-identical files. Load the result with `load_policy` (or any
     ``from_pretrained``). Input and output embeddings are tied; the MLP is 4x ``hidden_size`` wide.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
     for name, value in (
@@ -128,8 +131,6 @@ def build_tiny_model(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    from llm_rl.policy import quiet_hf_progress
-
     with quiet_hf_progress():
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
@@ -185,8 +186,6 @@ def load_policy(
     With ``lora.enabled`` and a model that has no adapter yet, a fresh LoRA adapter is attached (PEFT); only the
     adapter and the value head are then trainable.
     """
-    from llm_rl.policy import Policy, quiet_hf_progress
-
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     torch_dtype = _DTYPES[dtype]
@@ -194,8 +193,6 @@ def load_policy(
     if (p / "value_head.json").exists():
         policy = Policy.from_pretrained(p, dtype=torch_dtype)
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if p.exists() and not (p / "config.json").exists():
             raise FileNotFoundError(f"{p} is a directory but holds no model (no config.json)")
         # A local directory is recorded absolute (a PEFT adapter stores its base model's path).

@@ -6,9 +6,8 @@ that ``generate`` does not give together:
 * **shared prefill.** The tree search expands a node by sampling K candidate next steps from the same prefix.
   ``generate`` repeats the *input* K times and prefills every copy; here each distinct prefix is prefilled once
   (left padding across prefixes), and its KV cache (HF ``DynamicCache``) is repeated K times in memory.
-* **exact counts.** The backend adds to a `Budget` exactly the tokens it sampled (every token up to and
-  including the delimiter or EOS that ended a row; nothing after) and the prefix tokens it prefilled (non-pad,
-  once per distinct prefix). ``generate`` pads finished rows and reports neither.
+* **exact counts.** The backend charges its budget exactly the tokens it sampled and the prefix tokens it
+  prefilled (`llm_rl.generation.base`). ``generate`` pads finished rows and reports neither.
 * **step stops on a token id.** A step ends at the delimiter (``"\\n"``). When some vocabulary tokens contain the
   delimiter (one token for the char tokenizer and for ``"\\n"`` in BPE vocabularies), rows stop on those ids with
   no per-token text decoding; only a delimiter no single token contains falls back to decoded-text checks.
@@ -22,88 +21,14 @@ used, so they are comparable with `Policy.sequence_logprobs` on the same token i
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from llm_rl.budget import Budget
-    from llm_rl.policy import Policy
+from llm_rl.generation.base import Continuation, GenerationBackend, Meter, check_sample_args
 
-__all__ = ["Continuation", "GenerationBackend", "HFBackend", "check_sample_args", "make_backend"]
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """One sampled continuation of a prefix.
-
-    Attributes:
-      text: the generated text, without the stop delimiter (and anything after it in the same token) and
-        without EOS.
-      token_ids: every generated token, including the delimiter or EOS token that ended it (exactly what was
-        counted in the budget). Pass these to `Policy.sequence_logprobs` to score the continuation as sampled.
-      logprob: the sum of the policy's log-probs (temperature 1) of ``token_ids``.
-      finished: EOS was generated (the completion is over).
-      stopped: the stop delimiter was generated (a step ended; more steps may follow).
-      Neither flag set: the row hit ``max_new_tokens`` (or the model's context length).
-    """
-
-    text: str
-    token_ids: tuple[int, ...]
-    logprob: float
-    finished: bool
-    stopped: bool
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
-    @property
-    def truncated(self) -> bool:
-        return not (self.finished or self.stopped)
-
-
-class GenerationBackend(Protocol):
-    """What the arms sample from. ``budget`` (or None) receives exact generated and prefill token counts."""
-
-    budget: Budget | None
-
-    def sample(
-        self,
-        prefixes: Sequence[str],
-        *,
-        n: int = 1,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        stop: str | None = "\n",
-        generator: torch.Generator | None = None,
-    ) -> list[list[Continuation]]:
-        """``n`` continuations of every prefix (``result[i][j]``: the j-th of ``prefixes[i]``), one batched call."""
-        ...
-
-    def greedy(
-        self, prefixes: Sequence[str], *, max_new_tokens: int, stop: str | None = None
-    ) -> list[Continuation]:
-        """The argmax continuation of every prefix (``sample`` at temperature 0; backends inherit it)."""
-        return [
-            row[0]
-            for row in self.sample(prefixes, n=1, max_new_tokens=max_new_tokens, temperature=0.0, stop=stop)
-        ]
-
-
-def check_sample_args(*, n: int, max_new_tokens: int, temperature: float, stop: str | None) -> None:
-    """The argument checks every `GenerationBackend.sample` makes (one place, so the backends agree)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if stop == "":
-        raise ValueError("stop must be a non-empty string or None")
+__all__ = ["HFBackend"]
 
 
 class HFBackend(GenerationBackend):
@@ -115,12 +40,10 @@ class HFBackend(GenerationBackend):
       compact_below: drop finished rows from the batch once the active fraction falls to this or below.
     """
 
-    def __init__(self, policy: Policy, budget: Budget | None = None, *, compact_below: float = 0.5) -> None:
-        self.policy = policy
-        self.budget = budget
+    def __init__(self, policy: Any, budget: Meter | None = None, *, compact_below: float = 0.5) -> None:
+        super().__init__(policy, budget)
         self.compact_below = compact_below
         self._stop_cache: dict[str, torch.Tensor | None] = {}
-        self._warned_context = False
 
     # --- stop tokens --------------------------------------------------------------------------------------
     def stop_token_ids(self, stop: str) -> torch.Tensor | None:
@@ -155,20 +78,7 @@ class HFBackend(GenerationBackend):
         slot = {p: i for i, p in enumerate(distinct)}
         encoded = policy.encode(distinct)
         longest = max(len(e) for e in encoded)
-        steps = max_new_tokens
-        if policy.max_positions is not None and longest + steps > policy.max_positions:
-            steps = policy.max_positions - longest
-            if steps < 1:
-                raise ValueError(
-                    f"a prefix of {longest} tokens leaves no room in the model's {policy.max_positions}-token context"
-                )
-            if not self._warned_context:
-                warnings.warn(
-                    f"generation truncated to {steps} new tokens by the model's context length "
-                    f"({policy.max_positions}); such rows are neither finished nor stopped",
-                    stacklevel=2,
-                )
-                self._warned_context = True
+        steps = self._room(longest, max_new_tokens)
         stop_ids = self.stop_token_ids(stop) if stop is not None else None
         text_stop = stop is not None and stop_ids is None
         if stop_ids is not None:
@@ -192,9 +102,7 @@ class HFBackend(GenerationBackend):
         finally:
             model.train(was_training)
 
-        if self.budget is not None:
-            self.budget.add_prefill(sum(len(e) for e in encoded))
-            self.budget.add_generated(int(lengths.sum()))
+        self._charge(prefill=sum(len(e) for e in encoded), generated=int(lengths.sum()))
         return self._package(prefixes, n, tokens, logps, lengths, finished, stopped, eos, stop)
 
     def _decode(self, encoded, row_slots, n, steps, temperature, eos, stop_ids, text_stop, generator):
@@ -299,14 +207,3 @@ class HFBackend(GenerationBackend):
                 )
             result.append(group)
         return result
-
-
-def make_backend(kind: str, policy: Policy, budget: Budget | None = None) -> GenerationBackend:
-    """The generation backend named by ``model.generation_backend``: ``"hf"`` (default) or ``"vllm"``."""
-    if kind == "hf":
-        return HFBackend(policy, budget)
-    if kind == "vllm":
-        from llm_rl.vllm_backend import VLLMBackend  # imports vllm lazily; a clear error names the extra
-
-        return VLLMBackend(policy, budget)
-    raise ValueError(f"unknown generation backend {kind!r}; choose 'hf' or 'vllm'")

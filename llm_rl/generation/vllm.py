@@ -4,7 +4,7 @@ Why vLLM for the step-wise arms: the relabeller expands a search node by samplin
 prefix, and the children of that node are sampled later from prefixes that *extend* it. vLLM's automatic prefix
 caching (``enable_prefix_caching=True``) keeps the KV blocks of every prefix it has seen, so a child's expansion
 prefills only the new step, not the whole reasoning so far; the MC-value arm's rollouts from each step boundary
-share prefixes the same way. The HF backend (`llm_rl.generation.HFBackend`) prefills each distinct prefix of one
+share prefixes the same way. The HF backend (`llm_rl.generation.hf.HFBackend`) prefills each distinct prefix of one
 call once, but nothing across calls.
 
 What stays the same as the HF backend, so the arms and the budget cannot tell them apart:
@@ -35,19 +35,17 @@ GRPO does not use this class: TRL's `GRPOTrainer` has its own vLLM integration (
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
-from llm_rl.generation import Continuation, GenerationBackend, check_sample_args
-
-if TYPE_CHECKING:
-    from llm_rl.budget import Budget
-    from llm_rl.policy import Policy
+from llm_rl.generation.base import Continuation, GenerationBackend, Meter, check_sample_args
 
 __all__ = ["VLLM_MISSING_MESSAGE", "VLLMBackend", "export_for_vllm", "import_vllm"]
 
@@ -60,17 +58,15 @@ VLLM_MISSING_MESSAGE = (
 def import_vllm() -> Any:
     """Import vLLM, or raise an `ImportError` that names the ``vllm`` extra."""
     try:
-        import vllm
+        import vllm  # lazy: an optional GPU-only extra, imported only when this backend is chosen
     except ImportError as e:
         raise ImportError(VLLM_MISSING_MESSAGE) from e
     return vllm
 
 
-def export_for_vllm(policy: Policy, directory: str | Path) -> Path:
+def export_for_vllm(policy: Any, directory: str | Path) -> Path:
     """Write the policy's LM as a plain checkpoint vLLM can load: config, tokenizer and one ``model.safetensors``
     holding the current weights (a PEFT adapter merged in; no value head, whose file vLLM would try to load)."""
-    from safetensors.torch import save_file
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model = policy.model
@@ -83,7 +79,7 @@ def export_for_vllm(policy: Policy, directory: str | Path) -> Path:
     return out
 
 
-def _named_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
+def _named_weights(policy: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """The LM's weights under the names a plain checkpoint (and vLLM) uses: a PEFT adapter merged into the base
     weights for the duration of the iteration (then unmerged, as TRL does); the value head skipped."""
     model = policy.model
@@ -105,9 +101,6 @@ def _named_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
 def _rank() -> int:
     """This process's rank, after setting what vLLM's ``external_launcher`` reads: a single process is rank 0 of
     1, rendezvousing on localhost at a free port (``accelerate launch`` sets all of these itself)."""
-    import os
-    import socket
-
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
@@ -140,8 +133,8 @@ class VLLMBackend(GenerationBackend):
 
     def __init__(
         self,
-        policy: Policy,
-        budget: Budget | None = None,
+        policy: Any,
+        budget: Meter | None = None,
         *,
         gpu_memory_utilization: float = 0.3,
         max_model_len: int | None = None,
@@ -151,8 +144,7 @@ class VLLMBackend(GenerationBackend):
         llm: Any = None,
     ) -> None:
         self._vllm = import_vllm()
-        self.policy = policy
-        self.budget = budget
+        super().__init__(policy, budget)
         self._export_dir: tempfile.TemporaryDirectory | None = None
         if llm is None:
             self._export_dir = tempfile.TemporaryDirectory(prefix="relabel-rl-vllm-")
@@ -174,7 +166,6 @@ class VLLMBackend(GenerationBackend):
         self.llm = llm
         # An engine built here starts from the exported current weights; one passed in is synced on first use.
         self._synced_versions: tuple[int, ...] | None = self._weight_versions() if self._export_dir else None
-        self._warned_context = False
         self.weight_syncs = 0
 
     # --- weights ------------------------------------------------------------------------------------------
@@ -251,9 +242,7 @@ class VLLMBackend(GenerationBackend):
                 )
             generated += sum(c.num_tokens for c in pool)
             pools[p] = pool
-        if self.budget is not None:
-            self.budget.add_prefill(sum(len(e) for e in encoded))
-            self.budget.add_generated(generated)
+        self._charge(prefill=sum(len(e) for e in encoded), generated=generated)
         taken: dict[str, int] = dict.fromkeys(distinct, 0)
         result = []
         for p in prefixes:
@@ -261,24 +250,6 @@ class VLLMBackend(GenerationBackend):
             result.append(pools[p][start : start + n])
             taken[p] = start + n
         return result
-
-    def _room(self, longest: int, max_new_tokens: int) -> int:
-        limit = self.policy.max_positions
-        if limit is None or longest + max_new_tokens <= limit:
-            return max_new_tokens
-        steps = limit - longest
-        if steps < 1:
-            raise ValueError(
-                f"a prefix of {longest} tokens leaves no room in the model's {limit}-token context"
-            )
-        if not self._warned_context:
-            warnings.warn(
-                f"generation truncated to {steps} new tokens by the model's context length ({limit}); "
-                "such rows are neither finished nor stopped",
-                stacklevel=3,
-            )
-            self._warned_context = True
-        return steps
 
     def _continuation(self, output: Any, stop: str | None) -> Continuation:
         token_ids = tuple(int(t) for t in output.token_ids)

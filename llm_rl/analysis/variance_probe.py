@@ -9,7 +9,8 @@ search-made target, so its noise should not. This module measures it, whatever t
    (the verifier's ``min_steps``/``max_steps`` difficulty knobs; a verifier without them is binned by its rows'
    ``num_steps`` column instead);
 2. for each prompt it asks each arm for ``probe.repeats`` independent estimates of its training loss
-   (``arm.gradient_sample``; each with its own seeded ``torch.Generator``) and back-propagates each one to the
+   (``arm.gradient_sample`` with an unmetered `StepContext`: nothing is charged; each estimate with its own seeded
+   ``torch.Generator``) and back-propagates each one to the
    policy's trainable LM parameters (the value head excluded, since GRPO has none), flattened into one vector ``g``;
 3. per prompt: ``ḡ`` the mean of the ``R`` estimates, ``tr Σ̂ = Σ‖g_r − ḡ‖² / (R − 1)`` (unbiased), relative
    variance ``tr Σ̂ / ‖ḡ‖²`` and signal-to-noise ``‖ḡ‖ / √tr Σ̂``. Only two running sums are kept (Σ g in float64
@@ -37,17 +38,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+import verifiers
+from llm_rl.analysis.variance_report import on_log_scale, plot_variance
+from llm_rl.arms import arm_class
+from llm_rl.generation import make_backend
+from llm_rl.harness.metering import MeteredVerifier, StepContext
+from llm_rl.model import load_policy
 from relabel_rl.report import linear_trend, mean_ci
+from relabel_rl.rundir import jsonable, seed_everything
 
 __all__ = [
     "GradientAccumulator",
     "GradientStats",
-    "cmd_probe_variance",
     "examples_for_length",
     "gradient_statistics",
-    "markdown_section",
-    "plot_variance",
     "policy_gradient_vector",
     "probe_gradient_variance",
     "run_probe",
@@ -199,10 +205,6 @@ def probe_gradient_variance(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the probe on ``policy`` for ``arms``; return the per-prompt records (see `summarise_probe`)."""
-    from tqdm.auto import tqdm
-
-    from llm_rl.arms import get_arm
-
     lengths, n, repeats = list(cfg.probe.lengths), cfg.probe.prompts_per_length, cfg.probe.repeats
     if repeats < 2:
         raise ValueError(f"probe.repeats must be >= 2 to estimate a variance, got {repeats}")
@@ -211,22 +213,29 @@ def probe_gradient_variance(
         for L in lengths
     }
     params = trainable_lm_parameters(policy)
+    contained = (
+        verifier
+        if isinstance(verifier, verifiers.ContainedVerifier)
+        else verifiers.ContainedVerifier(verifier)
+    )
+    unmetered = MeteredVerifier(contained, None)
+    sampler = make_backend(cfg.model.generation_backend, policy, None)
     policy.train()
     records: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     total = len(arms) * len(lengths) * n * repeats
     bar = tqdm(total=total, desc="variance probe", unit="grad", disable=not progress, file=sys.stderr)
     for a_index, arm_name in enumerate(arms):
-        arm = get_arm(arm_name)
+        arm = arm_class(arm_name)(cfg)
         t0 = time.perf_counter()
         for L in lengths:
             for i, example in enumerate(examples[L]):
                 acc = GradientAccumulator()
                 for r in range(repeats):
                     policy.zero_grad(set_to_none=True)
-                    loss = arm.gradient_sample(
-                        cfg, policy, verifier, example, generator=_generator(seed, a_index, L, i, r)
-                    )
+                    generator = _generator(seed, a_index, L, i, r)
+                    ctx = StepContext(policy=policy, sampler=sampler, verifier=unmetered, generator=generator)
+                    loss = arm.gradient_sample(example, ctx)
                     if isinstance(loss, torch.Tensor) and loss.requires_grad:
                         loss.backward()
                     acc.add(policy_gradient_vector(params))
@@ -257,9 +266,9 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
         bins = []
         for L in sorted({r["length"] for r in recs}):
             at = [r for r in recs if r["length"] == L]
-            rel = [r["relative_variance"] for r in at if _on_log_scale(r)]
+            rel = [r["relative_variance"] for r in at if on_log_scale(r)]
             logs = mean_ci([math.log10(v) for v in rel])
-            snr = mean_ci([r["snr"] for r in at if _on_log_scale(r) and math.isfinite(r["snr"])])
+            snr = mean_ci([r["snr"] for r in at if on_log_scale(r) and math.isfinite(r["snr"])])
             bins.append(
                 {
                     "length": L,
@@ -275,8 +284,8 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
                     "deterministic_fraction": sum(bool(r.get("deterministic")) for r in at) / len(at),
                 }
             )
-        xs = [r["length"] for r in recs if _on_log_scale(r)]
-        ys = [math.log10(r["relative_variance"]) for r in recs if _on_log_scale(r)]
+        xs = [r["length"] for r in recs if on_log_scale(r)]
+        ys = [math.log10(r["relative_variance"]) for r in recs if on_log_scale(r)]
         t = linear_trend(xs, ys)
         data["bins"] = bins
         data["trend"] = {
@@ -292,15 +301,6 @@ def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _on_log_scale(rec: Mapping[str, Any]) -> bool:
-    """A prompt whose relative variance enters the log-scale statistics: defined, positive, not deterministic."""
-    return _finite_positive(rec.get("relative_variance")) and not rec.get("deterministic")
-
-
-def _finite_positive(v: Any) -> bool:
-    return v is not None and isinstance(v, int | float) and math.isfinite(v) and v > 0
-
-
 def _pow10(v: float) -> float:
     return math.nan if math.isnan(v) else 10.0**v
 
@@ -311,157 +311,10 @@ def _median(values: Sequence[float]) -> float:
     return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
 
 
-def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
-    """A PNG: per arm, the geometric-mean relative variance per length with its 95 % interval (log y), and every
-    prompt's value as a faint dot."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from llm_rl.report import ARM_LABELS
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    arms = variance.get("arms", {})
-    width = 0.12 * max(1, len(arms))
-    for i, (arm, data) in enumerate(arms.items()):
-        c = colours[i % len(colours)]
-        shift = (i - (len(arms) - 1) / 2) * width / max(1, len(arms))
-        pts = [r for r in data.get("per_prompt", []) if _on_log_scale(r)]
-        ax.scatter(
-            [r["length"] + shift for r in pts],
-            [r["relative_variance"] for r in pts],
-            color=c,
-            alpha=0.3,
-            s=10,
-        )
-        bins = [b for b in data.get("bins", []) if _finite_positive(b.get("relative_variance_geomean"))]
-        xs = [b["length"] + shift for b in bins]
-        ys = [b["relative_variance_geomean"] for b in bins]
-        lo = [
-            y - b["relative_variance_low"] if _finite_positive(b["relative_variance_low"]) else 0
-            for y, b in zip(ys, bins)
-        ]
-        hi = [
-            b["relative_variance_high"] - y if _finite_positive(b["relative_variance_high"]) else 0
-            for y, b in zip(ys, bins)
-        ]
-        t = data.get("trend", {})
-        slope = t.get("slope")
-        slope_txt = f", slope {slope:+.2f} log10/step" if slope is not None and math.isfinite(slope) else ""
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=[lo, hi],
-            color=c,
-            marker="o",
-            capsize=3,
-            linewidth=2,
-            label=f"{ARM_LABELS.get(arm, arm)}{slope_txt}",
-        )
-    ax.set_yscale("log")
-    ax.set_xlabel("task length (operations)")
-    ax.set_ylabel("relative gradient variance  E‖g−ḡ‖² / ‖ḡ‖²")
-    ax.set_title(
-        f"Per-prompt gradient noise vs length ({variance.get('repeats', '?')} estimates/prompt)\n"
-        "(geometric mean over prompts, 95% CI; dots: single prompts)",
-        fontsize=10,
-    )
-    lengths = variance.get("lengths") or []
-    if lengths:
-        ax.set_xticks(lengths)
-    ax.grid(True, alpha=0.3, which="both")
-    if arms:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-def markdown_section(
-    variance: Mapping[str, Any], out: str | Path, *, plots: bool = True
-) -> tuple[list[str], dict[str, Any]]:
-    """The report's "Gradient variance vs task length" section (markdown lines) and its computed verdict (with
-    ``text``); draws ``variance_vs_length.png`` into ``out`` when ``plots``."""
-    from llm_rl.verdicts import ARM_LABELS, variance_sentence
-    from relabel_rl.report import markdown_table
-
-    sentence, verdict = variance_sentence(variance)
-    verdict = {**verdict, "text": sentence}
-    rows = []
-    for arm, data in variance.get("arms", {}).items():
-        for b in data.get("bins", []):
-            rows.append(
-                [
-                    ARM_LABELS.get(arm, arm),
-                    b["length"],
-                    _fmt_float(b.get("relative_variance_geomean")),
-                    f"[{_fmt_float(b.get('relative_variance_low'))}, {_fmt_float(b.get('relative_variance_high'))}]",
-                    _fmt_float(b.get("relative_variance_median")),
-                    _fmt_float(b.get("snr_mean")),
-                    f"{b.get('n_defined', 0)}/{b.get('n_prompts', 0)}",
-                    _fmt_float(b.get("zero_gradient_fraction")),
-                    _fmt_float(b.get("noise_dominated_fraction")),
-                    _fmt_float(b.get("deterministic_fraction")),
-                ]
-            )
-    name = "variance_vs_length.png"
-    if plots:
-        plot_variance(variance, Path(out) / name)
-    lines = [
-        "## Gradient variance vs task length",
-        "",
-        f"Per-prompt gradient estimates at the checkpoint `{variance.get('checkpoint', '?')}` "
-        f"({variance.get('repeats', '?')} independent estimates per prompt, all policy parameters). Relative variance "
-        "is E‖g − ḡ‖² / ‖ḡ‖² (unbiased trace of the covariance over the squared norm of the mean); SNR is "
-        "‖ḡ‖ / √(E‖g − ḡ‖²). Prompts whose mean gradient is exactly zero (e.g. a GRPO group with equal rewards) "
-        "have no relative variance and are counted apart; a prompt is noise-dominated when ‖ḡ‖² ≤ tr Σ̂ / R (its "
-        "mean gradient cannot be told from noise at R repeats, and its relative variance is an underestimate); "
-        "deterministic when its R estimates agree to float rounding (no sampling noise: counted apart, not put on "
-        "the log scale).",
-        "",
-        markdown_table(
-            [
-                "arm",
-                "length",
-                "rel. variance (geo-mean)",
-                "95% CI",
-                "median",
-                "SNR (mean)",
-                "defined",
-                "zero-grad share",
-                "noise-dominated share",
-                "deterministic share",
-            ],
-            rows,
-            align="lrrrrrrrrr",
-        ),
-        "",
-        f"- {sentence}",
-        "",
-    ]
-    return lines + ([f"![{name}]({name})", ""] if plots else []), verdict
-
-
-def _fmt_float(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    v = float(v)
-    return f"{v:.3g}"
-
-
 def run_probe(
     cfg: Any, checkpoint: str | Path, out_dir: str | Path, *, arms: Sequence[str], progress: bool = True
 ) -> dict[str, Any]:
     """Load ``checkpoint``, probe ``arms``, write ``variance.json`` and ``variance_vs_length.png`` to ``out_dir``."""
-    import verifiers
-    from llm_rl.models import load_policy
-    from relabel_rl.rundir import seed_everything
-
     seed_everything(cfg.seed)
     policy = load_policy(
         checkpoint, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
@@ -473,59 +326,6 @@ def run_probe(
     result["verifier_stats"] = verifier.stats.as_dict()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "variance.json").write_text(json.dumps(_jsonable(result), indent=2))
+    (out / "variance.json").write_text(json.dumps(jsonable(result), indent=2))
     plot_variance(result, out / "variance_vs_length.png")
     return result
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    return x
-
-
-def cmd_probe_variance(argv: Sequence[str]) -> int:
-    """``llm-rl probe-variance RECIPE [--checkpoint PATH] [--out DIR] [--arms a,b] [--section.key value ...]``.
-
-    Without ``--checkpoint`` the recipe's warm start is built (or reused) under ``output_dir`` and probed there.
-    """
-    from llm_rl.commands import (
-        CommandError,
-        configure_threads,
-        parse_command,
-        prepare_experiment,
-        run_command,
-    )
-
-    def body() -> int:
-        _, own, cfg = parse_command(
-            argv,
-            prog="llm-rl probe-variance",
-            flags={"checkpoint": True, "out": True, "arms": True},
-            usage=cmd_probe_variance.__doc__ or "",
-        )
-        arms = own["arms"].split(",") if own.get("arms") else list(cfg.compare.arms)
-        from llm_rl.commands import validate_experiment
-
-        validate_experiment(cfg, arms=arms, probe=True)
-        configure_threads(cfg)
-        out_dir = Path(own.get("out") or Path(cfg.output_dir) / "probe")
-        checkpoint = own.get("checkpoint")
-        if checkpoint is None:
-            checkpoint = prepare_experiment(cfg, Path(cfg.output_dir))[0]["path"]
-        elif not Path(checkpoint).exists():
-            raise CommandError(f"checkpoint not found: {checkpoint}")
-        result = run_probe(cfg, checkpoint, out_dir, arms=arms)
-        from llm_rl.report import variance_sentence
-
-        print(variance_sentence(result)[0])
-        print(
-            f"variance probe written to {out_dir / 'variance.json'} and {out_dir / 'variance_vs_length.png'}"
-        )
-        return 0
-
-    return run_command(body)

@@ -30,16 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_rl.verdicts import ARM_LABELS, SEED_CLAIM, performance_sentence, variance_sentence
-from relabel_rl.report import (
-    MeanCI,
-    first_crossing,
-    format_ci,
-    markdown_table,
-    mean_ci,
-    plot_mean_ci,
-)
-from relabel_rl.rundir import read_metrics
+from llm_rl.analysis.variance_report import markdown_section
+from llm_rl.analysis.verdicts import ARM_LABELS, SEED_CLAIM, ci_dict, performance_sentence, variance_sentence
+from llm_rl.harness.budget import AXES
+from relabel_rl.report import MeanCI, first_crossing, format_ci, markdown_table, mean_ci, plot_mean_ci
+from relabel_rl.rundir import jsonable, read_metrics
 
 __all__ = [
     "ARM_LABELS",
@@ -57,7 +52,16 @@ CURVE_AXES = (
     ("verifier_calls", "verifier calls", "pass1_vs_verifier_calls"),
     ("wall_time", "wall time (s)", "pass1_vs_wall_time"),
 )
-SPEND_AXES = ("generated_tokens", "prefill_tokens", "verifier_calls", "optimizer_steps", "wall_time")
+# Every budget counter (`llm_rl.harness.budget.AXES`) goes into summary.json; the table shows these, so named.
+SPEND_AXES = AXES
+TABLE_SPEND = {
+    "generated_tokens": "generated tok",
+    "prefill_tokens": "prefill tok",
+    "verifier_calls": "verifier calls",
+    "prompts": "prompts",
+    "optimizer_steps": "opt steps",
+    "wall_time": "wall (s)",
+}
 _RUN_NAME = re.compile(r"^(?P<arm>[A-Za-z_][A-Za-z0-9_]*)-seed(?P<seed>-?\d+)$")
 _WS_NAME = re.compile(r"^ws(?P<rate>[0-9.]+)$")
 
@@ -180,10 +184,6 @@ def _final_spend(run: RunRecord, axis: str) -> float | None:
 # Writing
 
 
-def _ci_dict(ci: MeanCI) -> dict[str, Any]:
-    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "std": ci.std}
-
-
 def _clip(ci: MeanCI, low: float, high: float) -> MeanCI:
     """The interval cut to the range the quantity lives in (a pass rate in [0, 1], a budget >= 0) for display;
     with three seeds a t-interval easily pokes out of it. summary.json keeps the raw interval."""
@@ -241,27 +241,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     runs = list(load_runs(out) if runs is None else runs)
     groups = _group(runs)
-    budget_text = f"{_fmt_budget(limit, axis)} {axis.replace('_', ' ')} per run"
-    lines = [f"# {title}", ""]
-    lines.append(
-        f"Task `{task}`; every arm trains from the same warm-started checkpoint until it has spent {budget_text}. "
-        f"Pass@1 is greedy, on a held-out split never trained on; intervals are 95% Student-t over seeds "
-        "(cut to the possible range in the tables). "
-        f'"Budget to {threshold:g}" is the {axis.replace("_", " ")} at the first evaluation with pass@1 ≥ '
-        f"{threshold:g}, averaged over the seeds that reached it."
-    )
-    lines.append("")
-    if warm_starts:
-        rows = [
-            [_fmt_rate(w.get("target")), f"{float(w.get('pass_rate', math.nan)):.3f}", w.get("steps", "–")]
-            for w in warm_starts
-        ]
-        lines += [
-            "## Warm start",
-            "",
-            markdown_table(["target pass@1", "reached pass@1", "SFT steps"], rows, align="rrr"),
-            "",
-        ]
+    report = _Report(out, axis=axis, limit=limit, threshold=threshold, baseline=baseline, plots=plots)
+    lines = [f"# {title}", "", report.intro(task), "", *_warm_start_section(warm_starts)]
     summary: dict[str, Any] = {
         "axis": axis,
         "limit": limit,
@@ -273,120 +254,10 @@ def write_report(
         "plots": [],
     }
     for ws, by_arm in groups.items():
-        suffix = "" if ws is None else f"_ws{ws:g}"
-        heading = "## Results" if ws is None else f"## Warm start target pass@1 = {ws:g}"
-        stats = {arm: arm_summary(rs, axis=axis, threshold=threshold) for arm, rs in by_arm.items()}
-        k = next((s["k"] for s in stats.values() if s["k"]), None)
-        headers = [
-            "arm",
-            "seeds (done)",
-            "final pass@1",
-            f"final pass@{k or 'k'}",
-            "gain over start",
-            f"budget to {threshold:g}",
-            "generated tok",
-            "prefill tok",
-            "verifier calls",
-            "opt steps",
-            "wall (s)",
-        ]
-        rows = []
-        for arm, s in stats.items():
-            reach = s["seeds_reaching_threshold"]
-            btt = format_ci(_clip(s["budget_to_threshold"], 0.0, math.inf), digits=0) if reach else "never"
-            rows.append(
-                [
-                    ARM_LABELS.get(arm, arm),
-                    f"{len(s['seeds'])} ({s['finished']})",
-                    format_ci(_clip(s["final_pass@1"], 0.0, 1.0)),
-                    format_ci(_clip(s["final_pass@k"], 0.0, 1.0)),
-                    format_ci(_clip(s["gain_pass@1"], -1.0, 1.0)),
-                    f"{btt} ({reach}/{len(s['seeds'])} seeds)",
-                    *[_fmt_budget(s["spend"][a].mean, a) for a in SPEND_AXES],
-                ]
-            )
-        lines += [heading, "", markdown_table(headers, rows, align="llrrrrrrrrr"), ""]
-        sentences = []
-        if baseline in stats and len(stats) > 1:
-            ratio_rows = []
-            for arm, s in stats.items():
-                if arm == baseline:
-                    continue
-                b = stats[baseline]
-                all_reached = s["seeds_reaching_threshold"] == len(s["seeds"]) and b[
-                    "seeds_reaching_threshold"
-                ] == len(b["seeds"])
-                ratio_rows.append(
-                    [
-                        f"{ARM_LABELS.get(arm, arm)} / {ARM_LABELS.get(baseline, baseline)}",
-                        _ratio(s["final_pass@1"], b["final_pass@1"]),
-                        _ratio(s["budget_to_threshold"], b["budget_to_threshold"])
-                        if all_reached
-                        else "– (not all seeds reached it)",
-                        _ratio(s["spend"]["wall_time"], b["spend"]["wall_time"]),
-                        _ratio(s["spend"]["verifier_calls"], b["spend"]["verifier_calls"]),
-                    ]
-                )
-                sentence, verdict = performance_sentence(arm, baseline, stats, budget_text=budget_text)
-                if arm == "relabel" and baseline == "grpo":
-                    sentence += " " + SEED_CLAIM[verdict["verdict"]]
-                sentences.append(sentence)
-                summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
-            lines += [
-                "Ratios (means; budget ratio <1 means the arm reached the threshold with less):",
-                "",
-                markdown_table(
-                    [
-                        "arms",
-                        "final pass@1",
-                        f"budget to {threshold:g}",
-                        "wall time",
-                        "verifier calls",
-                    ],
-                    ratio_rows,
-                    align="lrrrr",
-                ),
-                "",
-            ]
-        if "relabel" in stats and "mc_value" in stats:
-            sentence, verdict = performance_sentence("relabel", "mc_value", stats, budget_text=budget_text)
-            sentences.append(sentence + " (If MC values match the tree, the tree is not what helps.)")
-            summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
-        overshoot = _overshoot_notes(stats, axis=axis, limit=limit)
-        summary.setdefault("overshoot", []).extend({"warm_start": ws, **o} for o in overshoot)
-        sentences += [o["text"] for o in overshoot]
-        lines += [f"- {s}" for s in sentences] + ([""] if sentences else [])
-        plot_names = []
-        for key, label, stem in CURVE_AXES if plots else ():
-            curves = {ARM_LABELS.get(a, a): [r.curve(key) for r in rs] for a, rs in by_arm.items()}
-            if not any(xs for runs_ in curves.values() for xs, _ in runs_):
-                continue
-            name = f"{stem}{suffix}.png"
-            plot_mean_ci(
-                out / name,
-                curves,
-                xlabel=label,
-                ylabel="held-out pass@1 (greedy)",
-                title=f"pass@1 vs {label}" + ("" if ws is None else f" (warm start {ws:g})"),
-                hline=threshold,
-                hline_label=f"threshold {threshold:g}",
-                clip=(0.0, 1.0),
-            )
-            plot_names.append(name)
-        lines += [f"![{n}]({n})" for n in plot_names] + [""]
-        summary["plots"] += plot_names
-        summary["groups"]["single" if ws is None else f"{ws:g}"] = {
-            arm: {
-                key: (_ci_dict(v) if isinstance(v, MeanCI) else v) for key, v in s.items() if key != "spend"
-            }
-            | {"spend": {a: _ci_dict(c) for a, c in s["spend"].items()}}
-            for arm, s in stats.items()
-        }
+        lines += report.group_section(ws, by_arm, summary)
     if len(groups) > 1 and all(ws is not None for ws in groups):
         lines += _regime_section(groups, out, axis=axis, threshold=threshold, summary=summary, plots=plots)
     if variance:
-        from llm_rl.variance_probe import markdown_section
-
         text, verdict = markdown_section(variance, out, plots=plots)
         summary["variance"] = verdict
         summary["sentences"].append({"kind": "variance", **verdict})
@@ -406,8 +277,161 @@ def write_report(
         for r in runs:
             for e in r.evals:
                 f.write(json.dumps({"arm": r.arm, "seed": r.seed, "warm_start": r.warm_start, **e}) + "\n")
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     return summary
+
+
+def _warm_start_section(warm_starts: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not warm_starts:
+        return []
+    rows = [
+        [_fmt_rate(w.get("target")), f"{float(w.get('pass_rate', math.nan)):.3f}", w.get("steps", "–")]
+        for w in warm_starts
+    ]
+    table = markdown_table(["target pass@1", "reached pass@1", "SFT steps"], rows, align="rrr")
+    return ["## Warm start", "", table, ""]
+
+
+@dataclass(frozen=True)
+class _Report:
+    """The settings every section of one report shares."""
+
+    out: Path
+    axis: str
+    limit: float
+    threshold: float
+    baseline: str
+    plots: bool
+
+    @property
+    def budget_text(self) -> str:
+        return f"{_fmt_budget(self.limit, self.axis)} {self.axis.replace('_', ' ')} per run"
+
+    def intro(self, task: str) -> str:
+        axis, threshold = self.axis.replace("_", " "), self.threshold
+        return (
+            f"Task `{task}`; every arm trains from the same warm-started checkpoint until it has spent "
+            f"{self.budget_text}. Pass@1 is greedy, on a held-out split never trained on; intervals are 95% "
+            "Student-t over seeds (cut to the possible range in the tables). "
+            f'"Budget to {threshold:g}" is the {axis} at the first evaluation with pass@1 ≥ '
+            f"{threshold:g}, averaged over the seeds that reached it."
+        )
+
+    def group_section(
+        self, ws: float | None, by_arm: Mapping[str, Sequence[RunRecord]], summary: dict[str, Any]
+    ) -> list[str]:
+        """One warm start's results: the table, the ratios and verdict sentences, the curves."""
+        heading = "## Results" if ws is None else f"## Warm start target pass@1 = {ws:g}"
+        stats = {arm: arm_summary(rs, axis=self.axis, threshold=self.threshold) for arm, rs in by_arm.items()}
+        lines = [heading, "", self.results_table(stats), ""]
+        sentences, ratio_lines = self.comparisons(stats, ws, summary)
+        lines += ratio_lines
+        overshoot = _overshoot_notes(stats, axis=self.axis, limit=self.limit)
+        summary.setdefault("overshoot", []).extend({"warm_start": ws, **o} for o in overshoot)
+        sentences += [o["text"] for o in overshoot]
+        lines += [f"- {s}" for s in sentences] + ([""] if sentences else [])
+        plot_names = self.curve_plots(ws, by_arm)
+        lines += [f"![{n}]({n})" for n in plot_names] + [""]
+        summary["plots"] += plot_names
+        summary["groups"]["single" if ws is None else f"{ws:g}"] = {
+            arm: {key: (ci_dict(v) if isinstance(v, MeanCI) else v) for key, v in s.items() if key != "spend"}
+            | {"spend": {a: ci_dict(c) for a, c in s["spend"].items()}}
+            for arm, s in stats.items()
+        }
+        return lines
+
+    def results_table(self, stats: Mapping[str, Mapping[str, Any]]) -> str:
+        k = next((s["k"] for s in stats.values() if s["k"]), None)
+        headers = [
+            "arm", "seeds (done)", "final pass@1", f"final pass@{k or 'k'}", "gain over start",
+            f"budget to {self.threshold:g}", *TABLE_SPEND.values(),
+        ]  # fmt: skip
+        rows = []
+        for arm, s in stats.items():
+            reach = s["seeds_reaching_threshold"]
+            btt = format_ci(_clip(s["budget_to_threshold"], 0.0, math.inf), digits=0) if reach else "never"
+            rows.append(
+                [
+                    ARM_LABELS.get(arm, arm),
+                    f"{len(s['seeds'])} ({s['finished']})",
+                    format_ci(_clip(s["final_pass@1"], 0.0, 1.0)),
+                    format_ci(_clip(s["final_pass@k"], 0.0, 1.0)),
+                    format_ci(_clip(s["gain_pass@1"], -1.0, 1.0)),
+                    f"{btt} ({reach}/{len(s['seeds'])} seeds)",
+                    *[_fmt_budget(s["spend"][a].mean, a) for a in TABLE_SPEND],
+                ]
+            )
+        return markdown_table(headers, rows, align="ll" + "r" * (len(headers) - 2))
+
+    def comparisons(
+        self, stats: Mapping[str, Mapping[str, Any]], ws: float | None, summary: dict[str, Any]
+    ) -> tuple[list[str], list[str]]:
+        """The verdict sentences (each arm against the baseline; relabel against MC values) and the ratio table."""
+        sentences: list[str] = []
+        ratio_lines: list[str] = []
+        baseline = self.baseline
+        if baseline in stats and len(stats) > 1:
+            ratio_rows = []
+            for arm, s in stats.items():
+                if arm == baseline:
+                    continue
+                ratio_rows.append(_ratio_row(arm, s, baseline, stats[baseline]))
+                sentence, verdict = performance_sentence(arm, baseline, stats, budget_text=self.budget_text)
+                if arm == "relabel" and baseline == "grpo":
+                    sentence += " " + SEED_CLAIM[verdict["verdict"]]
+                sentences.append(sentence)
+                summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
+            headers = ["arms", "final pass@1", f"budget to {self.threshold:g}", "wall time", "verifier calls"]
+            ratio_lines = [
+                "Ratios (means; budget ratio <1 means the arm reached the threshold with less):",
+                "",
+                markdown_table(headers, ratio_rows, align="lrrrr"),
+                "",
+            ]
+        if "relabel" in stats and "mc_value" in stats:
+            sentence, verdict = performance_sentence(
+                "relabel", "mc_value", stats, budget_text=self.budget_text
+            )
+            sentences.append(sentence + " (If MC values match the tree, the tree is not what helps.)")
+            summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
+        return sentences, ratio_lines
+
+    def curve_plots(self, ws: float | None, by_arm: Mapping[str, Sequence[RunRecord]]) -> list[str]:
+        """The pass@1 learning curves against each axis of `CURVE_AXES`; returns the PNG names written."""
+        names = []
+        suffix = "" if ws is None else f"_ws{ws:g}"
+        for key, label, stem in CURVE_AXES if self.plots else ():
+            curves = {ARM_LABELS.get(a, a): [r.curve(key) for r in rs] for a, rs in by_arm.items()}
+            if not any(xs for runs_ in curves.values() for xs, _ in runs_):
+                continue
+            name = f"{stem}{suffix}.png"
+            plot_mean_ci(
+                self.out / name,
+                curves,
+                xlabel=label,
+                ylabel="held-out pass@1 (greedy)",
+                title=f"pass@1 vs {label}" + ("" if ws is None else f" (warm start {ws:g})"),
+                hline=self.threshold,
+                hline_label=f"threshold {self.threshold:g}",
+                clip=(0.0, 1.0),
+            )
+            names.append(name)
+        return names
+
+
+def _ratio_row(arm: str, s: Mapping[str, Any], baseline: str, b: Mapping[str, Any]) -> list[str]:
+    all_reached = s["seeds_reaching_threshold"] == len(s["seeds"]) and b["seeds_reaching_threshold"] == len(
+        b["seeds"]
+    )
+    return [
+        f"{ARM_LABELS.get(arm, arm)} / {ARM_LABELS.get(baseline, baseline)}",
+        _ratio(s["final_pass@1"], b["final_pass@1"]),
+        _ratio(s["budget_to_threshold"], b["budget_to_threshold"])
+        if all_reached
+        else "– (not all seeds reached it)",
+        _ratio(s["spend"]["wall_time"], b["spend"]["wall_time"]),
+        _ratio(s["spend"]["verifier_calls"], b["spend"]["verifier_calls"]),
+    ]
 
 
 def _overshoot_notes(
@@ -495,15 +519,3 @@ def _regime_section(
         summary["plots"].append(name)
         text += [f"![{name}]({name})", ""]
     return text
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x

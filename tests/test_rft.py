@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _stage1_arms import RECIPE, AnswerIs7, ScriptedBackend, SpyVerifier, cont, train_on_loop
+from _scripted_arms import (
+    AnswerIs7,
+    ScriptedBackend,
+    SpyVerifier,
+    cont,
+    same_records,
+    train_recipe,
+    train_with_cli,
+)
 
 from llm_rl.arms import rft
+from relabel_rl.config import ConfigError
 
 EXAMPLE = {"prompt": "Q\n"}
 SAMPLES = [
@@ -72,14 +81,14 @@ def test_collect_samples_once_per_batch_and_reports_the_filter() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     path = tmp_path_factory.mktemp("rft_tiny") / "base"
     return str(build_tiny_model(path, hidden_size=32, num_layers=1, num_heads=2))
 
 
 def test_loss_is_the_token_mean_nll_of_the_kept_completions(tiny_model) -> None:
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     a = (*policy.encode(["Answer: 7"], add_special_tokens=False)[0], policy.eos_token_id)
@@ -102,7 +111,7 @@ def test_loss_is_the_token_mean_nll_of_the_kept_completions(tiny_model) -> None:
 
 def test_the_per_prompt_gradient_estimate_is_seeded_and_zero_when_nothing_is_kept(tiny_model) -> None:
     from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
     from verifiers.tasks.chain_arithmetic import ChainArithmetic
 
     policy = load_policy(tiny_model)
@@ -133,46 +142,36 @@ def test_the_per_prompt_gradient_estimate_is_seeded_and_zero_when_nothing_is_kep
     assert float(gradient(rft.RftArmConfig(num_samples=3), 0).norm()) == 0.0  # nothing verified: g = 0
 
 
-def _run(tiny_model, path):
-    from llm_rl.config import ExperimentConfig
-    from relabel_rl import RunDir, load_config
-
-    cfg = load_config(ExperimentConfig, data=RECIPE)
-    arm = rft.RftArmConfig(num_samples=3, threshold=0.0)  # the untrained model is never right: keep all
-
-    def make_collect(verifier):
-        def collect(examples, policy, backend, generator):
-            return rft.collect_kept(
-                examples, backend, verifier, arm, max_completion_tokens=cfg.task.max_completion_tokens,
-                generator=generator,
-            )  # fmt: skip
-
-        return collect
-
-    def loss_fn(batch, policy):
-        loss, metrics = rft.sft_loss(batch.kept, policy)
-        return loss, {**batch.stats, **metrics}
-
-    run = RunDir.create(path, config=cfg)
-    final = train_on_loop(cfg, run, tiny_model, make_collect, loss_fn)
-    return cfg, final, run.metrics()
-
-
-def test_a_few_steps_end_to_end_are_counted_and_deterministic(tiny_model, tmp_path) -> None:
-    cfg, final, records = _run(tiny_model, tmp_path / "a")
+def test_llm_rl_train_arm_rft_on_the_tiny_preset(tmp_path) -> None:
+    rft_knobs = {"num_samples": 3, "threshold": 0.0}  # the untrained model is never right: keep every sample
+    records = train_with_cli(tmp_path / "a", "rft", rft=rft_knobs)
     trains = [r for r in records if r["kind"] == "train"]
-    assert len(trains) >= 2 and final["step"] == trains[-1]["step"]
-    assert trains[-1]["generated_tokens"] >= cfg.budget.limit > trains[-2]["generated_tokens"]
+    assert len(trains) >= 2 and trains[-1]["generated_tokens"] >= 600 > trains[-2]["generated_tokens"]
     assert all(r["num_rows"] > 0 and r["grad_norm"] > 0 for r in trains)
-    # one verifier call per sample (outcome feedback), nothing else
-    assert trains[-1]["verifier_calls"] == 3 * cfg.optim.prompts_per_step * len(trains)
+    # one outcome verifier call per sample and no step check (outcome feedback); two prompts a step
+    assert (
+        trains[-1]["outcome_verifier_calls"] == 3 * 2 * len(trains) and trains[-1]["step_verifier_calls"] == 0
+    )
+    assert trains[-1]["prompts"] == 2 * len(trains)
     # SFT on its own samples lowers their NLL: the first step's loss is above the last's
     assert trains[0]["loss"] > trains[-1]["loss"]
-    _, _, again = _run(tiny_model, tmp_path / "b")
+    assert same_records(train_with_cli(tmp_path / "b", "rft", rft=rft_knobs), records)
+    # with the default threshold nothing an untrained model writes is kept: no loss, no gradient
+    trains = [r for r in train_with_cli(tmp_path / "c", "rft") if r["kind"] == "train"]
+    assert all(r["kept"] == 0 and r["grad_norm"] == 0 and "num_rows" not in r for r in trains)
 
-    def strip(rs):
-        return [
-            {k: v for k, v in r.items() if k != "wall_time"} for r in rs if r["kind"] in ("train", "eval")
-        ]
 
-    assert strip(again) == strip(records)
+def test_compare_accepts_all_five_arms(tmp_path) -> None:
+    from llm_rl.arms import ARM_NAMES
+    from llm_rl.config import ExperimentConfig
+    from llm_rl.experiment import validate_experiment
+    from relabel_rl import load_config
+
+    arms = ["grpo", "relabel", "mc_value", "tree_grpo", "rft"]
+    assert set(arms) <= set(ARM_NAMES)
+    cfg = load_config(
+        ExperimentConfig, data=train_recipe(tmp_path, "rft"), overrides=["--compare.arms", str(arms)]
+    )
+    validate_experiment(cfg, arms=list(cfg.compare.arms))
+    with pytest.raises(ConfigError, match=r"rft\.num_samples"):
+        load_config(ExperimentConfig, data=train_recipe(tmp_path, "rft", rft={"num_samples": 0}))

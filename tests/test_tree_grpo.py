@@ -8,10 +8,18 @@ import math
 
 import pytest
 import torch
-from _stage1_arms import RECIPE, AnswerIs7, ScriptedBackend, SpyVerifier, cont, train_on_loop
+from _scripted_arms import (
+    AnswerIs7,
+    ScriptedBackend,
+    SpyVerifier,
+    cont,
+    same_records,
+    train_recipe,
+    train_with_cli,
+)
 
 from llm_rl.arms import tree_grpo as tg
-from llm_rl.losses import pg_token_loss
+from llm_rl.arms.losses import pg_token_loss
 from relabel_rl.config import ConfigError
 
 LIMITS = tg.TaskLimits(max_steps=4, max_step_tokens=8, max_completion_tokens=40)
@@ -184,7 +192,7 @@ def test_config_the_task_cannot_hold_is_refused_naming_the_keys() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from llm_rl.models import build_tiny_model
+    from llm_rl.model import build_tiny_model
 
     path = tmp_path_factory.mktemp("tree_tiny") / "base"
     return str(build_tiny_model(path, hidden_size=32, num_layers=1, num_heads=2))
@@ -205,7 +213,7 @@ def _tokenised(policy, script: dict) -> dict:
 
 
 def test_loss_is_treerls_token_mean_over_root_to_leaf_paths(tiny_model) -> None:
-    from llm_rl.models import load_policy
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     cfg = tg.TreeGrpoArmConfig(branching_factor=2, root_branching=3, depth=2)
@@ -241,7 +249,7 @@ def test_loss_is_treerls_token_mean_over_root_to_leaf_paths(tiny_model) -> None:
     again = tg.with_old_logprobs(batch, policy, temperature=1.0)
     assert all(r.old_logprobs is not None for r in again.rows)
     same, _ = tg.tree_pg_loss(again.rows, policy, clip_epsilon=0.2, temperature=1.0)
-    assert float(same) == pytest.approx(float(loss), abs=1e-6)
+    assert same.item() == pytest.approx(loss.item(), abs=1e-6)
     shifted = [
         tg.StepRow(r.prefix, r.token_ids, r.advantage, r.weight, r.old_logprobs - 1.0) for r in again.rows
     ]
@@ -265,9 +273,9 @@ class RecordingBackend:
 
 
 def test_shared_prefixes_are_prefilled_once_and_every_token_is_counted(tiny_model) -> None:
-    from llm_rl.budget import Budget
     from llm_rl.generation import HFBackend
-    from llm_rl.models import load_policy
+    from llm_rl.harness.budget import Budget
+    from llm_rl.model import load_policy
 
     policy = load_policy(tiny_model)
     budget = Budget()
@@ -303,44 +311,59 @@ def test_shared_prefixes_are_prefilled_once_and_every_token_is_counted(tiny_mode
 # A few steps end to end on today's loop
 
 
-def _run(tiny_model, path, overrides=()):
+def test_gradient_sample_is_a_seeded_per_prompt_estimate(tiny_model) -> None:
+    from test_multiprocess import DigitChain  # a dense reward: an untrained model's leaves differ
+
+    import verifiers
     from llm_rl.config import ExperimentConfig
-    from relabel_rl import RunDir, load_config
+    from llm_rl.generation import HFBackend
+    from llm_rl.harness.metering import MeteredVerifier, StepContext
+    from llm_rl.model import load_policy
+    from relabel_rl import load_config
 
-    cfg = load_config(ExperimentConfig, data=RECIPE, overrides=list(overrides))
-    arm = tg.TreeGrpoArmConfig(branching_factor=2, depth=2)
-    limits = tg.TaskLimits(cfg.task.max_steps, cfg.task.max_step_tokens, cfg.task.max_completion_tokens)
+    cfg = load_config(ExperimentConfig, data=train_recipe(tiny_model, "tree_grpo"))
+    arm = tg.TreeGrpoArm(cfg)
+    policy = load_policy(tiny_model)
+    verifier = MeteredVerifier(verifiers.ContainedVerifier(DigitChain()), None)
+    example = dict(DigitChain().generate(1, seed=0)[0])
 
-    def make_collect(verifier):
-        def collect(examples, policy, backend, generator):
-            return tg.collect_trees(examples, backend, verifier, arm, limits, generator=generator)
+    def gradient(seed: int) -> torch.Tensor:
+        policy.zero_grad(set_to_none=True)
+        generator = torch.Generator().manual_seed(seed)
+        ctx = StepContext(policy=policy, sampler=HFBackend(policy), verifier=verifier, generator=generator)
+        arm.gradient_sample(example, ctx).backward()
+        return torch.cat([p.grad.flatten() for p in policy.model.parameters()])
 
-        return collect
-
-    def loss_fn(batch, policy):
-        loss, metrics = tg.tree_pg_loss(
-            batch.rows, policy, clip_epsilon=arm.clip_epsilon, temperature=arm.temperature
-        )
-        return loss, {**batch.stats, **metrics}
-
-    run = RunDir.create(path, config=cfg)
-    final = train_on_loop(cfg, run, tiny_model, make_collect, loss_fn)
-    return cfg, final, run.metrics()
+    g, again, other = gradient(0), gradient(0), gradient(1)
+    assert torch.equal(g, again) and not torch.equal(g, other) and float(g.norm()) > 0
 
 
-def test_a_few_steps_end_to_end_are_counted_and_deterministic(tiny_model, tmp_path) -> None:
-    cfg, final, records = _run(tiny_model, tmp_path / "a")
+def test_llm_rl_train_arm_tree_grpo_on_the_tiny_preset(tmp_path) -> None:
+    records = train_with_cli(tmp_path / "a", "tree_grpo")
     trains = [r for r in records if r["kind"] == "train"]
-    assert len(trains) >= 2 and final["step"] == trains[-1]["step"]
-    assert trains[-1]["generated_tokens"] >= cfg.budget.limit > trains[-2]["generated_tokens"]
+    assert len(trains) >= 2 and trains[-1]["generated_tokens"] >= 600 > trains[-2]["generated_tokens"]
     assert {"reward", "leaves_per_prompt", "mean_abs_advantage", "path_tokens", "grad_norm"} <= set(trains[0])
-    # one verifier call per leaf (outcome feedback), nothing else
-    assert trains[-1]["verifier_calls"] == sum(r["leaves_per_prompt"] * r["num_prompts"] for r in trains)
-    _, _, again = _run(tiny_model, tmp_path / "b")
+    # one outcome verifier call per leaf and no step check (outcome feedback); two prompts a step
+    assert trains[-1]["outcome_verifier_calls"] == sum(
+        r["leaves_per_prompt"] * r["num_prompts"] for r in trains
+    )
+    assert trains[-1]["step_verifier_calls"] == 0 and trains[-1]["prompts"] == 2 * len(trains)
+    assert same_records(train_with_cli(tmp_path / "b", "tree_grpo"), records)
 
-    def strip(rs):
-        return [
-            {k: v for k, v in r.items() if k != "wall_time"} for r in rs if r["kind"] in ("train", "eval")
-        ]
 
-    assert strip(again) == strip(records)
+def test_several_updates_per_batch_train_on_recorded_log_probs(tmp_path) -> None:
+    budget = {"axis": "optimizer_steps", "limit": 4, "eval_every": 4}
+    records = train_with_cli(tmp_path, "tree_grpo", budget=budget, optim={"epochs": 2, "minibatches": 2})
+    trains = [r for r in records if r["kind"] == "train"]
+    assert [(r["epoch"], r["minibatch"]) for r in trains] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert trains[0]["generated_tokens"] == trains[-1]["generated_tokens"]  # one batch, four updates
+
+
+def test_a_tree_the_task_cannot_hold_is_refused_before_any_work(tmp_path) -> None:
+    from llm_rl.config import ExperimentConfig
+    from llm_rl.experiment import validate_experiment
+    from relabel_rl import load_config
+
+    cfg = load_config(ExperimentConfig, data=train_recipe(tmp_path, "tree_grpo", tree_grpo={"depth": 4}))
+    with pytest.raises(ConfigError, match=r"tree_grpo\.depth=4"):
+        validate_experiment(cfg, arms=["tree_grpo"])

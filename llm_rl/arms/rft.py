@@ -50,13 +50,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from llm_rl.arms.base import Arm, ArmContext, Batch
 from relabel_rl.config import knob, validate
 
-__all__ = ["KeptCompletion", "RftArmConfig", "RftBatch", "collect_kept", "filter_completions", "sft_loss"]
+if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RftArmConfig)
+    from llm_rl.config import ExperimentConfig
+
+__all__ = [
+    "KeptCompletion",
+    "RftArm",
+    "RftArmConfig",
+    "RftBatch",
+    "collect_kept",
+    "filter_completions",
+    "sft_loss",
+]
 
 Feedback = Literal["outcome", "steps"]
 
@@ -202,3 +214,33 @@ def sft_loss(kept: Sequence[KeptCompletion], policy: Any) -> tuple[torch.Tensor,
     tokens = scored.mask.sum()
     loss = -(scored.logprobs * scored.mask).sum() / tokens
     return loss, {"loss": float(loss.detach()), "num_rows": len(kept), "num_tokens": int(tokens)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The arm: collect (steps 1-2) and loss (step 3)
+
+
+class RftArm(Arm):
+    """Rejection-sampling fine-tuning (module docstring). Its minibatches are cut over kept completions; SFT
+    needs no sampling log-probs, so several updates per batch (ReST-EM's epochs) need nothing recorded."""
+
+    name = "rft"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.knobs = cfg.rft
+        self.feedback: Feedback = "outcome"  # the experiment's information setting (issue 11: task.feedback)
+
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        validate(cfg.rft, prefix="rft.")
+
+    def collect(self, examples: Sequence[dict], ctx: ArmContext) -> Batch:
+        batch = collect_kept(
+            examples, ctx.sampler, ctx.verifier, self.knobs, max_completion_tokens=self.cfg.task.max_completion_tokens,
+            feedback=self.feedback, generator=ctx.generator,
+        )  # fmt: skip
+        return Batch(batch.kept, batch.stats)
+
+    def loss(self, batch: Batch, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return sft_loss(batch.items, policy)

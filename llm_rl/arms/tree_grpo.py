@@ -18,7 +18,7 @@ The algorithm, for each batch of prompts:
    every prompt (plus one call per further step of a multi-step segment): the backend prefills each distinct prefix
    once and decodes its ``width`` continuations from copies of its KV cache, so a shared prefix is never prefilled
    twice. A step ends its path (its node is then a leaf) when it is the answer line
-   (``verifier.is_terminal_step``), ends at EOS, or is empty — the rules of `llm_rl.step_env`; a step cut by the
+   (``verifier.is_terminal_step``), ends at EOS, or is empty — the rules of `llm_rl.arms.step_env`; a step cut by the
    token limit does not, and the next prefix appends the delimiter after it. The branch levels must end before
    ``task.max_steps`` (`check_config`); the last segment, like a GRPO completion, is bounded by
    ``task.max_completion_tokens`` only.
@@ -38,7 +38,7 @@ The algorithm, for each batch of prompts:
    subtrees), divided by sqrt(|L(n)|) because a node's tokens are trained once per path through it. With
    ``depth = 1`` the tree is a GRPO group of ``root_branching`` completions with advantage 2 (r - mean r).
 4. **Loss.** TreeRL trains on every root-to-leaf path, each token carrying its node's advantage. With the PPO-clip
-   surrogate (`llm_rl.losses.pg_token_loss`; the DAPO token mean over all paths of the batch; on-policy the ratio
+   surrogate (`llm_rl.arms.losses.pg_token_loss`; the DAPO token mean over all paths of the batch; on-policy the ratio
    is 1 and the gradient is the plain policy gradient)::
 
        loss = - sum_paths sum_{t in path} A(n(t)) ratio_t / sum_paths |path|
@@ -68,13 +68,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from llm_rl.losses import pg_token_loss
+from llm_rl.arms.base import Arm, ArmContext, Batch
+from llm_rl.arms.losses import pg_token_loss
 from relabel_rl.config import ConfigError, knob, validate
+
+if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for TreeGrpoArmConfig)
+    from llm_rl.config import ExperimentConfig, TaskConfig
 
 __all__ = [
     "SampledTree",
@@ -82,6 +86,7 @@ __all__ = [
     "TaskLimits",
     "TreeAdvantages",
     "TreeBatch",
+    "TreeGrpoArm",
     "TreeGrpoArmConfig",
     "check_config",
     "collect_trees",
@@ -138,6 +143,10 @@ class TaskLimits:
     max_steps: int
     max_step_tokens: int
     max_completion_tokens: int
+
+    @classmethod
+    def of(cls, task: TaskConfig) -> TaskLimits:
+        return cls(task.max_steps, task.max_step_tokens, task.max_completion_tokens)
 
 
 def check_config(cfg: TreeGrpoArmConfig, limits: TaskLimits) -> None:
@@ -271,7 +280,7 @@ def grow_trees(
 
     Args:
       examples: task rows (``prompt`` and what the verifier reads).
-      backend: a `llm_rl.generation.GenerationBackend` (it charges its own budget, if any).
+      backend: a `llm_rl.generation.GenerationBackend` (the harness's metered sampler charges what it samples).
       verifier: scores completions and splits steps (pass a contained verifier: a failure then scores 0).
       cfg, limits: the tree's shape and the task's length limits (`check_config`).
       feedback: ``"outcome"`` (only final scores) or ``"steps"`` (a rejected step ends its path with reward 0).
@@ -503,3 +512,37 @@ def tree_pg_loss(
         "path_tokens": int(path_tokens),
         "clip_fraction": float(clipped.sum() / mask.sum().clamp(min=1.0)),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The arm: collect (steps 1-3) and loss (step 4)
+
+
+class TreeGrpoArm(Arm):
+    """Tree GRPO with TreeRL's advantages (module docstring)."""
+
+    name = "tree_grpo"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.knobs = cfg.tree_grpo
+        self.limits = TaskLimits.of(cfg.task)
+        self.feedback: Feedback = "outcome"  # the experiment's information setting (issue 11: task.feedback)
+
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        check_config(cfg.tree_grpo, TaskLimits.of(cfg.task))
+
+    def collect(self, examples: Sequence[dict], ctx: ArmContext) -> Batch:
+        batch = collect_trees(
+            examples, ctx.sampler, ctx.verifier, self.knobs, self.limits, feedback=self.feedback,
+            generator=ctx.generator,
+        )  # fmt: skip
+        if ctx.updates_per_batch > 1:  # trained on after the policy moves: keep the sampling log-probs
+            batch = with_old_logprobs(batch, ctx.policy, temperature=self.knobs.temperature)
+        return Batch(batch.rows, batch.stats)
+
+    def loss(self, batch: Batch, policy: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return tree_pg_loss(
+            batch.items, policy, clip_epsilon=self.knobs.clip_epsilon, temperature=self.knobs.temperature
+        )

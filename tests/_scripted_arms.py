@@ -1,10 +1,9 @@
-"""Shared test helpers for the tree-GRPO and RFT arms while they run on today's `llm_rl.loop.run_training`
-(before the run harness gives every arm a metered verifier): a verifier that charges its calls to the run's
-budget, a spy verifier, scripted continuations, and a few-step training run on the tiny preset."""
+"""Test helpers of the tree-GRPO and RFT arms: a scripted verifier and backend, a spy verifier, and a few-step
+`llm-rl train` recipe on the tiny preset."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llm_rl.generation import Continuation
@@ -53,24 +52,6 @@ class SpyVerifier:
         return self.inner.is_terminal_step(step)
 
 
-class ChargedVerifier(SpyVerifier):
-    """Charges one verifier call per score (and per step check of a verifier with step checks) to ``budget``:
-    what the harness's metered verifier will do."""
-
-    def __init__(self, inner: Any, budget: Any) -> None:
-        super().__init__(inner)
-        self.budget = budget
-
-    def score(self, completion: str, example: dict) -> float:
-        self.budget.add_verifier_calls(1)
-        return self.inner.score(completion, example)
-
-    def check_step(self, previous_steps: list[str], step: str, example: dict) -> bool | None:
-        if self.has_step_checks:
-            self.budget.add_verifier_calls(1)
-        return self.inner.check_step(previous_steps, step, example)
-
-
 def cont(text: str, ending: str = "delimiter", *, delimiter: str = "\n", eos: int = 2) -> Continuation:
     """A continuation of ``text`` with char-code token ids, ended by the delimiter, EOS, or the token limit."""
     ids = tuple(ord(c) for c in text)
@@ -98,42 +79,53 @@ class ScriptedBackend:
         return [[self.script[p][j % len(self.script[p])] for j in range(n)] for p in prefixes]
 
 
-RECIPE = {
-    "seed": 1,
-    "model": {"tiny_hidden_size": 32, "tiny_num_layers": 1, "tiny_num_heads": 2},
-    "task": {
-        "train_size": 8,
-        "test_size": 4,
-        "max_steps": 3,
-        "max_step_tokens": 8,
-        "max_completion_tokens": 24,
-        "difficulty": {"min_steps": 1, "max_steps": 2},
-    },
-    "budget": {"axis": "generated_tokens", "limit": 600, "eval_every": 300},
-    "eval": {"num_examples": 2, "pass_k": 2},
-    "optim": {"learning_rate": 0.01, "prompts_per_step": 2, "checkpoint_every": 1},
-}
+def train_recipe(out: Path, arm: str, **sections: Any) -> dict:
+    """A few steps of ``arm`` on the tiny preset (no warm start), as `llm-rl train` runs a recipe."""
+    data = {
+        "output_dir": str(out),
+        "arm": arm,
+        "seed": 1,
+        "model": {"name_or_path": "tiny", "tiny_hidden_size": 32, "tiny_num_layers": 1, "tiny_num_heads": 2},
+        "task": {
+            "train_size": 8,
+            "test_size": 4,
+            "max_steps": 3,
+            "max_step_tokens": 8,
+            "max_completion_tokens": 24,
+            "difficulty": {"min_steps": 1, "max_steps": 2},
+        },
+        "warm_start": {"enabled": False},
+        "budget": {"axis": "generated_tokens", "limit": 600, "eval_every": 300},
+        "eval": {"num_examples": 2, "pass_k": 2},
+        "optim": {"learning_rate": 0.01, "prompts_per_step": 2, "checkpoint_every": 1},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return data
 
 
-def train_on_loop(
-    cfg: Any,
-    run: Any,
-    init_model: str,
-    make_collect: Callable[[Any], Callable[..., Any]],
-    loss_fn: Callable[..., Any],
-) -> dict:
-    """A run of an arm on today's `llm_rl.loop.run_training`: ``make_collect(verifier)`` gives the loop's
-    ``collect`` for a verifier that charges the run's budget."""
-    from llm_rl.budget import Budget
-    from llm_rl.loop import load_task, run_training
-    from llm_rl.models import load_policy
-    from relabel_rl.rundir import seed_everything
+def train_with_cli(out: Path, arm: str, *overrides: str, **sections: Any) -> list[dict]:
+    """``llm-rl train R.yaml --arm ARM [overrides]`` of `train_recipe`; returns the run's metrics records."""
+    import yaml
 
-    task = load_task(cfg)
-    seed_everything(cfg.seed)
-    policy = load_policy(init_model, dtype=cfg.model.dtype)
-    budget = Budget()
-    collect = make_collect(ChargedVerifier(task.verifier, budget))
-    return run_training(
-        cfg, run, policy, collect=collect, loss_fn=loss_fn, budget=budget, task=task, progress=False
-    )
+    from llm_rl.train import cmd_train
+    from relabel_rl.rundir import read_metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = out / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(train_recipe(out, arm, **sections)))
+    assert cmd_train([str(recipe), "--arm", arm, *overrides]) == 0
+    run = out / "runs" / f"{arm}-seed1"
+    assert (run / "final" / "config.json").exists()
+    return read_metrics(run / "metrics.jsonl")
+
+
+def same_records(a: list[dict], b: list[dict]) -> bool:
+    """The train and eval records of two runs agree (timings aside)."""
+
+    def strip(rs: list[dict]) -> list[dict]:
+        return [
+            {k: v for k, v in r.items() if k != "wall_time"} for r in rs if r["kind"] in ("train", "eval")
+        ]
+
+    return strip(a) == strip(b)

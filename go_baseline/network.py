@@ -4,6 +4,9 @@ Stem conv → ``blocks`` residual blocks (two 3x3 convs with batch norm) → a p
 ``N * N + 1`` moves) and a value head (1x1 conv, linear, ReLU, linear, tanh). The value is from the view of the
 player to move, in [−1, 1]. Illegal moves are masked in :func:`masked_policy`, not in the net, so the net sees
 the same targets whatever the legality.
+
+:meth:`PolicyValueNet.predict` (the search's evaluator, called once per search round) runs an inference copy:
+batch norm folded into the convolution before it, a functional forward without module calls.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 __all__ = ["NetConfig", "PolicyValueNet", "masked_policy"]
 
@@ -74,6 +78,8 @@ class PolicyValueNet(nn.Module):
         self.value_fc = nn.Sequential(
             nn.Linear(n * n, cfg.value_hidden), nn.ReLU(), nn.Linear(cfg.value_hidden, 1)
         )
+        self._inference: tuple[list, dict] | None = None  # (weights' versions, folded weights) for predict
+        self._tensors: list[torch.Tensor] = []
 
     def forward(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.blocks(self.stem(planes))
@@ -81,16 +87,60 @@ class PolicyValueNet(nn.Module):
         value = torch.tanh(self.value_fc(self.value_conv(h).flatten(1))).squeeze(-1)
         return logits, value
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Eval-mode forward on a numpy batch: ``(logits [B, A], value [B])`` as float64 numpy arrays."""
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        logits, value = self(torch.from_numpy(np.ascontiguousarray(planes)).to(device))
-        if was_training:
-            self.train()
-        return logits.double().cpu().numpy(), value.double().cpu().numpy()
+        """Eval-mode forward on a numpy batch: ``(logits [B, A], value [B])`` as float64 numpy arrays.
+
+        Equal to ``eval()`` + ``forward`` up to float32 rounding (tested), in ~40% less time on a CPU: batch norm is
+        folded into the convolutions (its eval-mode affine map, by ``torch.nn.utils.fusion``), the forward is
+        functional, with no module calls and no train/eval switch, and activations are channels-last (oneDNN's
+        faster layout for these small convolutions). The folded weights are kept until a parameter or buffer
+        changes (an optimiser step, ``load_state_dict``, batch-norm statistics bump tensor versions).
+        """
+        w = self._inference_weights()
+        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)).to(w["stem"][0].device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        h = torch.relu_(F.conv2d(x, *w["stem"], padding=1))
+        for conv1, conv2 in w["blocks"]:
+            y = torch.relu_(F.conv2d(h, *conv1, padding=1))
+            h = torch.relu_(F.conv2d(y, *conv2, padding=1).add_(h))
+        logits = F.linear(torch.relu_(F.conv2d(h, *w["policy_conv"])).flatten(1), *w["policy_fc"])
+        v = torch.relu_(F.linear(torch.relu_(F.conv2d(h, *w["value_conv"])).flatten(1), *w["value_fc1"]))
+        value = torch.tanh_(F.linear(v, *w["value_fc2"])).squeeze(-1)
+        return logits.cpu().numpy().astype(np.float64), value.cpu().numpy().astype(np.float64)
+
+    def _inference_weights(self) -> dict:
+        """The folded weights for :meth:`predict`, rebuilt when a parameter or buffer has changed.
+
+        A change is an in-place update (which bumps the tensor's version counter) or new storage (``.to()``);
+        the tensors are listed once (walking the modules on every call cost ~70 µs).
+        """
+        if self._inference is None:
+            self._tensors = [*self.parameters(), *self.buffers()]
+        key = [(t.data_ptr(), t._version) for t in self._tensors]
+        if self._inference is None or self._inference[0] != key:
+            self._inference = (key, self._fold())
+        return self._inference[1]
+
+    def _fold(self) -> dict:
+        def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+            w, b = fuse_conv_bn_weights(
+                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+            )
+            return w.detach().contiguous(memory_format=torch.channels_last), b.detach()
+
+        def linear(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+            return layer.weight.detach(), layer.bias.detach()
+
+        return {
+            "stem": conv_bn(self.stem[0], self.stem[1]),
+            "blocks": [(conv_bn(b.conv1, b.bn1), conv_bn(b.conv2, b.bn2)) for b in self.blocks],
+            "policy_conv": conv_bn(self.policy_conv[0], self.policy_conv[1]),
+            "policy_fc": linear(self.policy_fc),
+            "value_conv": conv_bn(self.value_conv[0], self.value_conv[1]),
+            "value_fc1": linear(self.value_fc[0]),
+            "value_fc2": linear(self.value_fc[2]),
+        }
 
 
 def masked_policy(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ and teach little; Danihelka et al. 2022 show the Gumbel target still improves th
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "SelfPlayStats",
     "game_generators",
     "game_utility",
+    "legal_priors",
     "play_selfplay_games",
     "search_config",
 ]
@@ -59,7 +61,9 @@ def game_utility(result: int, score: float, board_size: int, score_weight: float
 class GoSearchEnv:
     """``tree_search.SearchEnv`` over :class:`Position`: batched net evaluation, exact terminal scoring.
 
-    Terminal rewards are :func:`game_utility` from the view of the player who moved.
+    Terminal rewards are :func:`game_utility` from the view of the player who moved. ``expand`` is one call per
+    search round for every leaf of every game in flight, so its per-leaf work is batched too: one forward pass,
+    and one masked softmax over all the leaves' legal moves (:func:`legal_priors`).
     """
 
     def __init__(self, net: PolicyValueNet, history: int, *, score_weight: float = 0.0) -> None:
@@ -73,20 +77,43 @@ class GoSearchEnv:
             return []
         logits, values = self.net.predict(encode_batch(states, self.history))
         self.positions_evaluated += len(states)
-        out = []
-        for pos, lg, v in zip(states, logits, values):
-            legal = np.asarray(pos.legal_actions(), dtype=np.int64)
-            out.append(
-                Expansion(actions=tuple(legal.tolist()), prior=masked_policy(lg, legal), value=float(v))
-            )
-        return out
+        legal = [pos.legal_actions() for pos in states]
+        priors = legal_priors(logits, legal)
+        return [
+            Expansion(tuple(actions), prior, value)
+            for actions, prior, value in zip(legal, priors, values.tolist())
+        ]
 
     def step(self, state: Position, action: int) -> Transition:
-        child = state.play(int(action))
+        child = state.play(action, checked=False)  # the search only plays the legal moves expand listed
         if child.is_terminal:
             u = game_utility(child.result(), child.score(), child.board_size, self.score_weight)
             return Transition(child, reward=u * state.to_play, terminal=True)
         return Transition(child, 0.0, False)
+
+
+def legal_priors(logits: np.ndarray, legal: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """``softmax(logits[i, legal[i]])`` for every row ``i`` (:func:`masked_policy` row by row), in a few NumPy calls.
+
+    A row without legal moves (a finished game) gets an empty prior.
+    """
+    counts = np.fromiter(map(len, legal), dtype=np.intp, count=len(legal))
+    if counts.min() == 0:
+        return [
+            masked_policy(row, np.asarray(a, dtype=np.intp)) if len(a) else np.zeros(0)
+            for row, a in zip(logits, legal)
+        ]
+    starts = np.zeros(len(legal), dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
+    rows = np.repeat(np.arange(len(legal)), counts)
+    z = logits[
+        rows, np.fromiter(itertools.chain.from_iterable(legal), dtype=np.intp, count=int(counts.sum()))
+    ]
+    z -= np.maximum.reduceat(z, starts)[rows]
+    p = np.exp(z, out=z)
+    p /= np.add.reduceat(p, starts)[rows]
+    bounds = [*starts.tolist(), len(p)]
+    return [p[bounds[i] : bounds[i + 1]] for i in range(len(legal))]
 
 
 def search_config(

@@ -26,8 +26,9 @@ are bf16 and on); TRL's own progress bar and printer are replaced by the harness
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ import torch
 
 from llm_rl.arms.base import ArmContext, TrlArm
 from llm_rl.arms.losses import pg_token_loss
-from relabel_rl.config import ConfigError
+from relabel_rl.config import ConfigError, knob
 
 if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for GrpoArmConfig)
     from llm_rl.config import ExperimentConfig
@@ -49,8 +50,8 @@ class GrpoArmConfig:
     """The ``grpo:`` recipe section. ``trl`` holds `trl.GRPOConfig` fields (num_generations, loss_type, beta,
     scale_rewards, temperature, learning_rate, per_device_train_batch_size, num_iterations, ...)."""
 
-    trl: dict[str, Any] = field(
-        default_factory=lambda: {
+    trl: dict[str, Any] = knob(
+        {
             "num_generations": 4,
             "per_device_train_batch_size": 8,
             "learning_rate": 1e-3,
@@ -58,8 +59,15 @@ class GrpoArmConfig:
             "loss_type": "dapo",
             "scale_rewards": "group",
             "temperature": 1.0,
-        }
+        },
+        help="trl.GRPOConfig fields (validated by TRL); the harness sets output dir, seed, lengths, cadence",
     )
+
+    def __post_init__(self) -> None:
+        if self.trl.get("use_vllm") and importlib.util.find_spec("vllm") is None:
+            raise ValueError(
+                "'grpo.trl.use_vllm' is true but vLLM is not installed (pip install 'relabel-rl[vllm]')"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,6 +180,11 @@ class GrpoArm(TrlArm):
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
+        if cfg.model.generation_backend == "vllm" and not cfg.grpo.trl.get("use_vllm"):
+            raise ConfigError(  # TRL generates for this arm: the harness's backend never reaches it
+                "'model.generation_backend: vllm' does not reach the GRPO arm (TRL samples for it): set "
+                "'grpo.trl.use_vllm: true' (with grpo.trl.vllm_mode) too, or use generation_backend hf"
+            )
         with tempfile.TemporaryDirectory() as tmp:  # TRL validates the settings; nothing is written there
             try:
                 grpo_config(cfg, tmp)

@@ -51,7 +51,7 @@ import torch
 
 from llm_rl.arms.base import Arm, ArmContext, Batch
 from llm_rl.arms.losses import pg_token_loss
-from relabel_rl.config import ConfigError
+from relabel_rl.config import ConfigError, knob
 
 if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for McValueArmConfig)
     from llm_rl.config import ExperimentConfig
@@ -73,10 +73,10 @@ __all__ = [
 class McValueArmConfig:
     """The ``mc_value:`` recipe section (updates per batch: ``optim.epochs`` x ``optim.minibatches``)."""
 
-    num_samples: int = 4  # completions sampled per prompt
-    num_rollouts: int = 4  # fresh rollouts per step boundary to estimate its value
-    temperature: float = 1.0
-    clip_epsilon: float = 0.2
+    num_samples: int = knob(4, ge=1, help="completions sampled per prompt")
+    num_rollouts: int = knob(4, ge=1, help="fresh rollouts per step boundary to estimate its value")
+    temperature: float = knob(1.0, gt=0.0, help="sampling temperature of the samples and rollouts")
+    clip_epsilon: float = knob(0.2, gt=0.0, help="PPO clip range (acts from the second update of a batch)")
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_rollouts"):

@@ -61,6 +61,7 @@ import torch
 from llm_rl.arms.base import Arm, ArmContext, Batch, numpy_rng
 from llm_rl.arms.losses import candidate_cross_entropy, value_loss
 from llm_rl.arms.step_env import StepSearchEnv
+from relabel_rl.config import knob
 from tree_search import GumbelConfig, Node, PuctConfig, SearchConfig, SearchResult, advance, search
 
 if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RelabelArmConfig)
@@ -85,21 +86,28 @@ VALUE_BOUNDS = (0.0, 1.0)  # verifier scores are in [0, 1]
 class RelabelArmConfig:
     """The ``relabel:`` recipe section."""
 
-    root: Literal["puct", "gumbel"] = "puct"  # which search (and which sub-section below) the relabeller runs
+    root: Literal["puct", "gumbel"] = knob(
+        "puct", help="which search (and which sub-section below) the relabeller runs"
+    )
     # PUCT: 8 simulations, Dirichlet noise on a quarter of the root prior, the committed step sampled from the
     # visit counts at temperature 1 (AlphaZero's self-play settings)
     puct: PuctConfig = field(default_factory=lambda: PuctConfig(num_simulations=8, dirichlet_fraction=0.25))
     gumbel: GumbelConfig = field(
         default_factory=lambda: GumbelConfig(num_simulations=8, max_num_considered_actions=4)
     )
-    num_candidates: int = 4  # K steps sampled per expansion
-    candidate_temperature: float = 1.0
-    value_target: Literal["outcome", "search", "mix"] = "outcome"
-    value_loss_coef: float = 0.5
-    prune_rejected_steps: bool = True
+    num_candidates: int = knob(4, ge=1, help="K: candidate steps sampled per expansion")
+    candidate_temperature: float = knob(1.0, gt=0.0, help="sampling temperature of the candidate steps")
+    value_target: Literal["outcome", "search", "mix"] = knob(
+        "outcome", help="the value head's target: the outcome z, the search's root value, or their mean"
+    )
+    value_loss_coef: float = knob(0.5, ge=0.0, help="weight of the value loss beside the policy loss")
+    prune_rejected_steps: bool = knob(True, help="a step check_step rejects gets prior 0 (never searched)")
     # "sampled": Sampled MuZero's -sum target * log pi(step) (unbiased); "candidate": pi renormalised over the
     # candidate set (biased towards flattening the policy; see llm_rl/arms/losses.py)
-    policy_loss: Literal["sampled", "candidate"] = "sampled"
+    policy_loss: Literal["sampled", "candidate"] = knob(
+        "sampled",
+        help="sampled (Sampled MuZero, unbiased) or candidate (pi renormalised over the candidates)",
+    )
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:

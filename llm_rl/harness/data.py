@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 import verifiers
+from llm_rl.harness.user_data import task_verifier
 
 __all__ = ["DATA_SEED", "PromptCursor", "TaskData", "load_task"]
 
@@ -36,7 +37,7 @@ class TaskData:
 
 def load_task(cfg: Any) -> TaskData:
     """Load ``task.verifier`` (contained, ``task.verifier_timeout``) and generate the train and test rows."""
-    inner = verifiers.load(cfg.task.verifier)
+    inner = task_verifier(cfg)  # the verifier, or its scoring over the user's rows (task.data)
     timeout = "auto" if cfg.task.verifier_timeout is None else cfg.task.verifier_timeout
     verifier = verifiers.ContainedVerifier(inner, timeout=timeout)
     difficulty = dict(cfg.task.difficulty)

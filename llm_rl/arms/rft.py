@@ -78,7 +78,9 @@ class RftArmConfig:
     """The ``rft:`` recipe section."""
 
     num_samples: int = knob(4, ge=1, help="completions sampled per prompt (N)")
-    threshold: float = knob(1.0, help="keep a completion whose verifier score is >= this")
+    threshold: float = knob(
+        1.0, ge=0.0, le=1.0, help="keep a completion whose verifier score (in [0, 1]) is >= this"
+    )
     dedupe: bool = knob(True, help="keep only the first of identical completion texts of a prompt")
     max_kept_per_prompt: int | None = knob(None, ge=1, help="keep at most this many per prompt (null: all)")
     temperature: float = knob(1.0, gt=0, help="sampling temperature (the loss is on the policy itself)")

@@ -7,7 +7,8 @@ it is measured, evaluation, the optimiser and logging the harness applies to eve
 
 The sections shared by every arm live here; each arm's own section is the config dataclass at the top of its file
 (``grpo:`` `llm_rl.arms.grpo.GrpoArmConfig`, ``relabel:`` `llm_rl.arms.relabel.RelabelArmConfig`, ``mc_value:``
-`llm_rl.arms.mc_value.McValueArmConfig`). GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to
+`llm_rl.arms.mc_value.McValueArmConfig`, ``tree_grpo:`` `llm_rl.arms.tree_grpo.TreeGrpoArmConfig`, ``rft:``
+`llm_rl.arms.rft.RftArmConfig`). GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to
 `trl.GRPOConfig`, which validates it (so an unknown TRL knob fails early, in TRL's words).
 """
 
@@ -22,6 +23,8 @@ from typing import Any, Literal
 from llm_rl.arms.grpo import GrpoArmConfig
 from llm_rl.arms.mc_value import McValueArmConfig
 from llm_rl.arms.relabel import RelabelArmConfig
+from llm_rl.arms.rft import RftArmConfig
+from llm_rl.arms.tree_grpo import TreeGrpoArmConfig
 from llm_rl.harness.budget import BudgetAxis
 from relabel_rl.config import (
     DISTINCT,
@@ -351,6 +354,8 @@ class ExperimentConfig:
     grpo: GrpoArmConfig = field(default_factory=GrpoArmConfig)
     relabel: RelabelArmConfig = field(default_factory=RelabelArmConfig)
     mc_value: McValueArmConfig = field(default_factory=McValueArmConfig)
+    tree_grpo: TreeGrpoArmConfig = field(default_factory=TreeGrpoArmConfig)
+    rft: RftArmConfig = field(default_factory=RftArmConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

@@ -231,7 +231,9 @@ class RftArm(Arm):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         self.knobs = cfg.rft
-        self.feedback: Feedback = "outcome"  # the experiment's information setting (issue 11: task.feedback)
+        self.feedback: Feedback = (
+            cfg.task.feedback
+        )  # what the arm may learn from (docs/llm_rl.md, "Information parity")
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:

@@ -527,7 +527,9 @@ class TreeGrpoArm(Arm):
         super().__init__(cfg)
         self.knobs = cfg.tree_grpo
         self.limits = TaskLimits.of(cfg.task)
-        self.feedback: Feedback = "outcome"  # the experiment's information setting (issue 11: task.feedback)
+        self.feedback: Feedback = (
+            cfg.task.feedback
+        )  # what the arm may learn from (docs/llm_rl.md, "Information parity")
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:

@@ -3,7 +3,12 @@
 State lives on disk only: finished games (``games/``, written as each game ends), checkpoints (``checkpoints/``,
 written after each iteration's training) and ``metrics.jsonl``. On restart the latest checkpoint gives the
 iteration, step counter, optimiser and RNG state; games already on disk for the current iteration are kept and
-only the missing ones are played. So no finished game is lost and the step counter continues. Game ``g`` of the
+only the missing ones are played. So no finished game is lost and the step counter continues. A checkpoint that
+does not verify is set aside and the run falls back to the newest one that does (:func:`_resume_point`); what
+the discarded iterations left behind (their games, whose number is past the resumed iteration's, and their
+metrics records) is removed, so ``metrics.jsonl`` never holds an iteration twice and the replay window never
+holds games of a lineage that no longer exists. With no usable checkpoint the run starts from scratch, as the
+LLM side does. Game ``g`` of the
 run draws all its randomness from ``default_rng([seed, g])``, so a game replayed after a resume, or played by
 another process, is the game it would have been.
 
@@ -21,7 +26,9 @@ by micro-batch; a run's numbers depend on ``train.micro_batches``, not on the nu
 from __future__ import annotations
 
 import functools
+import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,9 +46,9 @@ from go_baseline.pg import pg_parts, play_policy_games, records_to_batch
 from go_baseline.replay import ReplayBuffer
 from go_baseline.selfplay import GameRecord, SelfPlayStats, play_selfplay_games
 from go_baseline.sgf import game_to_sgf, write_sgf
-from go_baseline.train import Trainer, latest_checkpoint, load_net, split_batch
+from go_baseline.train import Trainer, load_net, newest_good_checkpoint, split_batch
 from relabel_rl.config import to_yaml
-from relabel_rl.rundir import RunDir, seed_everything
+from relabel_rl.rundir import RunDir, read_metrics, seed_everything
 
 __all__ = ["evaluate_checkpoint", "games_summary", "run"]
 
@@ -204,6 +211,39 @@ def _self_play(
     )
 
 
+def _resume_point(
+    cfg: GoConfig, run: RunDir, replay: ReplayBuffer, sgf_dir: Path
+) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from and its contents (None: start from scratch), after clearing what came later.
+
+    Bad checkpoints are set aside with a warning (:func:`newest_good_checkpoint`). Resuming from iteration
+    ``k`` keeps that iteration's games (``k * games_per_iteration`` on; played by checkpoint ``k``'s net, or by
+    the seeded initial net when ``k = 0``) and deletes the later ones with their SGFs; metrics records of later
+    iterations are dropped, and from scratch every record of an iteration is (iteration 0 is saved and evaluated
+    again). Run on the main process only, before the others look at the disk.
+    """
+    found = newest_good_checkpoint(run.checkpoint_dir, warn=lambda m: print(m, file=sys.stderr))
+    iteration = 0 if found is None else int(found[1]["iteration"])
+    later = [n for n in replay.indices() if n >= (iteration + 1) * cfg.games_per_iteration]
+    for n in later:
+        replay.path(n).unlink()
+        (sgf_dir / f"selfplay_{n:08d}.sgf").unlink(missing_ok=True)
+    records = read_metrics(run.metrics_path)
+    last = -1 if found is None else iteration
+    kept = [r for r in records if not isinstance(r.get("iteration"), int) or r["iteration"] <= last]
+    if len(kept) != len(records):
+        tmp = run.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(run.metrics_path)
+    if later or len(kept) != len(records):
+        print(
+            f"warning: resuming at iteration {iteration}: deleted {len(later)} later games, "
+            f"dropped {len(records) - len(kept)} later metrics records",
+            file=sys.stderr,
+        )
+    return found
+
+
 def run(cfg: GoConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the loop described by ``cfg``; returns the last metrics record.
 
@@ -230,15 +270,16 @@ def run(cfg: GoConfig, *, progress: bool = True) -> dict[str, Any]:
     replay = ReplayBuffer(run_dir.path / "games", cfg.train.window_games)
     sgf_dir = run_dir.path / "sgf" / "selfplay"
     rng = np.random.default_rng(cfg.seed)  # training batches; identical on every process
-    ckpt = latest_checkpoint(run_dir.checkpoint_dir)
-    acc.wait_for_everyone()  # every process has looked before the main one writes the first checkpoint
+    found = _resume_point(cfg, run_dir, replay, sgf_dir) if main else None
+    # the main process chose (and cleaned up) before any other looks; each then loads the chosen file
+    ckpt = broadcast_object_list([None if found is None else str(found[0])])[0]
     if ckpt is None:
         iteration = 0
         if main:
             trainer.save(run_dir.checkpoint_dir, iteration=0, games=0, rng=rng)
             evaluate_checkpoint(cfg, run_dir, trainer.model, 0, 0)
     else:
-        iteration = trainer.load(ckpt, rng).iteration
+        iteration = trainer.load(ckpt, rng, blob=found[1] if found is not None else None).iteration
     num_iterations = math.ceil(cfg.total_games / cfg.games_per_iteration)
     last: dict[str, Any] = {}
     bar = tqdm(

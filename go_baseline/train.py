@@ -18,7 +18,12 @@ of rank 0's buffers before each forward pass changes nothing). So 1 process with
 processes compute the same step (to float summation order).
 
 Checkpoints (``checkpoints/ckpt_XXXXX.pt``) hold the model, optimiser, step counter, games trained on and the
-RNG state; they are written to a temp file and renamed, so a ``kill -9`` never leaves a torn checkpoint.
+RNG state; they are written to a temp file and renamed, so a ``kill -9`` never leaves a torn checkpoint. A file
+can still be damaged afterwards (a full disk, a copy cut short, tampering), so resuming verifies it
+(:func:`read_checkpoint`: ``torch.load(weights_only=True)``, which refuses a pickle that would import or call
+anything, and every key resuming needs) and :func:`newest_good_checkpoint` falls back past each bad one, renaming
+it ``ckpt_XXXXX.pt.corrupt`` with a one-line warning naming it, as the LLM side does
+(``llm_rl.harness.checkpoints``).
 """
 
 from __future__ import annotations
@@ -44,13 +49,16 @@ from go_baseline.symmetry import NUM_SYMMETRIES, action_permutation, transform_p
 
 __all__ = [
     "Checkpoint",
+    "CheckpointError",
     "Trainer",
     "augment_batch",
     "az_parts",
     "latest_checkpoint",
     "list_checkpoints",
     "load_net",
+    "newest_good_checkpoint",
     "per_sample_az_loss",
+    "read_checkpoint",
     "split_batch",
 ]
 
@@ -152,6 +160,50 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 def latest_checkpoint(directory: str | Path) -> Path | None:
     found = list_checkpoints(directory)
     return found[-1] if found else None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the file and what is wrong with it."""
+
+
+# what `Trainer.load` reads (`board`, `algo`, `search` are for `load_net`'s callers and may be absent)
+_RESUME_KEYS = ("model", "optimizer", "net_config", "iteration", "step", "games", "rng", "torch_rng")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint read without unpickling code (``weights_only=True``), checked to hold every key
+    resuming needs.
+
+    Raises:
+      CheckpointError: naming the file: unreadable, truncated, unsafe to unpickle, or missing keys.
+    """
+    try:
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for unsafe content; OSError/RuntimeError/EOFError for damage
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path} does not load safely ({type(e).__name__}: {first})") from None
+    missing = [k for k in _RESUME_KEYS if k not in blob] if isinstance(blob, dict) else list(_RESUME_KEYS)
+    if missing:
+        raise CheckpointError(f"{path} is not a go-baseline training checkpoint (lacks {', '.join(missing)})")
+    return blob
+
+
+def newest_good_checkpoint(
+    directory: str | Path, *, warn: Callable[[str], None] = print
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint under ``directory`` that :func:`read_checkpoint` accepts, with its contents; None
+    when none does. Each rejected one is renamed ``<name>.corrupt`` (kept for inspection, never picked again)
+    and reported by ``warn`` in one line naming the file and what the run falls back to."""
+    candidates = list_checkpoints(directory)[::-1]
+    for i, path in enumerate(candidates):
+        try:
+            return path, read_checkpoint(path)
+        except CheckpointError as e:
+            older = candidates[i + 1].name if i + 1 < len(candidates) else "the start of training"
+            aside = path.with_name(path.name + ".corrupt")
+            path.replace(aside)
+            warn(f"warning: checkpoint unusable: {e}; moved to {aside.name}, falling back to {older}")
+    return None
 
 
 def load_net(path: str | Path, device: str = "cpu") -> tuple[PolicyValueNet, dict]:
@@ -328,8 +380,16 @@ class Trainer:
         tmp.replace(target)
         return target
 
-    def load(self, path: str | Path, rng: np.random.Generator) -> Checkpoint:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)  # load_state_dict places it
+    def load(
+        self, path: str | Path, rng: np.random.Generator, blob: dict[str, Any] | None = None
+    ) -> Checkpoint:
+        """Resume from ``path`` (``blob``: its contents, when :func:`read_checkpoint` has read them already).
+
+        Raises:
+          CheckpointError: the file is unreadable or unsafe (:func:`read_checkpoint`).
+        """
+        if blob is None:
+            blob = read_checkpoint(path)  # on the CPU; load_state_dict places it
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.step = int(blob["step"])

@@ -62,8 +62,13 @@ class TaskConfig:
 
     verifier: str = "chain_arithmetic"
     train_size: int = 512
-    test_size: int = 64
+    # held-out rows generated (the report evaluates the first `eval.num_examples`): >= 500 by default, so that a
+    # pass rate's binomial error (<= 0.022) is well below the training noise a comparison measures
+    test_size: int = 500
     difficulty: dict[str, Any] = field(default_factory=dict)  # passed to Verifier.generate
+    # what every arm may learn from: `outcome` (the verifier's score of a finished completion only) or `steps`
+    # (each arm may also use check_step, the way natural to it); the report labels every number with it
+    feedback: Literal["outcome", "steps"] = "outcome"
     max_steps: int = 8  # reasoning steps in one completion, at most
     max_step_tokens: int = 24  # new tokens per step, at most (step-wise arms)
     max_completion_tokens: int = 160  # whole completion, at most (GRPO, evaluation)
@@ -87,6 +92,9 @@ class WarmStartConfig:
     learning_rate: float = 3e-3
     batch_size: int = 32  # the global batch: shared by the processes under accelerate launch
     eval_examples: int = 64
+    # the warm start's own task difficulty (e.g. {min_steps: 1, max_steps: 6}: one warm start on a mixture that
+    # covers every length of a sweep); null: `task.difficulty` (with `compare.sweep` over lengths: the sweep's range)
+    difficulty: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,10 +115,11 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation (never trained on): greedy pass@1 and sampled pass@k."""
+    """Held-out evaluation (never trained on): greedy pass@1 (batched) and sampled pass@k, with every row's result
+    kept in the eval record, so the report pairs arms item by item. ``num_examples`` <= ``task.test_size``."""
 
-    num_examples: int = 64
-    pass_k: int = 4
+    num_examples: int = 500
+    pass_k: int = 4  # samples per row for pass@k; 0: greedy pass@1 only
     temperature: float = 1.0
 
 
@@ -156,13 +165,43 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """A named variant of an arm for `compare`: the arm with recipe overrides that apply to this variant's runs
+    only (an ablation, or the arm under the other feedback setting). ``overrides`` are dotted keys or nested
+    sections, e.g. ``{relabel.prune_rejected_steps: false}`` or ``{task: {feedback: steps}}``; they may touch the
+    arm sections, ``optim`` and ``task.feedback`` — not what every run of a comparison must share (model, warm
+    start, budget, evaluation, the task's rows)."""
+
+    arm: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A difficulty axis of `compare`: every arm and variant runs, for every seed, at each value. ``knob: length``
+    sets the task's number of operations (``min_steps = max_steps = value``); any other name is a difficulty knob
+    of ``task.verifier`` set to the value. One warm start serves every value (``warm_start.difficulty``)."""
+
+    knob: str = "length"
+    values: list[int | float] = field(default_factory=list)  # []: no sweep
+
+
+@dataclass(frozen=True)
 class CompareConfig:
-    """`llm-rl compare`: arms x seeds (x warm-start pass rates) at equal budget."""
+    """`llm-rl compare`: arms and variants x seeds (x sweep values, or x warm-start pass rates) at equal budget."""
 
     # registered arm names (llm_rl/arms/__init__.py) or `module:Class` paths of your own `Arm` subclasses
     arms: list[str] = field(default_factory=lambda: ["grpo", "relabel", "mc_value"])
+    # named variants, run like arms in their own run directories: {name: {arm: relabel, overrides: {...}}}
+    variants: dict[str, VariantConfig] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    pass_threshold: float = 0.5  # report the budget each arm needed to reach this held-out pass@1
+    # the arm every paired difference is taken against, under the same task.feedback setting
+    baseline: str = "grpo"
+    # extra contrasts for the report's family, each [a, b] (arm or variant names): "a - b", paired
+    contrasts: list[list[str]] = field(default_factory=list)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    pass_threshold: float = 0.5  # report the budget each arm needed to reach this held-out pass@1 ...
+    threshold_gain: float | None = None  # ... or, when set, the start's pass@1 plus this (per sweep value)
     warm_start_pass_rates: list[float] = field(
         default_factory=list
     )  # the low-pass-rate regime; [] = one warm start
@@ -173,9 +212,11 @@ class CompareConfig:
 class ProbeConfig:
     """The gradient-variance probe: per-prompt gradient estimates, binned by task length (number of steps)."""
 
-    lengths: list[int] = field(default_factory=lambda: [2, 4, 6])
-    prompts_per_length: int = 4
-    repeats: int = 4  # independent gradient estimates per prompt
+    # [] = every length the warm start trained on (its min_steps..max_steps): lengths outside it are refused
+    lengths: list[int] = field(default_factory=list)
+    prompts_per_length: int = 16
+    repeats: int = 16  # independent gradient estimates per prompt
+    arms: list[str] = field(default_factory=list)  # [] = compare.arms
 
 
 @dataclass(frozen=True)

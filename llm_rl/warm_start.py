@@ -9,8 +9,13 @@ on held-out examples every ``warm_start.eval_every`` steps and stops training on
 starting pass rate (`compare.warm_start_pass_rates` sweeps it).
 
 Data: the SFT rows are train-split examples drawn with their own seed range (`SFT_DATA_SEED`), the held-out rows
-are test-split examples drawn with another (`VALIDATION_SEED`), so the stopping rule never looks at the rows the
-arms are finally evaluated on (`llm_rl.harness.data.load_task` draws those with seed 0).
+are test-split examples drawn with another (`VALIDATION_SEED`), so the stopping rule does not use the rows the
+arms are finally evaluated on (`llm_rl.harness.data.load_task` draws those with seed 0; both come from the test
+split, so a small task space can share prompts between them: the record keeps the held-out prompts and the
+`compare` report counts the overlap). Both use the warm start's difficulty (`llm_rl.grid.warm_difficulty`):
+``warm_start.difficulty`` when given — e.g. a mixture of lengths 1-6 for a sweep whose RL tasks each have one
+length — so the warm-start task may differ from the RL task; it is part of the cache key, the RL task's
+difficulty (and ``task.feedback``) are not, so every sweep value and variant shares one warm start.
 
 The result is a full model (a LoRA warm start is merged) plus a fresh value head, saved with
 `Policy.save_pretrained` to ``out_dir/model``. A rerun with the same recipe sections, base model and seed reuses it.
@@ -33,6 +38,7 @@ from trl import SFTConfig, SFTTrainer
 
 import verifiers
 from llm_rl.config import ExperimentConfig
+from llm_rl.grid import warm_difficulty
 from llm_rl.harness.distributed import is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.model import Policy, load_policy
@@ -59,10 +65,13 @@ class WarmStartResult:
 
 
 def _fingerprint(cfg: ExperimentConfig, base_model: str, seed: int) -> str:
+    """The cache key: what the warm start depends on (its effective difficulty, not the RL task's)."""
+    task = {k: v for k, v in config_to_dict(cfg.task).items() if k not in ("difficulty", "feedback")}
+    warm = {k: v for k, v in config_to_dict(cfg.warm_start).items() if k != "difficulty"}
     key = {
         "model": config_to_dict(cfg.model),
-        "task": config_to_dict(cfg.task),
-        "warm_start": config_to_dict(cfg.warm_start),
+        "task": {**task, "difficulty": warm_difficulty(cfg)},
+        "warm_start": warm,
         "base_model": str(base_model),
         "seed": seed,
     }
@@ -116,7 +125,7 @@ def _train(
 ) -> WarmStartResult:
     ws = cfg.warm_start
     verifier = verifiers.load(cfg.task.verifier)
-    difficulty = dict(cfg.task.difficulty)
+    difficulty = warm_difficulty(cfg)
     gold = _gold_rows(verifier, min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS), ws.batch_size, difficulty)
     train_rows = datasets.Dataset.from_dict({"prompt": gold["prompt"], "completion": gold["solution"]})
     held_out = [
@@ -175,6 +184,12 @@ def _train(
             "sft_rows": len(gold),
             "processes": world,
             "held_out_rows": len(held_out),
+            "difficulty": difficulty,
+            "held_out": {
+                "split": "test",
+                "seed": VALIDATION_SEED,
+                "prompts": [r["prompt"] for r in held_out],
+            },
             "fingerprint": fingerprint,
         }
         _save(final, out, record)

@@ -1,10 +1,15 @@
 """The report's verdict sentences, computed from the data — never canned.
 
-* :func:`performance_sentence` compares two arms' final held-out pass@1 over seeds: a difference is claimed only
-  when the 95 % Welch interval of the difference of means excludes 0 (whether the two per-arm 95 % intervals
-  overlap is stated too, since readers look for it; it is the more conservative test).
-* :func:`variance_sentence` reads the variance probe's per-arm trends (slope of log10 relative gradient variance
-  on task length, 95 % interval) against the seed's prediction: GRPO's grows, the relabeller's does not.
+* :func:`difference_verdict` reads a paired difference (`relabel_rl.stats.CrossedEstimate` over seeds x items)
+  against its family: a difference is claimed only when its Holm-adjusted p-value is below 0.05 (the interval
+  shown is the unadjusted 95 % one, so a claimed difference always has an interval that excludes 0, not the
+  other way round); the sentence also gives the minimum detectable difference of the design, so a "no detectable
+  difference" says how large a difference could have hidden.
+* :func:`slope_verdict` reads the slope of a paired gap against length: "the gap grows with length" only when the
+  slope's 95 % interval lies above 0.
+* :func:`variance_sentence` reads the variance probe's per-arm trends (slope of log10 pooled relative gradient
+  variance on task length, 95 % bootstrap interval) against the seed's prediction: GRPO's grows, the
+  relabeller's does not.
 """
 
 from __future__ import annotations
@@ -13,84 +18,150 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from relabel_rl.report import MeanCI, difference_ci, format_ci
+from relabel_rl.stats import ContrastEstimate, CrossedEstimate
 
-__all__ = ["ARM_LABELS", "SEED_CLAIM", "ci_dict", "performance_sentence", "variance_sentence"]
+__all__ = [
+    "ALPHA",
+    "ARM_LABELS",
+    "SEED_CLAIM",
+    "difference_verdict",
+    "fmt_estimate",
+    "label",
+    "slope_verdict",
+    "variance_sentence",
+]
 
-ARM_LABELS = {"grpo": "GRPO", "relabel": "relabel (tree search)", "mc_value": "MC value (VinePPO-style)"}
+ALPHA = 0.05
+ARM_LABELS = {
+    "grpo": "GRPO",
+    "relabel": "relabel (tree search)",
+    "mc_value": "MC value (VinePPO-style)",
+    "tree_grpo": "tree GRPO (TreeRL-style)",
+    "rft": "RFT (rejection sampling)",
+}
 
 SEED_CLAIM = {
-    "relabel better": "The seed's prediction (relabelling beats GRPO at equal budget) is supported here.",
-    "grpo better": "The seed's prediction (relabelling beats GRPO at equal budget) is contradicted here.",
-    "no detectable difference": "The seed's prediction (relabelling beats GRPO at equal budget) is not confirmed.",
-    "undetermined": "The seed's prediction (relabelling beats GRPO at equal budget) cannot be tested with one seed.",
+    "a better": "The seed's prediction (search-made targets beat GRPO at equal budget) is supported here.",
+    "b better": "The seed's prediction (search-made targets beat GRPO at equal budget) is contradicted here.",
+    "no detectable difference": "The seed's prediction (search-made targets beat GRPO at equal budget) is not "
+    "confirmed here.",
+    "undetermined": "The seed's prediction (search-made targets beat GRPO at equal budget) cannot be tested here.",
 }
 
 
-def performance_sentence(
-    a: str, b: str, stats: Mapping[str, Mapping[str, Any]], *, budget_text: str
+def label(name: str) -> str:
+    """An arm's display name (a variant keeps its own name)."""
+    return ARM_LABELS.get(name, name)
+
+
+def _sign(v: float, digits: int = 3) -> str:
+    return "–" if v is None or math.isnan(v) else f"{v:+.{digits}f}"
+
+
+def fmt_estimate(e: CrossedEstimate | None, *, signed: bool = False, digits: int = 3) -> str:
+    """``"0.412 [0.391, 0.433]"`` (``signed``: ``"+0.012 [-0.004, +0.028]"``); ``"0.412 (n=1)"`` without an
+    interval; ``"–"`` for nothing."""
+    if e is None or math.isnan(e.estimate):
+        return "–"
+    f = (lambda v: _sign(v, digits)) if signed else (lambda v: "nan" if math.isnan(v) else f"{v:.{digits}f}")
+    if math.isnan(e.low):
+        return f"{f(e.estimate)} (no interval)"
+    return f"{f(e.estimate)} [{f(e.low)}, {f(e.high)}]"
+
+
+def difference_verdict(
+    a: str, b: str, est: CrossedEstimate | None, *, p_adjusted: float, family: int, setting: str = ""
 ) -> tuple[str, dict[str, Any]]:
-    """One sentence comparing the final pass@1 of arms ``a`` and ``b`` from their per-seed values."""
-    fa = [v for v in stats[a]["per_seed_final_pass@1"] if v is not None]
-    fb = [v for v in stats[b]["per_seed_final_pass@1"] if v is not None]
-    ca, cb = stats[a]["final_pass@1"], stats[b]["final_pass@1"]
-    diff = difference_ci(fa, fb)
-    la, lb = ARM_LABELS.get(a, a), ARM_LABELS.get(b, b)
-    head = (
-        f"At equal budget ({budget_text}), {la}'s final held-out pass@1 is {format_ci(ca)} and {lb}'s is "
-        f"{format_ci(cb)} ({len(fa)} vs {len(fb)} seeds)"
+    """One sentence on the paired difference ``a − b`` and its verdict (``"a better"``, ``"b better"``,
+    ``"no detectable difference"``, ``"undetermined"``)."""
+    la, lb = label(a), label(b)
+    where = f" ({setting})" if setting else ""
+    if est is None or math.isnan(est.estimate):
+        return f"{la} − {lb}{where}: no paired runs (both need finished runs with the same seeds).", {
+            "verdict": "undetermined"
+        }
+    design = (
+        f"{est.num_seeds} seed{'s' if est.num_seeds != 1 else ''} x {est.num_items} items; "
+        f"minimum detectable difference {est.mde:.3f}"
+        if math.isfinite(est.mde)
+        else f"{est.num_seeds} seeds x {est.num_items} items"
     )
-    if math.isnan(diff.low):
+    head = f"{la} − {lb}{where}: {fmt_estimate(est, signed=True)} ({design}"
+    if math.isnan(est.low) or math.isnan(p_adjusted):
         verdict = "undetermined"
         tail = (
-            f"; the difference is {diff.mean:+.3f}, but with fewer than two seeds per arm there is no interval, "
-            "so the data cannot say which is better."
+            "): no interval (one seed and one item, or no variation), so the data cannot say which is better."
         )
     else:
-        overlap = ca.overlaps(cb)
-        overlap_text = "overlap" if overlap else "do not overlap"
-        if diff.low > 0:
-            verdict = f"{a} better"
-            tail = f"; the difference {format_ci(diff)} excludes 0 (the two 95% CIs {overlap_text}): {la} is better here."
-        elif diff.high < 0:
-            verdict = f"{b} better"
-            tail = f"; the difference {format_ci(diff)} excludes 0 (the two 95% CIs {overlap_text}): {lb} is better here."
+        pp = f"p = {est.p_value:.3g}" + (
+            f", Holm-adjusted {p_adjusted:.3g} over {family} contrasts" if family > 1 else ""
+        )
+        if p_adjusted < ALPHA and est.estimate > 0:
+            verdict, tail = "a better", f"; {pp}): {la} is better here."
+        elif p_adjusted < ALPHA and est.estimate < 0:
+            verdict, tail = "b better", f"; {pp}): {lb} is better here."
         else:
             verdict = "no detectable difference"
-            tail = (
-                f"; the difference {format_ci(diff)} includes 0 (the two 95% CIs {overlap_text}): the data do not "
-                f"separate the two arms at {min(len(fa), len(fb))} seeds."
-            )
-    return head + tail, {"a": a, "b": b, "difference": ci_dict(diff), "verdict": verdict}
+            tail = f"; {pp}): the data do not separate them; a true difference below {est.mde:.3f} could hide here."
+    return head + tail, {
+        "a": a,
+        "b": b,
+        "verdict": verdict,
+        "difference": est.as_dict(),
+        "p_adjusted": p_adjusted,
+        "family_size": family,
+    }
+
+
+def slope_verdict(name: str, slope: ContrastEstimate, *, knob: str, setting: str) -> tuple[str, str]:
+    """``(sentence, direction)`` for the slope of ``name``'s paired gap to the baseline against the sweep knob."""
+    if math.isnan(slope.estimate):
+        return (
+            f"{label(name)} ({setting}): no slope (fewer than two {knob} values with paired runs).",
+            "unknown",
+        )
+    per = f"per unit of {knob}"
+    text = (
+        f"{label(name)} ({setting}): the gap to the baseline changes by {_sign(slope.estimate)} pass@1 {per} "
+        f"[{_sign(slope.low)}, {_sign(slope.high)}]"
+    )
+    d = slope.direction
+    if d == "increasing":
+        text += f": the gap grows with {knob}."
+    elif d == "decreasing":
+        text += f": the gap shrinks with {knob}."
+    elif d == "flat":
+        text += f": no detectable trend with {knob} (the interval includes 0)."
+    else:
+        text += ": no interval."
+    return text, d
 
 
 def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Whether the probe supports the seed's prediction: GRPO's relative gradient variance grows with task length,
-    the relabeller's does not. Decided from each arm's slope of log10 relative variance on length (95 % CI)."""
+    the relabeller's does not. Decided from each arm's slope of log10 pooled relative variance on length (95 %
+    bootstrap interval), per gradient; the per-token slope is stated beside it."""
     arms = variance.get("arms", {})
     parts, trends = [], {}
     for arm, data in arms.items():
         t = data.get("trend") or {}
-        trends[arm] = t
-        if t.get("slope") is None or not math.isfinite(t.get("slope", math.nan)):
-            bins = data.get("bins") or []
-            n = sum(b.get("n_prompts", 0) for b in bins)
-            zero = (
-                sum(b.get("zero_gradient_fraction", 0.0) * b.get("n_prompts", 0) for b in bins) / n
-                if n
-                else 0.0
-            )
-            why = f"; {zero:.0%} of its gradient estimates were exactly zero" if zero > 0 else ""
-            parts.append(f"{ARM_LABELS.get(arm, arm)}: no trend (too few defined estimates{why})")
+        tt = data.get("trend_per_token") or {}
+        trends[arm] = {**t, "per_token": tt}
+        slope = t.get("slope")
+        if slope is None or not math.isfinite(slope):
+            parts.append(f"{label(arm)}: no trend ({t.get('why', 'too few defined estimates')})")
             continue
-        parts.append(
-            f"{ARM_LABELS.get(arm, arm)}: slope of log10 relative variance per step {t['slope']:+.3f} "
-            f"[{t['low']:+.3f}, {t['high']:+.3f}] ({t['direction']})"
-            if t.get("low") is not None and math.isfinite(t["low"])
-            else f"{ARM_LABELS.get(arm, arm)}: slope {t['slope']:+.3f} (no interval)"
-        )
-    g = trends["grpo"].get("direction") or "unknown" if "grpo" in trends else None
-    r = trends["relabel"].get("direction") or "unknown" if "relabel" in trends else None
+        text = f"{label(arm)}: slope of log10 relative variance per step {_sign(slope)}"
+        if t.get("low") is not None and math.isfinite(t["low"]):
+            text += f" [{_sign(t['low'])}, {_sign(t['high'])}] ({t['direction']})"
+        else:
+            text += f" (no interval: {t.get('why', 'undefined')})"
+        ts = tt.get("slope")
+        if ts is not None and math.isfinite(ts) and tt.get("low") is not None and math.isfinite(tt["low"]):
+            text += f", per 1k generated tokens {_sign(ts)} [{_sign(tt['low'])}, {_sign(tt['high'])}]"
+        parts.append(text)
+    g = (trends["grpo"].get("direction") or "unknown") if "grpo" in trends else None
+    r = (trends["relabel"].get("direction") or "unknown") if "relabel" in trends else None
     if g is None or r is None:
         verdict = "not tested"
         tail = "The seed's prediction needs both GRPO and relabel in the probe; it was not tested."
@@ -124,8 +195,3 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
         "verdict": verdict,
         "trends": trends,
     }
-
-
-def ci_dict(ci: MeanCI) -> dict[str, Any]:
-    """A `MeanCI` as a JSON-ready dict (summary.json)."""
-    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "std": ci.std}

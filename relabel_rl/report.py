@@ -47,9 +47,9 @@ __all__ = [
     "mean_ci",
     "new_figure",
     "new_grid",
-    "save_grid",
     "plot_mean_ci",
     "save_figure",
+    "save_grid",
     "wilson_interval",
     "write_table",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import verifiers
 from llm_rl.compare import run_compare
 from llm_rl.config import ExperimentConfig
 from llm_rl.experiment import validate_experiment
@@ -25,8 +26,6 @@ from llm_rl.grid import (
     warm_difficulty,
 )
 from relabel_rl.config import ConfigError, load_config, to_yaml
-
-import verifiers
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
@@ -232,3 +231,16 @@ def test_shipped_experiment_recipe_is_a_sweep_of_five_seeds_and_three_lengths():
 def test_variant_dataclass_ablation_excludes_feedback():
     v = Variant("x", "relabel", {"task.feedback": "steps", "relabel.num_candidates": 2})
     assert v.ablation == {"relabel.num_candidates": 2}
+
+
+def test_one_warm_start_is_shared_by_every_sweep_value_and_feedback_setting():
+    """The warm start's cache key follows its own difficulty, not the RL task's difficulty or feedback."""
+    from llm_rl.warm_start import _fingerprint
+
+    cfg = _cfg("--task.max_steps", "7", sweep={"knob": "length", "values": [2, 4]}, seeds=[0])
+    keys = {_fingerprint(child_config(cfg, c, Path("x")), "base", 0) for c in grid(cfg)}
+    steps = load_config(ExperimentConfig, QUICKSTART, ["--task.feedback", "steps"])
+    assert len(keys) == 1
+    assert _fingerprint(steps, "base", 0) == _fingerprint(load_config(ExperimentConfig, QUICKSTART), "base", 0)
+    wider = load_config(ExperimentConfig, QUICKSTART, ["--warm_start.difficulty", "{min_steps: 1, max_steps: 6}"])
+    assert _fingerprint(wider, "base", 0) != _fingerprint(steps, "base", 0)

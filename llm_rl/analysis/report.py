@@ -30,7 +30,14 @@ from llm_rl.analysis.estimates import EQUAL_SPEND_AXES, GroupResult, analyse_gro
 from llm_rl.analysis.runs import RunRecord, load_runs
 from llm_rl.analysis.sweep import sweep_section
 from llm_rl.analysis.variance_report import markdown_section
-from llm_rl.analysis.verdicts import ARM_LABELS, SEED_CLAIM, difference_verdict, fmt_estimate, label
+from llm_rl.analysis.verdicts import (
+    ARM_LABELS,
+    SEED_CLAIM,
+    conclusion_lines,
+    difference_verdict,
+    fmt_estimate,
+    label,
+)
 from llm_rl.config import ExperimentConfig
 from relabel_rl.report import MeanCI, plot_mean_ci, write_table
 from relabel_rl.rundir import jsonable
@@ -146,7 +153,7 @@ def write_report(
         lines += text
     if not runs:
         lines += ["_No runs found yet._", ""]
-    lines += report.conclusion(summary) + report.files_section(runs, variance)
+    lines += conclusion_lines(summary, knob=report.knob) + report.files_section(runs, variance)
     (out / "report.md").write_text("\n".join(lines))
     with open(out / "evals.jsonl", "w") as f:
         for r in runs:
@@ -454,7 +461,10 @@ class _Report:
                 and g.info(c.b).arm == "grpo"
             ):
                 text += " " + SEED_CLAIM[verdict["verdict"]]
-            records.append({"group": g.key, "kind": c.kind, "what": c.what, "text": text, **verdict})
+            arms = [g.info(c.a).arm, g.info(c.b).arm]
+            records.append(
+                {"group": g.key, "kind": c.kind, "what": c.what, "arms": arms, "text": text, **verdict}
+            )
             sentences.append(text)
             rows.append([_group_title(g, self.knob), c.kind, f"{label(c.a)} − {label(c.b)}", c.what,
                          fmt_estimate(e, signed=True), _p(e.p_value if e else math.nan), _p(p_adj),
@@ -479,19 +489,25 @@ class _Report:
         ]
 
     def uncertainty_section(self, groups: Sequence[GroupResult], summary: dict[str, Any]) -> list[str]:
-        """Seed vs item shares of each paired difference to the baseline, and the seeds ±0.05 would need."""
+        """Seed vs item shares of each gain over the start and each paired difference to the baseline, and the
+        seeds ±0.05 would need (the median share over the differences decides the sentence)."""
         rows, shares, needs = [], [], []
         for g in groups:
-            for name, e in g.vs_baseline.items():
-                if e is None or math.isnan(e.se):
-                    continue
-                need = e.seeds_for(TARGET_HALF_WIDTH)
-                shares.append(e.seed_share)
-                needs.append(need)
-                rows.append([_group_title(g, self.knob), f"{label(name)} − {label(g.baseline_of[name] or '')}",
-                             f"{e.num_seeds} x {e.num_items}", f"{e.half_width:.3f}", _share(e.seed_share),
-                             _share(e.item_share), f"{e.var_seed:.2e}", f"{e.var_item:.2e}", f"{e.var_resid:.2e}",
-                             "–" if need is None else str(need)])  # fmt: skip
+            for name, s in g.stats.items():
+                pairs = [("gain", f"{label(name)} − start", s.get("gain"))]
+                base = g.baseline_of.get(name)
+                pairs.append(("vs baseline", f"{label(name)} − {label(base or '')}", g.vs_baseline.get(name)))
+                for kind, text, e in pairs:
+                    if e is None or math.isnan(e.se):
+                        continue
+                    need = e.seeds_for(TARGET_HALF_WIDTH)
+                    if kind == "vs baseline":
+                        shares.append(e.seed_share)
+                        needs.append(need)
+                    rows.append([_group_title(g, self.knob), text, f"{e.num_seeds} x {e.num_items}",
+                                 f"{e.half_width:.3f}", _share(e.seed_share), _share(e.item_share),
+                                 f"{e.var_seed:.2e}", f"{e.var_item:.2e}", f"{e.var_resid:.2e}",
+                                 "–" if need is None else str(need)])  # fmt: skip
         if not rows:
             return []
         finite = [s for s in shares if not math.isnan(s)]
@@ -510,8 +526,8 @@ class _Report:
         return [
             "## Where the uncertainty comes from",
             "",
-            f"The intervals are dominated by {dominated}: median seed share {median:.2f} over {len(rows)} paired "
-            f"differences. The last column is the fewest seeds that would bring each interval's half-width to "
+            f"The intervals are dominated by {dominated}: median seed share {median:.2f} over the {len(shares)} "
+            f"paired differences to the baseline (gains over the start are listed too). The last column is the fewest seeds that would bring each interval's half-width to "
             f"±{TARGET_HALF_WIDTH} at the same number of rows, if the variance components stay as measured "
             "(the seed x item interaction counts as training variance: it is what a new seed redraws).",
             "",
@@ -542,29 +558,6 @@ class _Report:
             text += [f"![{name}]({name})", ""]
         return text
 
-    def conclusion(self, summary: Mapping[str, Any]) -> list[str]:
-        """The answer in plain words, from the computed verdicts above."""
-        lines = ["## Conclusion", ""]
-        primary = (summary.get("headline") or {}).get("primary")
-        if primary is not None:
-            s = primary["slope"]
-            lines.append(
-                f"- The seed predicts that the gap between search-made targets and GRPO grows with "
-                f"{self.knob}. Measured ({label(primary['name'])}, {primary['feedback']} feedback): the paired gap "
-                f"changes by {s['estimate']:+.3f} pass@1 per unit of {self.knob} [{s['low']:+.3f}, {s['high']:+.3f}] "
-                f"— {_SLOPE_WORDS[primary['direction']]}"
-            )
-        for c in summary.get("contrasts", []):
-            if c["kind"] == "vs baseline" and c["a"] in ("relabel", "tree_grpo"):
-                lines.append(f"- {c['text']}")
-        if "variance" in summary:
-            lines.append(f"- Variance probe: {summary['variance']['verdict']}.")
-        u = summary.get("uncertainty")
-        if u:
-            lines.append(f"- The intervals are dominated by {u['dominated_by']} (median seed share "
-                         f"{u['median_seed_share']:.2f}).")  # fmt: skip
-        return [*lines, ""] if len(lines) > 2 else []
-
     def files_section(self, runs: Sequence[RunRecord], variance: Mapping[str, Any] | None) -> list[str]:
         files = ["`summary.json` (every number above)", "`evals.jsonl` (every eval record, tagged, with per-item "
                  "results)", "`tables/` (every table as .md, .csv and .tex)"]  # fmt: skip
@@ -577,14 +570,6 @@ class _Report:
         if variance:
             files.append("`variance.json` (the gradient-variance probe)")
         return ["## Files", "", "; ".join(files) + ".", ""]
-
-
-_SLOPE_WORDS = {
-    "increasing": "the gap grows with it: the prediction is supported.",
-    "decreasing": "the gap shrinks with it: the prediction is contradicted.",
-    "flat": "no detectable trend: the data neither confirm nor refute the prediction at this size.",
-    "unknown": "no interval could be computed.",
-}
 
 
 def _mean(values: Sequence[float | None]) -> float:

@@ -82,10 +82,12 @@ def sweep_section(
     if plots and groups:
         plot_headline(groups, out / HEADLINE, feedbacks=feedbacks, knob=knob, baseline=baseline)
         lines += [f"![{HEADLINE}]({HEADLINE})", ""]
+    sizes = sorted({g.start.get("n") for g in groups if g.start.get("n")})
+    rows_text = f"{sizes[0]} test rows" if len(sizes) == 1 else "test rows (sizes in each Results section)"
     lines += [
         f"Final pass@1 gain over the start, and the paired difference to {label(baseline)} under the same feedback "
         f"setting, at every {knob} (95% intervals over seeds x items; every {knob} has its own runs and "
-        "evaluation rows, all from one warm start).",
+        f"{rows_text}, named in its Results section; all from one warm start).",
         "",
         table,
         "",

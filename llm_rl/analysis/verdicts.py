@@ -24,6 +24,7 @@ __all__ = [
     "ALPHA",
     "ARM_LABELS",
     "SEED_CLAIM",
+    "conclusion_lines",
     "difference_verdict",
     "fmt_estimate",
     "label",
@@ -195,3 +196,37 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
         "verdict": verdict,
         "trends": trends,
     }
+
+
+_SLOPE_WORDS = {
+    "increasing": "the gap grows with it: the prediction is supported.",
+    "decreasing": "the gap shrinks with it: the prediction is contradicted.",
+    "flat": "no detectable trend: the data neither confirm nor refute the prediction at this size.",
+    "unknown": "no interval could be computed.",
+}
+
+
+def conclusion_lines(summary: Mapping[str, Any], *, knob: str) -> list[str]:
+    """The report's "Conclusion": the answer in plain words with its numbers, from the verdicts computed above
+    (the sweep's slope, every search arm against GRPO, the variance probe, what dominates the intervals)."""
+    lines = ["## Conclusion", ""]
+    primary = (summary.get("headline") or {}).get("primary")
+    if primary is not None:
+        s = primary["slope"]
+        lines.append(
+            f"- The seed predicts that the gap between search-made targets and GRPO grows with {knob}. Measured "
+            f"({label(primary['name'])}, {primary['feedback']} feedback): the paired gap changes by "
+            f"{_sign(s['estimate'])} pass@1 per unit of {knob} [{_sign(s['low'])}, {_sign(s['high'])}] — "
+            + _SLOPE_WORDS[primary["direction"]]
+        )
+    for c in summary.get("contrasts", []):
+        if c["kind"] == "vs baseline" and c.get("arms", [None])[0] in ("relabel", "tree_grpo"):
+            lines.append(f"- {c['text']}")
+    if "variance" in summary:
+        lines.append(f"- Variance probe: {summary['variance']['verdict']}.")
+    u = summary.get("uncertainty")
+    if u:
+        lines.append(
+            f"- The intervals are dominated by {u['dominated_by']} (median seed share {u['median_seed_share']:.2f})."
+        )
+    return [*lines, ""] if len(lines) > 2 else []

@@ -423,7 +423,7 @@ def save_grid(fig: Any, path: str | Path, handles: Sequence[Any], labels: Sequen
     """Write a `new_grid` figure as PNG at ``path`` and PDF beside it, one legend for all panels below them."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    fig.tight_layout()  # before the legend, which then extends the canvas below the panels
     if handles:
         fig.legend(list(handles), list(labels), loc="upper center", ncol=min(4, len(handles)), frameon=False,
                    bbox_to_anchor=(0.5, 0.0))  # fmt: skip
@@ -443,19 +443,12 @@ def save_figure(
     import matplotlib.pyplot as plt
 
     ax.grid(True, alpha=0.3, which=grid_which)
+    fig.tight_layout()  # before the legend: laid out around the axes alone, the legend then extends the canvas
     if legend:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
-            ax.legend(
-                handles,
-                labels,
-                fontsize=7,
-                loc="upper center",
-                bbox_to_anchor=(0.5, -0.16),
-                ncol=min(3, len(handles)),
-                frameon=False,
-            )
-    fig.tight_layout()
+            ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                      ncol=1 if len(handles) > 4 or max(map(len, labels)) > 28 else 2, frameon=False)  # fmt: skip
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, bbox_inches="tight")

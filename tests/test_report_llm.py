@@ -272,3 +272,12 @@ def test_variance_section_and_files_list_it(tmp_path):
     assert (tmp_path / "variance_vs_length.pdf").exists() and (
         tmp_path / "tables" / "variance_probe.csv"
     ).exists()
+
+
+def test_a_missed_warm_start_target_is_said_at_the_top(tmp_path):
+    _set(tmp_path, seeds=2)
+    write_report(
+        tmp_path, _cfg(tmp_path), warm_starts=[{"target": 0.5, "pass_rate": 0.2, "steps": 400}], plots=False
+    )
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("missed its target") < md.index("## Settings")

@@ -129,6 +129,12 @@ def write_report(
         "plots": [],
     }
     lines = [f"# relabel-rl comparison on {cfg.task.verifier}", "", report.intro(groups), ""]
+    missed = [w for w in warm_starts if w.get("target") is not None and w.get("pass_rate", 1.0) < w["target"]]
+    lines += [
+        f"**Warning: the warm start missed its target** ({w['pass_rate']:.3f} < {w['target']:g} on its validation "
+        "rows): the arms start lower than the recipe intended."
+        for w in missed
+    ] + ([""] if missed else [])
     lines += report.settings_section(groups)
     lines += report.warm_start_section(warm_starts, groups)
     if cfg.compare.sweep.values and groups:
@@ -275,11 +281,6 @@ class _Report:
             rows.append([target, val, test, w.get("steps", "–"), json.dumps(w.get("difficulty", {}))])
         headers = ["target pass@1", "validation pass@1 (stopping rule)", "start on the test rows (used everywhere)",
                    "SFT steps", "difficulty"]  # fmt: skip
-        missed = [
-            w for w in warm_starts if w.get("target") is not None and w.get("pass_rate", 1) < w["target"]
-        ]
-        note = [f"- **Warning**: the warm start missed its target ({w['pass_rate']:.3f} < {w['target']:g})."
-                for w in missed]  # fmt: skip
         return [
             "## Warm start",
             "",
@@ -288,8 +289,6 @@ class _Report:
             "",
             self.table("warm_start", headers, rows, "rrlrl"),
             "",
-            *note,
-            *([""] if note else []),
         ]
 
     def group_section(self, g: GroupResult, summary: dict[str, Any]) -> list[str]:

@@ -14,9 +14,10 @@ runs only: every name in ``compare.arms`` is the plain variant of that arm (no o
 
 Each (group, variant, seed) is one run directory ``OUTPUT_DIR/runs/[<group>/]<variant>-seed<k>`` whose
 ``config.yaml`` is the recipe with the variant's overrides applied, ``arm``/``seed``/``output_dir`` set, the task's
-difficulty set to the sweep value, and ``compare`` narrowed to the run itself — so adding seeds, variants or sweep
-values to a finished experiment leaves every existing run's config (and so its resumability) untouched, while
-changing a variant's overrides is refused for the runs it already made. ``meta.json`` records the cell (variant
+difficulty set to the sweep value, ``compare`` narrowed to the run itself and the report's settings (baseline,
+thresholds, contrasts, the probe) at their defaults — so adding seeds, variants or sweep values to a finished
+experiment, or changing how it is reported, leaves every existing run's config (and so its resumability)
+untouched, while changing a variant's overrides is refused for the runs it already made. ``meta.json`` records the cell (variant
 name, arm, overrides, sweep value), which the report reads back.
 
 Overrides may touch the arm sections, ``optim`` and ``task.feedback`` only: the model, warm start, budget,
@@ -38,7 +39,7 @@ from typing import Any
 import yaml
 
 from llm_rl.arms import arm_class
-from llm_rl.config import ExperimentConfig
+from llm_rl.config import CompareConfig, ExperimentConfig, ProbeConfig, SweepConfig
 from relabel_rl.config import ConfigError, config_to_dict, load_config
 from relabel_rl.rundir import config_differences
 
@@ -281,15 +282,12 @@ def child_config(cfg: ExperimentConfig, cell: Cell, run_path: Path) -> Experimen
     warm = dataclasses.replace(sub.warm_start, difficulty=warm_difficulty(cfg))
     if cell.warm_target is not None:
         warm = dataclasses.replace(warm, target_pass_rate=cell.warm_target)
-    compare = dataclasses.replace(
-        cfg.compare,
+    # the run's own cell; the report's settings (baseline, thresholds, contrasts, probe) keep their defaults, so
+    # changing them re-renders the report without invalidating any run
+    compare = CompareConfig(
         arms=[cell.variant.arm],
-        variants={},
         seeds=[cell.seed],
-        contrasts=[],
-        sweep=dataclasses.replace(
-            cfg.compare.sweep, values=[cell.sweep_value] if cell.sweep_value is not None else []
-        ),
+        sweep=SweepConfig(cfg.compare.sweep.knob, [cell.sweep_value] if cell.sweep_value is not None else []),
         warm_start_pass_rates=[cell.warm_target] if cell.warm_target is not None else [],
     )
     return dataclasses.replace(
@@ -300,6 +298,7 @@ def child_config(cfg: ExperimentConfig, cell: Cell, run_path: Path) -> Experimen
         task=task,
         warm_start=warm,
         compare=compare,
+        probe=ProbeConfig(),
     )
 
 

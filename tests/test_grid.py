@@ -86,6 +86,10 @@ def test_a_variants_overrides_apply_to_that_variant_only():
     # a child's compare section is narrowed to itself: adding seeds or variants leaves existing runs' configs alone
     more = _cfg(arms=["grpo", "relabel"], variants={**VARIANTS, "x": {"arm": "mc_value"}}, seeds=[0, 1, 2])
     assert _children(more)[("relabel_noprune", 1, None)] == kids[("relabel_noprune", 1, None)]
+    # ... and so does changing how the experiment is reported
+    reported = _cfg("--probe.repeats", "4", arms=["grpo", "relabel"], variants=VARIANTS, seeds=[0, 1],
+                    probe_variance=False, pass_threshold=0.9, threshold_gain=0.1, contrasts=[["grpo", "relabel"]])  # fmt: skip
+    assert _children(reported) == kids
 
 
 @pytest.mark.parametrize(
@@ -241,6 +245,10 @@ def test_one_warm_start_is_shared_by_every_sweep_value_and_feedback_setting():
     keys = {_fingerprint(child_config(cfg, c, Path("x")), "base", 0) for c in grid(cfg)}
     steps = load_config(ExperimentConfig, QUICKSTART, ["--task.feedback", "steps"])
     assert len(keys) == 1
-    assert _fingerprint(steps, "base", 0) == _fingerprint(load_config(ExperimentConfig, QUICKSTART), "base", 0)
-    wider = load_config(ExperimentConfig, QUICKSTART, ["--warm_start.difficulty", "{min_steps: 1, max_steps: 6}"])
+    assert _fingerprint(steps, "base", 0) == _fingerprint(
+        load_config(ExperimentConfig, QUICKSTART), "base", 0
+    )
+    wider = load_config(
+        ExperimentConfig, QUICKSTART, ["--warm_start.difficulty", "{min_steps: 1, max_steps: 6}"]
+    )
     assert _fingerprint(wider, "base", 0) != _fingerprint(steps, "base", 0)

@@ -234,7 +234,7 @@ class _Report:
         return text
 
     def settings_section(self, groups: Sequence[GroupResult]) -> list[str]:
-        rows = []
+        rows, notes = [], []
         names: dict[str, list[RunRecord]] = {}
         for g in groups:
             for name, rs in g.runs.items():
@@ -249,6 +249,12 @@ class _Report:
             rows.append([name, r.arm, r.feedback, ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "–",
                          f"{len(finished)}/{len(rs)}", _fmt_budget(calls["outcome_verifier_calls"], "calls"),
                          _fmt_budget(calls["step_verifier_calls"], "calls")])  # fmt: skip
+            if r.feedback == "outcome" and calls["step_verifier_calls"] > 0:
+                notes.append(
+                    f"- **Note**: `{name}` is labelled `outcome` but called the verifier's step checks "
+                    f"{_fmt_budget(calls['step_verifier_calls'], 'calls')} times per run: its arm does not honour "
+                    "`task.feedback`, so its numbers mix in per-step supervision."
+                )
         headers = [
             "variant",
             "arm",
@@ -260,7 +266,14 @@ class _Report:
         ]
         if not rows:
             return []
-        return ["## Settings", "", self.table("settings", headers, rows, "llllrrr"), ""]
+        return [
+            "## Settings",
+            "",
+            self.table("settings", headers, rows, "llllrrr"),
+            "",
+            *notes,
+            *([""] if notes else []),
+        ]
 
     def warm_start_section(
         self, warm_starts: Sequence[Mapping[str, Any]], groups: Sequence[GroupResult]

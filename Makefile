@@ -61,8 +61,11 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 bench: setup
-	@# search speed vs OpenSpiel's MCTS, and the share of wall time outside a batched network evaluator
+	@# search speed vs OpenSpiel's MCTS (and vs the code before the speed work), and the share of wall time
+	@# outside a batched network evaluator
 	$(PY) benchmarks/bench_tree_search.py
+	@# 5x5 AlphaZero self-play positions/s vs the code before the speed work, and where the time goes
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_go_selfplay.py
 	@# tree-expansion sampling (one shared prefill, K candidates) vs model.generate as GRPO samples
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_generation.py
 	@# generation backends through the interface the arms call (vLLM row skipped without a GPU)

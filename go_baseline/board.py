@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyspiel
+from open_spiel.python.observation import make_observation
 
 __all__ = [
     "BLACK",
@@ -66,13 +67,27 @@ def load_game(board_size: int, komi: float, max_game_length: int | None = None) 
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _observation(board_size: int):
+    """OpenSpiel's observation buffer for Go boards of this size (planes: black, white, empty, to-play)."""
+    return make_observation(load_game(board_size, 0.0))
+
+
 def _board_of(state: pyspiel.State, n: int) -> np.ndarray:
-    """The board as an ``[N, N]`` int8 array (+1 black, −1 white), row 0 = rank 1."""
-    obs = np.asarray(state.observation_tensor(0), dtype=np.float32).reshape(4, n, n)
-    return (obs[0] - obs[1]).astype(np.int8)
+    """The board as an ``[N, N]`` int8 array (+1 black, −1 white), row 0 = rank 1.
+
+    Read through OpenSpiel's observation API, which writes into a NumPy buffer in place (``observation_tensor()``
+    returns a Python list of ``4 * N * N`` floats: converting it cost 5x more); the buffer is shared, so the
+    board is copied out at once.
+    """
+    obs = _observation(n)
+    obs.set_from(state, 0)
+    planes = obs.tensor
+    nn = n * n
+    return (planes[:nn] - planes[nn : 2 * nn]).astype(np.int8).reshape(n, n)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # slots: the search makes one per node
 class Position:
     """An immutable Go position.
 
@@ -117,17 +132,20 @@ class Position:
         return len(self.state.history())
 
     def legal_actions(self) -> list[int]:
-        return [] if self.is_terminal else list(self.state.legal_actions())
+        return self.state.legal_actions()  # a fresh list; empty once the game is over
 
     def is_legal(self, action: int) -> bool:
-        return not self.is_terminal and action in self.state.legal_actions()
+        return action in self.state.legal_actions()
 
-    def play(self, action: int) -> Position:
-        """The position after ``action`` by the side to move; raises ValueError when illegal."""
-        if not self.is_legal(action):
+    def play(self, action: int, *, checked: bool = True) -> Position:
+        """The position after ``action`` by the side to move; raises ValueError when illegal.
+
+        ``checked=False`` skips listing the legal moves when the caller knows ``action`` is one (the search's
+        actions are the legal moves); OpenSpiel still refuses an occupied point (``SpielError``).
+        """
+        if checked and not self.is_legal(action):
             raise ValueError(f"illegal move {action_to_vertex(action, self.board_size)} in\n{self}")
-        child = self.state.clone()
-        child.apply_action(int(action))
+        child = self.state.child(int(action))
         boards = (_board_of(child, self.board_size), *self.boards)[: self.history]
         return Position(child, self.board_size, self.komi, boards, self.history)
 
@@ -169,6 +187,8 @@ def action_to_vertex(action: int, board_size: int) -> str:
 
 def vertex_to_action(vertex: str, board_size: int) -> int:
     """GTP vertex (case-insensitive, ``"pass"``) → OpenSpiel action; ValueError for anything malformed."""
+    if not vertex.isascii():  # "C٣" or "paſs" must not become C3 or PASS through isdigit() / upper()
+        raise ValueError(f"invalid vertex {vertex!r}: not ASCII")
     v = vertex.strip().upper()
     if v == "PASS":
         return board_size * board_size

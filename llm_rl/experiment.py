@@ -29,7 +29,6 @@ from typing import Any
 import datasets
 import torch
 import transformers
-import yaml
 
 import verifiers
 from llm_rl.analysis.variance_probe import examples_for_length
@@ -49,15 +48,16 @@ from llm_rl.grid import (
 )
 from llm_rl.grid import child_config as grid_child_config
 from llm_rl.grid import run_dir_for as grid_run_dir_for
-from llm_rl.harness.data import DATA_SEED
+from llm_rl.harness.data import DATA_SEED, check_task
 from llm_rl.harness.distributed import barrier, is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.harness.run import train_arm
 from llm_rl.harness.tracking import check_trackers
-from llm_rl.model import load_policy, resolve_model_path
+from llm_rl.harness.user_data import task_verifier
+from llm_rl.model import load_policy, lora_config, resolve_model_path
 from llm_rl.warm_start import warm_start
-from relabel_rl.config import ConfigError, config_to_dict
-from relabel_rl.rundir import RunDir, seed_everything
+from relabel_rl.config import ConfigError
+from relabel_rl.rundir import RunDir, check_same_config, seed_everything
 
 __all__ = [
     "FINAL_METRICS",
@@ -144,22 +144,24 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
         )
     if cfg.eval.pass_k < 0 or cfg.eval.num_examples < 1:
         raise ConfigError("'eval.pass_k' must be >= 0 (0: greedy pass@1 only) and 'eval.num_examples' >= 1")
-    if cfg.eval.num_examples > cfg.task.test_size:
+    if cfg.eval.split == "test" and cfg.eval.num_examples > cfg.task.test_size:
         raise ConfigError(
             f"'eval.num_examples' ({cfg.eval.num_examples}) exceeds 'task.test_size' ({cfg.task.test_size}): "
             "evaluation would silently use fewer rows; raise task.test_size or lower eval.num_examples"
         )
-    try:
-        verifier = verifiers.load(cfg.task.verifier)
-    except Exception as e:  # registry errors, plugin import errors
-        raise ConfigError(f"'task.verifier': {e}") from None
+    verifier = task_verifier(cfg)  # ConfigError naming task.verifier or task.data.*
     _check_rows(cfg, verifier)
+    check_task(cfg, verifier)  # task.feedback: steps needs step checks; the eval split holds the rows
     for cls in classes.values():
         cls.validate(cfg)
     for v in variants(cfg):  # each variant's own config passes its arm's checks too
         if v.overrides:
-            arm_class(v.arm).validate(variant_config(cfg, v))
+            own = variant_config(cfg, v)
+            check_task(own, verifier)  # e.g. a variant under task.feedback: steps needs step checks
+            arm_class(v.arm).validate(own)
     check_trackers(list(cfg.logging.report_to))
+    if cfg.model.lora.enabled:
+        lora_config(cfg.model.lora)  # PEFT validates the whole LoraConfig now, not at the first model load
     if probe:
         _check_probe(cfg, verifier)
 
@@ -235,7 +237,8 @@ def _check_rows(cfg: ExperimentConfig, verifier: Any) -> None:
             test = verifier.generate(cfg.task.test_size, seed=DATA_SEED, split="test", **difficulty)
         except (ValueError, TypeError, NotImplementedError) as e:
             raise ConfigError(f"{key}: {e} (task.test_size = {cfg.task.test_size})") from None
-        longest = max((int(n) for n in test["num_steps"]), default=0)
+        steps = test["num_steps"] if "num_steps" in test.column_names else []  # a user's rows may lack it
+        longest = max((int(n) for n in steps), default=0)
         if longest > cfg.task.max_steps:
             raise ConfigError(
                 f"'task.max_steps' ({cfg.task.max_steps}) is below the {longest} steps of a test row at {key} "
@@ -371,10 +374,8 @@ def run_arm(
 def check_resumable(run_path: Path, cfg: ExperimentConfig) -> None:
     """Fail early (before the warm start) when ``run_path`` holds a run of a different config."""
     cfg_file = run_path / "config.yaml"
-    if cfg_file.exists() and yaml.safe_load(cfg_file.read_text()) != config_to_dict(cfg):
-        raise ConfigError(
-            f"{run_path} holds a run with a different config; change 'output_dir' to start a different experiment"
-        )
+    if cfg_file.exists():  # the error names every key that differs, with both values
+        check_same_config(cfg_file, cfg, what=f"{run_path} holds a run")
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str = "test") -> dict[str, Any]:
@@ -383,7 +384,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str =
     policy = load_policy(checkpoint, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden)
     policy.eval()
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
-    contained = verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
+    contained = verifiers.ContainedVerifier(task_verifier(cfg), timeout=timeout)
     # the rows and sampling seed the training loop evaluates with (llm_rl.harness), so a run's final pass@1 reproduces
     data = contained.generate(cfg.eval.num_examples, seed=DATA_SEED, split=split, **cfg.task.difficulty)
     result = evaluate(

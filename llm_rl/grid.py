@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from llm_rl.arms import arm_class
-from llm_rl.config import CompareConfig, ExperimentConfig, ProbeConfig, SweepConfig
+from llm_rl.config import CompareConfig, ExperimentConfig, ProbeConfig, SweepConfig, arm_config
 from relabel_rl.config import ConfigError, config_to_dict, load_config
 from relabel_rl.rundir import config_differences
 
@@ -80,6 +80,9 @@ EXTENSIBLE_KEYS = (
     "compare.threshold_gain",
     "compare.probe_variance",
     "probe",
+    "tune.grid",  # what `llm-rl tune` tries; the values it chose (tune.chosen) are part of every arm's runs
+    "tune.seeds",
+    "tune.budget",
 )
 
 
@@ -277,7 +280,8 @@ def grid(cfg: ExperimentConfig) -> list[Cell]:
 
 def child_config(cfg: ExperimentConfig, cell: Cell, run_path: Path) -> ExperimentConfig:
     """The resolved config of one run (module docstring)."""
-    sub = variant_config(cfg, cell.variant)
+    # the arm's tuned values (`llm-rl tune`'s tune.chosen[arm], tune narrowed to them), then the variant's overrides
+    sub = variant_config(arm_config(cfg, cell.variant.arm), cell.variant)
     task = dataclasses.replace(sub.task, difficulty=sweep_difficulty(cfg, cell.sweep_value))
     warm = dataclasses.replace(sub.warm_start, difficulty=warm_difficulty(cfg))
     if cell.warm_target is not None:
@@ -287,7 +291,10 @@ def child_config(cfg: ExperimentConfig, cell: Cell, run_path: Path) -> Experimen
     compare = CompareConfig(
         arms=[cell.variant.arm],
         seeds=[cell.seed],
-        sweep=SweepConfig(cfg.compare.sweep.knob, [cell.sweep_value] if cell.sweep_value is not None else []),
+        sweep=SweepConfig(
+            knob=cfg.compare.sweep.knob,
+            values=[cell.sweep_value] if cell.sweep_value is not None else [],
+        ),
         warm_start_pass_rates=[cell.warm_target] if cell.warm_target is not None else [],
     )
     return dataclasses.replace(

@@ -187,7 +187,7 @@ def test_variants_and_a_length_sweep_run_like_arms(tmp_path):
         compare={
             "arms": ["relabel"],
             "variants": {
-                "relabel_noprune": {"arm": "relabel", "overrides": {"relabel.prune_rejected_steps": False}}
+                "relabel_novalue": {"arm": "relabel", "overrides": {"relabel.value_loss_coef": 0.0}}
             },
             "seeds": [0],
             "sweep": {"knob": "length", "values": [1, 2]},
@@ -196,10 +196,10 @@ def test_variants_and_a_length_sweep_run_like_arms(tmp_path):
     )
     summary = run_compare(cfg, progress=False)
     for length in (1, 2):
-        for name, prune in (("relabel", True), ("relabel_noprune", False)):
+        for name, coef in (("relabel", 0.5), ("relabel_novalue", 0.0)):
             run = out / "runs" / f"length{length}" / f"{name}-seed0"
             child = yaml.safe_load((run / "config.yaml").read_text())
-            assert child["relabel"]["prune_rejected_steps"] is prune
+            assert child["relabel"]["value_loss_coef"] == coef
             assert (
                 child["task"]["difficulty"]["min_steps"] == child["task"]["difficulty"]["max_steps"] == length
             )
@@ -212,4 +212,4 @@ def test_variants_and_a_length_sweep_run_like_arms(tmp_path):
     for ext in ("md", "csv", "tex"):
         assert (out / "tables" / f"headline.{ext}").exists()
     kinds = {(c["a"], c["b"], c["kind"]) for c in summary["contrasts"]}
-    assert ("relabel_noprune", "relabel", "ablation") in kinds
+    assert ("relabel_novalue", "relabel", "ablation") in kinds

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import verifiers
+from llm_rl.arms.relabel import prune_rejected_steps
 from llm_rl.compare import run_compare
 from llm_rl.config import ExperimentConfig
 from llm_rl.experiment import validate_experiment
@@ -32,7 +33,7 @@ QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 EXPERIMENT = ROOT / "recipes" / "experiment.yaml"
 
 VARIANTS = {
-    "relabel_noprune": {"arm": "relabel", "overrides": {"relabel.prune_rejected_steps": False}},
+    "relabel_novalue": {"arm": "relabel", "overrides": {"relabel.value_loss_coef": 0.0}},
     "relabel_steps": {"arm": "relabel", "overrides": {"task": {"feedback": "steps"}}},
     "grpo_lr": {"arm": "grpo", "overrides": {"grpo.trl": {"learning_rate": 1e-4, "num_generations": 4}}},
 }
@@ -60,21 +61,22 @@ def test_a_variants_overrides_apply_to_that_variant_only():
     assert [v.name for v in variants(cfg)] == [
         "grpo",
         "relabel",
-        "relabel_noprune",
+        "relabel_novalue",
         "relabel_steps",
         "grpo_lr",
     ]
     kids = _children(cfg)
     assert len(kids) == 5 * 2
     for seed in (0, 1):
-        plain, noprune = kids[("relabel", seed, None)], kids[("relabel_noprune", seed, None)]
+        plain, noprune = kids[("relabel", seed, None)], kids[("relabel_novalue", seed, None)]
         steps, grpo, grpo_lr = (
             kids[("relabel_steps", seed, None)],
             kids[("grpo", seed, None)],
             kids[("grpo_lr", seed, None)],
         )
-        assert plain.relabel.prune_rejected_steps and not noprune.relabel.prune_rejected_steps
-        assert steps.relabel.prune_rejected_steps and steps.task.feedback == "steps"
+        assert plain.relabel.value_loss_coef == 0.5 and noprune.relabel.value_loss_coef == 0.0
+        assert not prune_rejected_steps(plain) and not prune_rejected_steps(noprune)
+        assert prune_rejected_steps(steps) and steps.task.feedback == "steps"  # pruning follows task.feedback
         assert {plain.task.feedback, noprune.task.feedback, grpo.task.feedback} == {"outcome"}
         assert grpo.grpo.trl["learning_rate"] == 5e-5 and grpo_lr.grpo.trl["learning_rate"] == 1e-4
         assert (noprune.arm, steps.arm, grpo_lr.arm) == ("relabel", "relabel", "grpo")
@@ -85,11 +87,30 @@ def test_a_variants_overrides_apply_to_that_variant_only():
             )  # fmt: skip
     # a child's compare section is narrowed to itself: adding seeds or variants leaves existing runs' configs alone
     more = _cfg(arms=["grpo", "relabel"], variants={**VARIANTS, "x": {"arm": "mc_value"}}, seeds=[0, 1, 2])
-    assert _children(more)[("relabel_noprune", 1, None)] == kids[("relabel_noprune", 1, None)]
+    assert _children(more)[("relabel_novalue", 1, None)] == kids[("relabel_novalue", 1, None)]
     # ... and so does changing how the experiment is reported
     reported = _cfg("--probe.repeats", "4", arms=["grpo", "relabel"], variants=VARIANTS, seeds=[0, 1],
                     probe_variance=False, pass_threshold=0.9, threshold_gain=0.1, contrasts=[["grpo", "relabel"]])  # fmt: skip
     assert _children(reported) == kids
+
+
+def test_tuned_values_apply_per_arm_then_the_variants_overrides():
+    """`llm-rl tune`'s tune.chosen reaches each arm's runs (its variants' too); a variant's own override wins."""
+    chosen = "{relabel: {optim.learning_rate: 0.001}, grpo: {grpo.trl.learning_rate: 0.0002}}"
+    variants_ = {
+        "relabel_novalue": VARIANTS["relabel_novalue"],
+        "relabel_lr": {"arm": "relabel", "overrides": {"optim.learning_rate": 0.01}},
+    }
+    cfg = _cfg("--tune.chosen", chosen, arms=["grpo", "relabel"], variants=variants_, seeds=[0])
+    validate_experiment(cfg, arms=cfg.compare.arms)
+    kids = {name: c for (name, _, _), c in _children(cfg).items()}
+    assert kids["relabel"].optim.learning_rate == kids["relabel_novalue"].optim.learning_rate == 0.001
+    assert kids["relabel_novalue"].relabel.value_loss_coef == 0.0
+    assert kids["relabel_lr"].optim.learning_rate == 0.01
+    assert kids["grpo"].grpo.trl["learning_rate"] == 0.0002 and kids["grpo"].optim.learning_rate == 3e-4
+    # each run records only its own arm's tuned values
+    assert kids["relabel"].tune.chosen == {"relabel": {"optim.learning_rate": 0.001}}
+    assert kids["grpo"].tune.chosen == {"grpo": {"grpo.trl.learning_rate": 0.0002}}
 
 
 @pytest.mark.parametrize(
@@ -199,9 +220,9 @@ def test_a_finished_experiment_takes_more_seeds_arms_and_values_but_nothing_else
     )  # fmt: skip
     check_same_experiment(tmp_path, grown)  # not refused
     changed = load_config(
-        ExperimentConfig, QUICKSTART, ["--output_dir", str(tmp_path), "--budget.limit", "9"]
+        ExperimentConfig, QUICKSTART, ["--output_dir", str(tmp_path), "--budget.limit", "90000"]
     )
-    with pytest.raises(ConfigError, match=r"'budget\.limit': 50000\.0 recorded, 9\.0 now"):
+    with pytest.raises(ConfigError, match=r"'budget\.limit': 50000\.0 recorded, 90000\.0 now"):
         check_same_experiment(tmp_path, changed)
 
 

@@ -281,3 +281,61 @@ def test_a_missed_warm_start_target_is_said_at_the_top(tmp_path):
     )
     md = (tmp_path / "report.md").read_text()
     assert md.index("missed its target") < md.index("## Settings")
+
+
+def _five_arms(tmp_path, finals, *, feedback="outcome", seeds=4, seed=7):
+    """Every arm in ``finals`` (arm -> success rate of its final evaluation) from one start, per-item results."""
+    rng = np.random.default_rng(seed)
+    start = _rows(rng, 0.2)
+    for s in range(seeds):
+        for arm, p in finals.items():
+            _write_run(tmp_path, arm, s, [start, np.maximum(start, _rows(rng, p))], feedback=feedback)
+
+
+def test_contrast_sentences_read_the_ingredient_in_plain_words(tmp_path):
+    _five_arms(tmp_path, {"grpo": 0.45, "relabel": 0.95, "mc_value": 0.05, "tree_grpo": 0.05, "rft": 0.95})
+    cfg = _cfg(tmp_path, arms=["grpo", "relabel", "mc_value", "tree_grpo", "rft"])
+    s = write_report(tmp_path, cfg, plots=False)
+    said = {(c["a"], c["b"]): c for c in s["contrasts"]}
+    # search vs outcome-only PG under outcome (the baseline's contrast, with the seed's claim)
+    c = said["relabel", "grpo"]
+    assert c["verdict"] == "a better" and "Search vs outcome-only policy gradient" in c["text"]
+    assert "the search's per-step targets beat GRPO" in c["text"] and "prediction" in c["text"]
+    # the tree alone vs the AlphaZero target, and the tree against GRPO's independent completions
+    c = said["tree_grpo", "relabel"]
+    assert c["kind"] == "ingredient" and c["verdict"] == "b better"
+    assert "the AlphaZero target adds to the tree alone" in c["text"]
+    assert "the tree alone does not help" in said["tree_grpo", "grpo"]["text"]
+    assert "the tree is part of what helps" in said["relabel", "mc_value"]["text"]
+    # credit vs none: every credit-assigning arm against RFT, in either order
+    assert "imitating verified samples beats MC value" in said["mc_value", "rft"]["text"]
+    assert "data do not separate" in said["relabel", "rft"]["text"]
+    assert "the data, not the credit" in said["relabel", "rft"]["text"]
+    assert "imitating verified samples beats GRPO" in said["rft", "grpo"]["text"]
+    assert not {("mc_value", "tree_grpo"), ("tree_grpo", "mc_value")} & set(said)  # no ingredient isolated
+    # one Holm family over all of them
+    assert all(c["family_size"] == len(said) for c in said.values())
+    md = (tmp_path / "report.md").read_text()
+    assert "tree GRPO (TreeRL)" in md and "RFT (rejection sampling)" in md
+
+
+def test_step_checks_and_value_head_ablation_read_in_plain_words(tmp_path):
+    rng = np.random.default_rng(11)
+    start = _rows(rng, 0.2)
+    spec = [("grpo", "grpo", "outcome", {}, 0.3), ("relabel", "relabel", "outcome", {}, 0.5),
+            ("grpo_steps", "grpo", "steps", {"task.feedback": "steps"}, 0.3),
+            ("relabel_steps", "relabel", "steps", {"task.feedback": "steps"}, 0.95),
+            ("relabel_novalue", "relabel", "outcome", {"relabel.value_loss_coef": 0.0}, 0.05)]  # fmt: skip
+    for s in range(4):
+        for name, arm, fb, over, p in spec:
+            _write_run(tmp_path, name, s, [start, np.maximum(start, _rows(rng, p))], arm=arm, feedback=fb,
+                       overrides=over)  # fmt: skip
+    said = {(c["a"], c["b"]): c for c in write_report(tmp_path, _cfg(tmp_path), plots=False)["contrasts"]}
+    text = said["relabel_steps", "relabel"]["text"]
+    assert "Step checks on vs off (relabel (tree search)): the arm does better with per-step checks" in text
+    assert "the data do not show that per-step checks" in said["grpo_steps", "grpo"]["text"]
+    text = said["relabel_steps", "grpo_steps"]["text"]  # search vs PG under steps: both with step checks
+    assert "both with step checks" in text and "the search's per-step targets beat GRPO" in text
+    text = said["relabel_novalue", "relabel"]["text"]
+    assert "Value-head ablation (relabel (tree search) with relabel.value_loss_coef=0.0)" in text
+    assert "the plain arm beats the variant" in text

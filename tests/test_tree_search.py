@@ -5,6 +5,7 @@ hygiene."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ from tree_search import (
     search,
     select_action,
 )
-from tree_search._gumbel import considered_visit_sequence
+from tree_search._gumbel import GumbelPolicy, considered_visit_sequence
 from tree_search.select import visit_policy
 
 # --------------------------------------------------------------------------------------------------- PUCT math
@@ -113,6 +114,21 @@ def test_search_selection_equals_puct_scores(knobs):
         assert result.visit_counts[-1] == 0  # prior 0: pruned even though it pays 9
 
 
+@pytest.mark.parametrize("bounds", [None, (-1.0, 2.0)])
+def test_wide_search_selection_equals_puct_scores(bounds):
+    """30 arms: once more than a dozen edges are visited the search scores them with NumPy, not a loop."""
+    rng = np.random.default_rng(4)
+    prior = rng.random(30) ** 2
+    prior[7] = 0.0
+    env = Bandit(prior / prior.sum(), rng.uniform(-1.0, 2.0, size=30), value=0.2)
+    knobs = dict(fpu=None, fpu_reduction=0.1, bounds=bounds)
+    for n in (5, 40, 150):
+        config = PuctConfig(n, fpu_reduction=0.1, c_puct_init=0.8)
+        (result,) = search(["s"], env, config, value_bounds=bounds, rng=0)
+        np.testing.assert_array_equal(result.visit_counts, replay_puct(env, n, **knobs), err_msg=f"n={n}")
+    assert (result.visit_counts > 0).sum() > 12  # the last search scored its root with NumPy
+
+
 # ------------------------------------------------------------------------------------------------------ backups
 
 
@@ -186,6 +202,53 @@ def test_gumbel_improved_policy_by_hand():
     np.testing.assert_allclose(result.q_values, [0.0, 1.0, 1.15 / 3])
     np.testing.assert_allclose(result.improved_policy, [0.00978103, 0.96258201, 0.02763696], atol=1e-8)
     assert result.selected_index == 1  # most visited (tie), then highest log prior + sigma
+
+
+class RandomGame:
+    """Two-player, 2-9 actions per state with a random prior (some zero), random values and terminal rewards."""
+
+    def expand(self, states):
+        out = []
+        for s in states:
+            r = np.random.default_rng(abs(hash(s)) % 2**32)
+            k = int(r.integers(2, 10))
+            prior = r.random(k) ** 2
+            prior[r.integers(k)] *= float(r.random() < 0.7)
+            out.append(Expansion(list(range(k)), prior / prior.sum(), float(r.uniform(-1, 1))))
+        return out
+
+    def step(self, state, action):
+        child = (*state, action)
+        r = np.random.default_rng(abs(hash(child)) % 2**32)
+        terminal = len(child) >= 6 or r.random() < 0.1
+        return Transition(child, float(r.uniform(-1, 1)) if terminal else 0.0, terminal)
+
+
+@pytest.mark.parametrize("bounds", [None, (-1.0, 1.0)])
+def test_gumbel_selection_equals_the_dense_formula(bounds, monkeypatch):
+    """Every selection of real searches, made on the visited edges in Python floats, is the argmax of the
+    paper's formula over all actions in NumPy (``dense_scores``), barring near-ties (rounding)."""
+    checked = []
+
+    def checking(select, is_root):
+        def wrapper(self, tree, node):
+            choice = select(self, tree, node)
+            scores = self.dense_scores(tree, node, is_root)
+            top = np.sort(scores[np.isfinite(scores)])[::-1]
+            if len(top) < 2 or top[0] - top[1] > 1e-9:
+                assert choice == int(scores.argmax()), (is_root, scores)
+                checked.append(is_root)
+            return choice
+
+        return wrapper
+
+    monkeypatch.setattr(GumbelPolicy, "select", checking(GumbelPolicy.select, False))
+    monkeypatch.setattr(GumbelPolicy, "select_root", checking(GumbelPolicy.select_root, True))
+    for n, m in [(4, 16), (16, 4), (40, 8), (64, 16)]:
+        roots = [(seed,) for seed in range(12)]
+        search(roots, RandomGame(), GumbelConfig(n, max_num_considered_actions=m), two_player=True,
+               value_bounds=bounds, rng=n)  # fmt: skip
+    assert checked.count(True) > 300 and checked.count(False) > 300
 
 
 # ---------------------------------------------------------------------------------------------- move selection
@@ -335,6 +398,31 @@ def test_result_and_node_inspection():
     assert "children" not in snapshot and snapshot["visit_counts"] == [int(n) for n in result.visit_counts]
     with pytest.raises(IndexError):
         root.child(5)
+
+
+def test_search_pauses_the_cyclic_collector_and_restores_it():
+    class Watching(Chain):
+        def __init__(self, fail_at: int = 0) -> None:
+            self.seen, self.fail_at = [], fail_at
+
+        def expand(self, states):
+            self.seen.append(gc.isenabled())
+            if len(self.seen) == self.fail_at:
+                raise RuntimeError("evaluator down")
+            return super().expand(states)
+
+    env = Watching()
+    search([0], env, PuctConfig(2))
+    assert env.seen == [True, False, False] and gc.isenabled()  # paused for the simulations only
+    with pytest.raises(RuntimeError, match="evaluator down"):
+        search([0], Watching(fail_at=3), PuctConfig(2))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        search([0], Chain(), PuctConfig(2))
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
 
 
 def test_tree_search_imports_neither_torch_nor_pyspiel():

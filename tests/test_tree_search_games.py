@@ -284,14 +284,18 @@ def test_snapshot_of_a_small_search():
 
 
 def _check_invariants(node: Node) -> int:
-    """Every expanded node: 1 + sum of edge visits == its visits, and the PUCT caches match the statistics."""
+    """Every expanded node: 1 + sum of edge visits == its visits, the visited list is the edges with visits, and
+    the PUCT caches (where built) match the statistics."""
     checked = 0
     if node.expanded and node.num_actions and node._n is not None:
         visits, sums = node.visit_counts, node.value_sums
         assert node.visit_count == 1 + visits.sum()
-        expected_q = np.where(visits > 0, sums / np.maximum(visits, 1), -np.inf)
-        np.testing.assert_allclose(node._q, expected_q)
-        np.testing.assert_allclose(node._pu, node._sel_prior / (1.0 + visits))
+        assert sorted(node._visited) == np.flatnonzero(visits).tolist()
+        assert node._p == node._sel_prior.tolist()
+        if node._q is not None:
+            expected_q = np.where(visits > 0, sums / np.maximum(visits, 1), -np.inf)
+            np.testing.assert_allclose(node._q, expected_q)
+            np.testing.assert_allclose(node._pu, node._sel_prior / (1.0 + visits))
         checked += 1
         for child in node.children:
             if child is not None:

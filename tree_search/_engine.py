@@ -103,7 +103,12 @@ def attach_expansion(node: Node, expansion: Expansion) -> None:
     value = float(expansion.value)
     if not math.isfinite(value):
         raise ValueError(f"Expansion: value must be finite, got {expansion.value}")
-    node.expand(actions, prior, value, expansion.info)
+    node.actions = actions  # Node.expand, inlined: this runs once per leaf
+    node.prior = prior
+    node.info = expansion.info
+    node.value = value
+    node.visit_count += 1
+    node.value_sum += value
 
 
 def expand_batch(env: Any, nodes: list[Node]) -> None:
@@ -126,7 +131,11 @@ def expand_roots(trees: list[Tree], env: Any) -> None:
 
 
 class Policy(Protocol):
-    """What a search algorithm supplies to the engine (``_puct.PuctPolicy``, ``_gumbel.GumbelPolicy``)."""
+    """What a search algorithm supplies to the engine (``_puct.PuctPolicy``, ``_gumbel.GumbelPolicy``).
+
+    As mctx's ``search`` takes a root and an interior action-selection function, the engine asks the policy for
+    the action at the root and at every node below it.
+    """
 
     leaves_per_round: int  # leaves per tree per round (> 1: virtual loss)
     virtual_loss: float
@@ -135,8 +144,12 @@ class Policy(Protocol):
     def prepare(self, tree: Tree) -> None:
         """Set up a freshly expanded root (noise, schedules) before the first simulation."""
 
-    def select(self, tree: Tree, node: Node, is_root: bool) -> int:
-        """The index of the action to descend through at ``node``."""
+    def select_root(self, tree: Tree, node: Node) -> int:
+        """The index of the action to descend through at the root ``node`` of ``tree``."""
+        ...
+
+    def select(self, tree: Tree, node: Node) -> int:
+        """The index of the action to descend through at a node below the root."""
         ...
 
     def outcome(self, tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -145,10 +158,15 @@ class Policy(Protocol):
 
 
 class _Rounds:
-    """One search's simulation loop over all trees: descend, expand in one batch, back up (see module doc)."""
+    """One search's simulation loop over all trees: descend, expand in one batch, back up (see module doc).
+
+    The loop runs once per simulation and level, so it reads the nodes' private per-edge lists directly.
+    """
 
     def __init__(self, env: Any, policy: Policy, *, two_player: bool, discount: float) -> None:
-        self.env = env
+        self.step = env.step
+        self.expand = env.expand
+        self.select_root = policy.select_root
         self.select = policy.select
         self.sign_discount = -discount if two_player else discount
         self.leaves_per_round = policy.leaves_per_round
@@ -158,28 +176,23 @@ class _Rounds:
 
     def descend(self, tree: Tree) -> tuple[list, Node, int]:
         """Select from the root to a leaf; create the leaf's ``Node`` with ``env.step`` on first traversal."""
-        select, use_vl, virtual_loss = self.select, self.use_vl, self.virtual_loss
+        use_vl = self.use_vl
         node = tree.root
+        a = self.select_root(tree, node)
         path: list[tuple[Node, int]] = []
-        is_root = True
         while True:
-            if node._q is None:
-                node._alloc_stats()
-            a = select(tree, node, is_root)
-            is_root = False
             path.append((node, a))
             if use_vl:
-                node._set_edge(a, node._n[a] + 1, node._w[a] - virtual_loss)
+                node._set_edge(a, node._n[a] + 1, node._w[a] - self.virtual_loss)
                 node.visit_count += 1
-                node.value_sum -= virtual_loss
+                node.value_sum -= self.virtual_loss
             child = node._children[a]
             if child is None:
-                transition = self.env.step(node.state, node.actions[a])
+                transition = self.step(node.state, node.actions[a])
                 terminal = bool(transition.terminal)
                 child = Node(transition.state, is_terminal=terminal)
+                child._reward = float(transition.reward)
                 node._children[a] = child
-                node._r[a] = float(transition.reward)
-                node._t[a] = terminal
                 return path, child, (_TERMINAL if terminal else _EXPAND)
             if child.is_terminal:
                 return path, child, _TERMINAL
@@ -188,6 +201,9 @@ class _Rounds:
             if not child.actions:
                 return path, child, _DEADEND
             node = child
+            if node._n is None:
+                node._alloc_stats()
+            a = self.select(tree, node)
 
     def revert_virtual_loss(self, path: list) -> None:
         virtual_loss = self.virtual_loss
@@ -202,14 +218,19 @@ class _Rounds:
         g = value
         q_min, q_max = tree.q_min, tree.q_max
         for node, a in reversed(path):
-            g = node._r[a] + sign_discount * g
+            g = node._children[a]._reward + sign_discount * g
             n = node._n[a] + 1
             s = node._w[a] + g
             q = s / n
             node._n[a] = n
             node._w[a] = s
-            node._q[a] = q
-            node._pu[a] = node._sel_prior[a] / (1.0 + n)
+            if n == 1:
+                node._visited.append(a)
+            if n > node._most:
+                node._most = n
+            if node._q is not None:
+                node._q[a] = q
+                node._pu[a] = node._p[a] / (1.0 + n)
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:
@@ -219,8 +240,18 @@ class _Rounds:
                     q_max = q
         tree.q_min, tree.q_max = q_min, q_max
 
-    def collect(self, tree: Tree, num_simulations: int, pending: list) -> None:
-        """This round's descents of one tree: leaves to expand go to ``pending``; the others are backed up."""
+    def finish(self, tree: Tree, path: list, leaf: Node, kind: int) -> None:
+        """Back up a descent that ended without a new expansion (a terminal or a dead-end leaf)."""
+        value = 0.0 if kind == _TERMINAL else leaf.value
+        leaf.visit_count += 1
+        leaf.value_sum += value
+        if self.use_vl:
+            self.revert_virtual_loss(path)
+        self.backup(tree, path, value)
+
+    def collect_with_virtual_loss(self, tree: Tree, num_simulations: int, pending: list) -> None:
+        """Up to ``leaves_per_round`` descents of one tree, spread by virtual loss; leaves to expand go to
+        ``pending`` (marked, so that a later descent of this round that meets one stops there)."""
         budget = min(num_simulations - tree.sims_done, self.leaves_per_round)
         while budget:
             budget -= 1
@@ -232,43 +263,50 @@ class _Rounds:
             if kind == _EXPAND:
                 leaf._pending = True
                 pending.append((tree, path, leaf))
-                continue
-            value = 0.0 if kind == _TERMINAL else leaf.value
-            leaf.visit_count += 1
-            leaf.value_sum += value
-            if self.use_vl:
-                self.revert_virtual_loss(path)
-            self.backup(tree, path, value)
+            else:
+                self.finish(tree, path, leaf, kind)
 
     def expand_pending(self, pending: list) -> None:
         """One batched ``env.expand`` for every leaf of this round, then their backups."""
-        expansions = self.env.expand([leaf.state for _, _, leaf in pending])
+        expansions = self.expand([leaf.state for _, _, leaf in pending])
         if len(expansions) != len(pending):
             raise ValueError(f"env.expand returned {len(expansions)} expansions for {len(pending)} states")
+        backup, use_vl = self.backup, self.use_vl
         for (tree, path, leaf), expansion in zip(pending, expansions):
             attach_expansion(leaf, expansion)
-            leaf._pending = False
-            if self.use_vl:
+            if use_vl:
+                leaf._pending = False
                 self.revert_virtual_loss(path)
-            self.backup(tree, path, leaf.value)
+            backup(tree, path, leaf.value)
+
+    def run(self, trees: list[Tree], num_simulations: int) -> None:
+        """Rounds until every tree has had ``num_simulations`` simulations."""
+        descend = self.descend
+        for t in trees:
+            t.sims_done = 0
+        active = [t for t in trees if t.sims_done < num_simulations]
+        while active:
+            pending: list[tuple[Tree, list, Node]] = []
+            for tree in active:
+                if self.use_vl:
+                    self.collect_with_virtual_loss(tree, num_simulations, pending)
+                    continue
+                path, leaf, kind = descend(tree)  # one descent per tree: no collision is possible
+                tree.sims_done += 1
+                if kind == _EXPAND:
+                    pending.append((tree, path, leaf))
+                else:
+                    self.finish(tree, path, leaf, kind)
+            if pending:
+                self.expand_pending(pending)
+            active = [t for t in active if t.sims_done < num_simulations]
 
 
 def run_rounds(
     trees: list[Tree], env: Any, policy: Policy, *, num_simulations: int, two_player: bool, discount: float
 ) -> None:
     """Run ``num_simulations`` simulations on every tree, batching all leaf expansions of a round."""
-    rounds = _Rounds(env, policy, two_player=two_player, discount=discount)
-    for t in trees:
-        t.sims_done = 0
-    while True:
-        pending: list[tuple[Tree, list, Node]] = []
-        active = [t for t in trees if t.sims_done < num_simulations]
-        if not active:
-            return
-        for tree in active:
-            rounds.collect(tree, num_simulations, pending)
-        if pending:
-            rounds.expand_pending(pending)
+    _Rounds(env, policy, two_player=two_player, discount=discount).run(trees, num_simulations)
 
 
 def completed_root_q(root: Node) -> np.ndarray:

@@ -23,18 +23,22 @@ Departures: ``m = min(max_num_considered_actions, number of actions with non-zer
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from tree_search._engine import Tree
-from tree_search._puct import normalise_q
+from tree_search._puct import normalise_q, unit_clip
 from tree_search.config import GumbelConfig
 from tree_search.tree import Node
 
 __all__ = ["GumbelPolicy", "considered_visit_sequence", "mixed_completed_q"]
 
+_EPS = 1e-8
 
+
+@functools.lru_cache(maxsize=256)
 def considered_visit_sequence(max_num_considered: int, num_simulations: int) -> tuple[int, ...]:
     """Sequential Halving as a schedule: entry ``i`` is the visit count of the action simulation ``i`` extends.
 
@@ -56,13 +60,14 @@ def considered_visit_sequence(max_num_considered: int, num_simulations: int) -> 
     return tuple(schedule[:num_simulations])
 
 
-def mixed_completed_q(node: Node) -> np.ndarray:
+def mixed_completed_q(node: Node, visits: np.ndarray | None = None) -> np.ndarray:
     """``[A]`` completed Q in value units: visited actions' mean return, unvisited ones the mixed value ``v_mix``.
 
     ``v_mix = (v̂ + sum_b N(b) * sum_{visited} pi(a) q(a) / sum_{visited} pi(a)) / (1 + sum_b N(b))`` where
-    ``v̂`` is the evaluator's value of the node (paper eq. 33).
+    ``v̂`` is the evaluator's value of the node (paper eq. 33). ``visits``: ``node.visit_counts`` if known.
     """
-    visits = node.visit_counts
+    if visits is None:
+        visits = node.visit_counts
     total = visits.sum()
     visited = visits > 0
     q = node.value_sums / np.maximum(visits, 1)
@@ -87,7 +92,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class GumbelPolicy:
-    """The Gumbel search policy: root Gumbel draw and halving schedule, the two selection rules, the result."""
+    """The Gumbel search policy: root Gumbel draw and halving schedule, the two selection rules, the result.
+
+    The selection rules run once per simulation and level, so they work on a node's *visited* edges only
+    (``Node._visited``, a handful) in Python floats: every unvisited action has the same completed Q
+    (``v_mix``), so among them the highest prior (interior) or the highest ``g + logits`` (root) wins, and the
+    softmax's normaliser sums the unvisited actions' prior in one term, ``1 - sum_{visited} pi``. The result is
+    the formula above up to floating-point rounding (``tests/test_tree_search.py`` checks it against the dense
+    NumPy formula, :meth:`dense_scores`, which the root's result and the rare fallback still use).
+    """
 
     leaves_per_round = 1
     virtual_loss = 0.0
@@ -96,23 +109,44 @@ class GumbelPolicy:
     def __init__(self, config: GumbelConfig, value_bounds: tuple[float, float] | None) -> None:
         self.config = config
         self.q_bounds = None if value_bounds is None else (float(value_bounds[0]), float(value_bounds[1]))
+        self.q_scale = None if value_bounds is None else max(self.q_bounds[1] - self.q_bounds[0], _EPS)
 
+    # -- the dense formula (NumPy over all actions): the root's result, and the reference ------------------------
     def _completed_q(self, node: Node) -> np.ndarray:
         """``[A]`` completed Q rescaled to [0, 1] (by the value bounds or the min-max over the valid actions)."""
-        completed = mixed_completed_q(node)
+        return self._normalised(node, mixed_completed_q(node))
+
+    def _normalised(self, node: Node, completed: np.ndarray) -> np.ndarray:
         if self.q_bounds is not None:
             return normalise_q(completed, self.q_bounds[0], self.q_bounds[1])
         valid = node.prior > 0.0
         return normalise_q(completed, float(completed[valid].min()), float(completed[valid].max()))
 
-    def _sigma(self, node: Node, q_hat: np.ndarray) -> np.ndarray:
+    def _sigma(self, node: Node, q_hat: np.ndarray, visits: np.ndarray | None = None) -> np.ndarray:
         cfg = self.config
-        return (cfg.c_visit + float(node.visit_counts.max())) * cfg.c_scale * q_hat
+        most = float((node.visit_counts if visits is None else visits).max())
+        return (cfg.c_visit + most) * cfg.c_scale * q_hat
 
+    def dense_scores(self, tree: Tree, node: Node, is_root: bool) -> np.ndarray:
+        """``[A]`` the selection scores of the paper's formula (``-inf`` = not selectable); argmax = the choice."""
+        sigma = self._sigma(node, self._completed_q(node))
+        if is_root:
+            gumbel_logits, schedule = tree.extra[0], tree.extra[2]
+            scores = gumbel_logits + sigma  # -inf where the prior is 0
+            allowed = np.asarray(node._n) == schedule[tree.sims_done]
+            return np.where(allowed, scores, -np.inf) if allowed.any() else scores
+        improved = _softmax(_logits(node.prior) + sigma)
+        visits = node.visit_counts
+        scores = improved - visits / (1.0 + visits.sum())
+        return np.where(node.prior > 0.0, scores, -np.inf)
+
+    # -- the search -----------------------------------------------------------------------------------------------
     def prepare(self, tree: Tree) -> None:
         """Draw the root's Gumbel noise and its Sequential Halving schedule (kept in ``tree.extra``)."""
         cfg = self.config
         root = tree.root
+        if root._sel_prior is not root.prior:  # a reused PUCT root: select with its own prior again
+            root._use_prior(root.prior)
         tree.root_prior = root.prior
         logits = _logits(root.prior)
         gumbel = cfg.gumbel_scale * tree.rng.gumbel(size=root.num_actions)
@@ -120,32 +154,130 @@ class GumbelPolicy:
         schedule = considered_visit_sequence(
             min(cfg.max_num_considered_actions, num_valid), cfg.num_simulations
         )
-        tree.extra = (gumbel + logits, logits, schedule)
+        gumbel_logits = gumbel + logits
+        ranked = (
+            (-gumbel_logits).argsort(kind="stable")[:num_valid].tolist()
+        )  # valid actions, best g + logits first
+        # [dense g + logits, logits, schedule, g + logits as floats, ranked, position in ranked of the first
+        # action that may be unvisited (visits only grow: the phase-1 scan resumes there)]
+        tree.extra = [gumbel_logits, logits, schedule, gumbel_logits.tolist(), ranked, 0]
 
-    def select(self, tree: Tree, node: Node, is_root: bool) -> int:
-        q_hat = self._completed_q(node)
-        sigma = self._sigma(node, q_hat)
-        if is_root:
-            gumbel_logits, _, schedule = tree.extra
-            scores = gumbel_logits + sigma  # -inf where the prior is 0
-            allowed = np.asarray(node._n) == schedule[tree.sims_done]
-            if allowed.any():
-                scores = np.where(allowed, scores, -np.inf)
-            return int(scores.argmax())
-        logits = _logits(node.prior)
-        improved = _softmax(logits + sigma)
-        visits = node.visit_counts
-        scores = improved - visits / (1.0 + visits.sum())
-        return int(np.where(node.prior > 0.0, scores, -np.inf).argmax())
+    @staticmethod
+    def _mixed_value(node: Node, p_visited: float, weighted: float) -> float:
+        """``v_mix`` from ``sum_{visited} pi`` and ``sum_{visited} pi q`` (paper eq. 33)."""
+        total = node.visit_count - 1  # = sum of the edge visits (the expansion is the node's first visit)
+        if total == 0:
+            return node.value
+        return (node.value + total * (weighted / p_visited if p_visited > 0 else 0.0)) / (1.0 + total)
+
+    def _visited_q(self, node: Node, any_unvisited: bool) -> tuple[list[float], float, float, float, float]:
+        """One pass over the visited edges: ``(q per visited edge, v_mix, sum_{visited} pi, lo, scale)``, where
+        ``[lo, lo + scale]`` is the range that rescales the completed Q to [0, 1]."""
+        visits, sums, prior = node._n, node._w, node._p
+        qs: list[float] = []
+        p_visited = weighted = 0.0
+        for a in node._visited:
+            q = sums[a] / visits[a]
+            qs.append(q)
+            p = prior[a]
+            p_visited += p
+            weighted += p * q
+        v_mix = self._mixed_value(node, p_visited, weighted)
+        if self.q_bounds is not None:
+            return qs, v_mix, p_visited, self.q_bounds[0], self.q_scale
+        completed = [*qs, v_mix] if any_unvisited else qs  # min-max over the valid actions' completed Q
+        lo = min(completed)
+        return qs, v_mix, p_visited, lo, max(max(completed) - lo, _EPS)
+
+    def select_root(self, tree: Tree, node: Node) -> int:
+        """Sequential Halving: among the actions with the scheduled visit count, the best ``g + logits + sigma``."""
+        extra = tree.extra
+        _, _, schedule, gumbel_logits, ranked, i = extra
+        target = schedule[tree.sims_done]
+        visits, sums = node._n, node._w
+        if target == 0:  # unvisited actions share sigma(v_mix): the best g + logits among them
+            while i < len(ranked) and visits[ranked[i]] > 0:
+                i += 1
+            extra[5] = i
+            if i < len(ranked):
+                return ranked[i]
+            return int(self.dense_scores(tree, node, True).argmax())
+        if self.q_bounds is not None:
+            lo, scale = self.q_bounds[0], self.q_scale
+        else:
+            lo, scale = self._visited_q(node, node._best_unvisited() >= 0)[3:]
+        coef = (self.config.c_visit + float(node._most)) * self.config.c_scale
+        best, best_score = -1, -math.inf
+        for a in node._visited:
+            n = visits[a]
+            if n != target:
+                continue
+            x = (sums[a] / n - lo) / scale
+            score = gumbel_logits[a] + coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x))
+            if score > best_score or (score == best_score and a < best):
+                best, best_score = a, score
+        if best < 0:  # no action has the scheduled count (a reused root): the formula itself
+            return int(self.dense_scores(tree, node, True).argmax())
+        return best
+
+    def select(self, tree: Tree, node: Node) -> int:
+        """``argmax pi'(a) - N(a) / (1 + sum N)``, ``pi' = softmax(logits + sigma(q̂))``, over the visited edges
+        and the best unvisited one. ``pi'(a) = pi(a) exp(sigma(q̂(a))) / Z``: exp(logits) is the prior."""
+        visited = node._visited
+        candidate = node._best_unvisited()
+        if not visited:
+            return candidate
+        prior, visits, sums, exp = node._p, node._n, node._w, math.exp
+        coef = (self.config.c_visit + float(node._most)) * self.config.c_scale
+        # exp(coef * q̂) could overflow beyond ~700: then every weight is divided by exp(coef)
+        shift = coef if coef > 600.0 else 0.0
+        weights = []
+        normaliser = 0.0
+        if self.q_bounds is not None:  # the range is known: one pass gives the weights and v_mix's sums
+            lo, scale = self.q_bounds[0], self.q_scale
+            p_visited = weighted = 0.0
+            for a in visited:
+                q = sums[a] / visits[a]
+                p = prior[a]
+                p_visited += p
+                weighted += p * q
+                x = (q - lo) / scale
+                w = p * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
+                weights.append(w)
+                normaliser += w
+            v_mix = self._mixed_value(node, p_visited, weighted)
+        else:
+            qs, v_mix, p_visited, lo, scale = self._visited_q(node, candidate >= 0)
+            for a, q in zip(visited, qs):
+                x = (q - lo) / scale
+                w = prior[a] * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
+                weights.append(w)
+                normaliser += w
+        unvisited_weight = 0.0
+        if candidate >= 0:  # the unvisited actions: completed Q = v_mix, prior mass 1 - sum_{visited} pi
+            unvisited_weight = exp(coef * unit_clip((v_mix - lo) / scale) - shift)
+            normaliser += max(0.0, 1.0 - p_visited) * unvisited_weight
+        denominator = float(node.visit_count)  # 1 + sum N
+        best, best_score = -1, -math.inf
+        for a, weight in zip(visited, weights):
+            score = weight / normaliser - visits[a] / denominator
+            if score > best_score or (score == best_score and a < best):
+                best, best_score = a, score
+        if candidate >= 0:
+            score = prior[candidate] * unvisited_weight / normaliser
+            if score > best_score or (score == best_score and candidate < best):
+                best = candidate
+        return best
 
     def outcome(self, tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """``(improved_policy, q_values, prior, selected_index)``: ``softmax(logits + sigma(q̂))``, the mixed
         completed Q, the root prior, and the Sequential Halving winner."""
         root = tree.root
-        gumbel_logits, logits, _ = tree.extra
+        gumbel_logits, logits = tree.extra[:2]
         visits = root.visit_counts
-        sigma = self._sigma(root, self._completed_q(root))
+        completed = mixed_completed_q(root, visits)
+        sigma = self._sigma(root, self._normalised(root, completed), visits)
         improved = _softmax(logits + sigma)
         most_visited = (visits == visits.max()) & (root.prior > 0.0)
         index = int(np.where(most_visited, gumbel_logits + sigma, -np.inf).argmax())
-        return improved, mixed_completed_q(root), root.prior, index
+        return improved, completed, root.prior, index

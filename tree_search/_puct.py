@@ -33,6 +33,10 @@ from tree_search.tree import Node
 __all__ = ["PuctPolicy", "exploration", "normalise_q", "puct_scores", "unit_clip"]
 
 _EPS = 1e-8
+# Score up to this many visited edges in a Python loop, more with NumPy (the measured crossover).
+_LOOP_MAX = 12
+# exploration(N) for N = 0, 1, ... by (c_init, c_base), shared by every search (the selection's only log and sqrt).
+_EXPLORATION: dict[tuple[float, float], list[float]] = {}
 
 
 def exploration(parent_visit_count: int | float, c_puct_init: float, c_puct_base: float) -> float:
@@ -98,10 +102,11 @@ class PuctPolicy:
     * visited:   ``(q - lo) / scale + U``            →  ``q + U * scale``
     * unvisited: ``clip((fpu - lo) / scale) + U``    →  ``clip(...) * scale + lo + U * scale``
 
-    Unvisited edges share the FPU, so only the one with the highest prior (``node._first``, then
-    ``node._order``) can win among them: two array operations over the visited edges (the unvisited have
-    ``_q = -inf``) plus one scalar candidate. Ties go to the lower index, as ``np.argmax`` over
-    :func:`puct_scores` would.
+    Unvisited edges share the FPU, so only the one with the highest prior (``Node._first``, then
+    ``Node._order``) can win among them: the visited edges are scored (a Python loop over ``Node._visited``
+    while they are few, two vectorised operations over the node's cached arrays once they are many; the same
+    floating-point operations either way) plus one scalar candidate. Ties go to the lower index, as
+    ``np.argmax`` over :func:`puct_scores` would.
     """
 
     def __init__(self, config: PuctConfig, value_bounds: tuple[float, float] | None) -> None:
@@ -109,7 +114,19 @@ class PuctPolicy:
         self.leaves_per_round = config.leaves_per_round
         self.virtual_loss = config.virtual_loss
         self.track_min_max = value_bounds is None
-        self.fixed = None if value_bounds is None else (float(value_bounds[0]), float(value_bounds[1]))
+        self.fixed = None
+        if value_bounds is not None:
+            lo = float(value_bounds[0])
+            self.fixed = (lo, max(float(value_bounds[1]) - lo, _EPS))  # (lo, scale) of the normalisation
+        self._fpu, self._fpu_reduction = config.fpu, config.fpu_reduction
+        self._explore = _EXPLORATION.setdefault((config.c_puct_init, config.c_puct_base), [])
+
+    def _exploration(self, parent_visit_count: int) -> float:
+        """``exploration(N)``, from the table shared by every search with these constants (grown on demand)."""
+        table, cfg = self._explore, self.config
+        while len(table) <= parent_visit_count:
+            table.append(exploration(len(table), cfg.c_puct_init, cfg.c_puct_base))
+        return table[parent_visit_count]
 
     def prepare(self, tree: Tree) -> None:
         """Mix the Dirichlet noise into the root prior (non-zero-prior actions only); seed the min-max range."""
@@ -124,48 +141,45 @@ class PuctPolicy:
         tree.root._use_prior(prior)
         tree.init_min_max()
 
-    def select(self, tree: Tree, node: Node, is_root: bool) -> int:
+    def select(self, tree: Tree, node: Node) -> int:
         n_parent = node.visit_count
         if n_parent == 1:  # only the node's own expansion: no edge visited yet, the top-prior action wins
             return node._first
-        cfg = self.config
-        fpu_value = node.value_sum / n_parent - cfg.fpu_reduction if cfg.fpu is None else cfg.fpu
+        fpu_value = node.value_sum / n_parent - self._fpu_reduction if self._fpu is None else self._fpu
         if self.fixed is not None:
-            lo = self.fixed[0]
-            scale = max(self.fixed[1] - lo, _EPS)
+            lo, scale = self.fixed
         else:
             lo = tree.q_min
             scale = tree.q_max - lo
             if scale < _EPS:
                 scale = _EPS
         fpu_norm = unit_clip((fpu_value - lo) / scale)
-        coef = exploration(n_parent, cfg.c_puct_init, cfg.c_puct_base) * scale
-        scores = node._pu * coef
-        scores += node._q
-        best = int(scores.argmax())
-        best_score = scores[best]
-        candidate = self._best_unvisited(node)
+        explore = self._explore
+        coef = (explore[n_parent] if n_parent < len(explore) else self._exploration(n_parent)) * scale
+        visited = node._visited
+        if len(visited) > _LOOP_MAX:
+            if node._q is None:
+                node._build_caches()
+            scores = node._pu * coef
+            scores += node._q
+            best = int(scores.argmax())
+            best_score = scores[best]
+        else:  # the same arithmetic as above, on the visited edges only
+            best, best_score = -1, -math.inf
+            prior, visits, sums = node._p, node._n, node._w
+            for a in visited:
+                n = visits[a]
+                score = prior[a] / (1.0 + n) * coef + sums[a] / n
+                if score > best_score or (score == best_score and a < best):
+                    best, best_score = a, score
+        candidate = node._best_unvisited()
         if candidate >= 0:
-            score = (fpu_norm * scale + lo) + node._sel_prior[candidate] * coef
+            score = (fpu_norm * scale + lo) + node._p[candidate] * coef
             if score > best_score or (score == best_score and candidate < best):
                 return candidate
         return best
 
-    @staticmethod
-    def _best_unvisited(node: Node) -> int:
-        """The unvisited non-zero-prior action with the highest prior in use, or -1."""
-        visits = node._n
-        order = node._order
-        if order is None:  # until the highest-prior action is visited, it is the candidate
-            a = node._first
-            if visits[a] == 0:
-                return a
-            order = node._build_order()
-        i, n_order = node._next, len(order)
-        while i < n_order and visits[order[i]] > 0:
-            i += 1
-        node._next = i
-        return order[i] if i < n_order else -1
+    select_root = select  # the same rule at the root (its prior is the noised one)
 
     def outcome(self, tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """``(improved_policy, q_values, prior, selected_index)``: normalised visits, completed Q, the noised

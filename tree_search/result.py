@@ -11,7 +11,7 @@ from tree_search.tree import Node
 __all__ = ["SearchResult"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SearchResult:
     """The outcome of searching one root.
 
@@ -39,3 +39,28 @@ class SearchResult:
     root_value: float
     selected_index: int
     selected_action: object
+
+    def __init__(
+        self,
+        root: Node,
+        actions: tuple,
+        visit_counts: np.ndarray,
+        improved_policy: np.ndarray,
+        q_values: np.ndarray,
+        prior: np.ndarray,
+        root_value: float,
+        selected_index: int,
+        selected_action: object,
+    ) -> None:
+        # One per root per search: the instance dict written directly (as tree_search.types.Expansion); frozen.
+        self.__dict__.update(
+            root=root,
+            actions=actions,
+            visit_counts=visit_counts,
+            improved_policy=improved_policy,
+            q_values=q_values,
+            prior=prior,
+            root_value=root_value,
+            selected_index=selected_index,
+            selected_action=selected_action,
+        )

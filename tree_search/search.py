@@ -17,6 +17,7 @@ simulation expanding the root). The algorithms' own departures are in ``_puct.py
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,9 +83,20 @@ def search(
     expand_roots(trees, env)
     for tree in trees:
         policy.prepare(tree)
-    run_rounds(
-        trees, env, policy, num_simulations=config.num_simulations, two_player=two_player, discount=discount
-    )
+    collecting = gc.isenabled()
+    gc.disable()  # the tree is acyclic (no parent pointers): scanning its many young objects for cycles is waste
+    try:
+        run_rounds(
+            trees,
+            env,
+            policy,
+            num_simulations=config.num_simulations,
+            two_player=two_player,
+            discount=discount,
+        )
+    finally:
+        if collecting:
+            gc.enable()
     results = []
     for tree in trees:
         root = tree.root

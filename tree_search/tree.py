@@ -2,11 +2,13 @@
 
 Why per-node statistics rather than a Python object per child (OpenSpiel's ``SearchNode``, the AlphaZero
 pseudocode): a Go position has ~80 candidate moves, and a search visits only a handful of them. A node keeps its
-edges' visit counts, value sums, rewards and terminal flags in ``[num_actions]`` lists (cheap single-entry
-updates in the backup) plus two NumPy caches (mean Q, prior / (1 + n)) that let PUCT score all children in two
-vectorised operations. Child ``Node`` objects (and the env's ``step``, i.e. the state clone) are created lazily,
-when an edge is first traversed, and a node's statistics are allocated only when the search first selects below
-it: most expanded leaves never are.
+edges' visit counts and value sums in ``[num_actions]`` lists (cheap single-entry updates in the backup) and the
+list of its visited edges, which the selection rules loop over; PUCT adds two NumPy caches (mean Q, prior /
+(1 + n)) for a node with many visited edges, to score them in two vectorised operations (mctx keeps such
+statistics as arrays; in CPython a NumPy call costs as much as a dozen list reads, so arrays pay off only for wide
+nodes). Child ``Node`` objects (and the env's ``step``, i.e. the state clone) are created lazily, when an edge is
+first traversed, and carry that edge's reward; a node's statistics are allocated only when the search first
+selects below it: most expanded leaves never are.
 
 Statistics convention: ``value_sums[a] / visit_counts[a]`` is the mean return ``Q(s, a)`` of taking ``a`` here,
 from the view of the player to move at this node (two-player) or of the agent (single-agent). ``visit_count`` and
@@ -24,7 +26,7 @@ import numpy as np
 
 __all__ = ["Node", "advance"]
 
-_sum, _min = np.add.reduce, np.minimum.reduce
+_sum = np.add.reduce
 _PRIOR_TOLERANCE = 1e-3  # |sum(prior) - 1| above this is an error; below it the prior is renormalised
 
 
@@ -52,15 +54,17 @@ class Node:
     __slots__ = (
         "_children",
         "_first",
+        "_most",
         "_n",
         "_next",
         "_order",
+        "_p",
         "_pending",
         "_pu",
         "_q",
-        "_r",
+        "_reward",
         "_sel_prior",
-        "_t",
+        "_visited",
         "_w",
         "actions",
         "info",
@@ -82,28 +86,10 @@ class Node:
         self.visit_count = 0
         self.value_sum = 0.0
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
-        # Per-edge statistics are allocated lazily (_alloc_stats), the first time the search selects below the
-        # node: most expanded leaves are never selected from, and allocation dominated the cost of an expansion.
-        # Scalar statistics live in Python lists (the backup reads and writes single entries, which is several
-        # times faster on lists than on NumPy arrays); the public properties return NumPy copies.
-        self._n: list[int] | None = None  # visit count per edge
-        self._w: list[float] | None = None  # value sum per edge
-        self._r: list[float] | None = None  # reward per edge
-        self._t: list[bool] | None = None  # terminal flag per edge
-        self._children: list[Node | None] | None = None
-        # Caches kept in step with visit_counts/value_sums by the search (see _set_edge), so that PUCT needs two
-        # vectorised operations per node: ``_q`` = mean Q of visited edges (-inf if unvisited) and ``_pu`` =
-        # prior / (1 + n) for the prior in use (the node's own, or the noised one while it is a search root).
-        # All unvisited edges share one Q (the FPU), so the best of them is the unvisited one with the highest
-        # prior: ``_first`` is the highest-prior action; once it is visited, ``_order`` (built then, by
-        # _build_order) lists the non-zero-prior actions by decreasing prior, ``_next`` points at the first
-        # unvisited one. Zero-prior actions are in neither, so they are never selected (pruning).
-        self._q: np.ndarray | None = None
-        self._pu: np.ndarray | None = None
-        self._sel_prior: np.ndarray | None = None
-        self._first = 0
-        self._order: list[int] | None = None
-        self._next = 0
+        self._reward = 0.0  # the reward of the transition into this node (its parent edge's reward)
+        # The per-edge statistics (the slots below, set by _alloc_stats) exist only once the search first selects
+        # below the node: most expanded leaves never are, and allocation dominated the cost of an expansion.
+        self._n: list[int] | None = None
 
     # -- construction -----------------------------------------------------------------------------------------
     def expand(self, actions: Sequence, prior: np.ndarray, value: float, info: Any = None) -> None:
@@ -117,21 +103,32 @@ class Node:
         self.value = value = float(value)
         self.visit_count += 1
         self.value_sum += value
-        self._sel_prior = prior
 
     def _alloc_stats(self) -> None:
-        """Validate the prior and allocate the per-edge arrays.
+        """Validate the prior and allocate the per-edge statistics. Idempotent.
 
-        Idempotent; done lazily, when the search first selects below the node (or an accessor needs the arrays).
+        Scalar statistics live in Python lists: the backup reads and writes single entries, several times faster
+        on lists than on NumPy arrays, and the selection rules loop over the few visited edges of a node
+        (``_visited``, in order of first visit). The public properties return NumPy copies. ``_p`` is the prior
+        in use (``_sel_prior``: the node's own, or the noised one while it is a PUCT root) as floats.
+
+        Unvisited edges all look alike to a selection rule but for their prior, so the best of them is the one
+        with the highest prior: ``_first`` is the highest-prior action; once it is visited, ``_order`` (built
+        then, by _build_order) lists the non-zero-prior actions by decreasing prior and ``_next`` points at the
+        first unvisited one. Zero-prior actions are in neither, so they are never selected (pruning).
+
+        ``_q`` (mean Q, -inf if unvisited) and ``_pu`` (prior in use / (1 + n)) are NumPy caches that PUCT builds
+        (_build_caches) for nodes with many visited edges, where two vectorised operations beat a Python loop;
+        once built, the backup keeps them in step.
         """
         if self._n is not None or self.actions is None:
             return
         num_actions = len(self.actions)
         prior = self.prior
+        values = prior.tolist()
         if num_actions:
             total = float(_sum(prior))
-            smallest = float(_min(prior))
-            if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or smallest < 0.0:
+            if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or min(values) < 0.0:
                 raise ValueError(
                     f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}"
                 )
@@ -140,24 +137,31 @@ class Node:
                     "Expansion: actions must be distinct (use sampled_prior() to merge raw samples)"
                 )
             if total != 1.0:
-                renormalised = prior / total
-                if self._sel_prior is prior:
-                    self._sel_prior = renormalised
-                self.prior = prior = renormalised
+                self.prior = prior = prior / total
+                values = prior.tolist()
         self._n = [0] * num_actions
+        self._most = 0  # the largest edge visit count (kept by the backup; a virtual loss does not count)
         self._w = [0.0] * num_actions
-        self._r = [0.0] * num_actions
-        self._t = [False] * num_actions
         self._children = [None] * num_actions
-        self._q = np.empty(num_actions, dtype=np.float64)
-        self._q.fill(-np.inf)
-        self._pu = self._sel_prior.copy()
-        self._set_order()
-
-    def _set_order(self) -> None:
-        self._first = int(self._sel_prior.argmax())  # ties: the lowest index, as in the stable order below
-        self._order = None
+        self._visited: list[int] = []
+        self._q: np.ndarray | None = None
+        self._pu: np.ndarray | None = None
+        self._sel_prior = prior  # _set_prior, inlined: this runs for every node the search selects below
+        self._p = values
+        self._first = int(prior.argmax()) if num_actions else 0  # ties: the lowest index, as in the order
+        self._order: list[int] | None = None
         self._next = 0
+
+    def _set_prior(self, prior: np.ndarray, values: list[float] | None = None) -> None:
+        self._sel_prior = prior
+        self._p = prior.tolist() if values is None else values
+        self._first = (
+            int(prior.argmax()) if len(prior) else 0
+        )  # ties: the lowest index, as in the order below
+        self._order: list[int] | None = None
+        self._next = 0
+        if self._q is not None:
+            self._build_caches()
 
     def _build_order(self) -> list[int]:
         """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited."""
@@ -167,24 +171,49 @@ class Node:
         self._next = 0
         return self._order
 
+    def _best_unvisited(self) -> int:
+        """The unvisited non-zero-prior action with the highest prior in use (ties: the lowest index), or -1."""
+        visits = self._n
+        order = self._order
+        if order is None:  # until the highest-prior action is visited, it is the candidate
+            a = self._first
+            if visits[a] == 0:
+                return a
+            order = self._build_order()
+        i, n_order = self._next, len(order)
+        while i < n_order and visits[order[i]] > 0:
+            i += 1
+        self._next = i
+        return order[i] if i < n_order else -1
+
+    def _build_caches(self) -> None:
+        """The NumPy caches ``_q`` and ``_pu`` from the statistics (same arithmetic as the backup's updates)."""
+        visits = np.array(self._n, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.array(self._w, dtype=np.float64) / visits
+        q[visits == 0] = -np.inf
+        self._q = q
+        self._pu = self._sel_prior / (1.0 + visits)
+
     def _set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
-        """Overwrite one edge's statistics, keeping the PUCT caches in step."""
+        """Overwrite one edge's statistics (virtual loss), keeping ``_visited`` and the caches in step."""
         self._alloc_stats()
+        was_visited = self._n[index] > 0
         self._n[index] = visit_count = int(visit_count)
         self._w[index] = value_sum = float(value_sum)
-        if visit_count > 0:
-            self._q[index] = value_sum / visit_count
-        else:
-            self._q[index] = -np.inf
+        if visit_count > 0 and not was_visited:
+            self._visited.append(index)
+        elif visit_count == 0 and was_visited:
+            self._visited.remove(index)
             self._next = 0  # this edge is unvisited again (a virtual loss reverted): rescan
-        self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
+        if self._q is not None:
+            self._q[index] = value_sum / visit_count if visit_count > 0 else -np.inf
+            self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
 
     def _use_prior(self, prior: np.ndarray) -> None:
         """Select below this node with ``prior`` (e.g. the Dirichlet-noised root prior); ``node.prior`` is kept."""
         self._alloc_stats()
-        self._sel_prior = prior
-        self._pu = prior / (1.0 + np.asarray(self._n, dtype=np.float64))
-        self._set_order()
+        self._set_prior(prior)
 
     # -- per-edge arrays: fresh NumPy copies (None until expanded) ---------------------------------------------
     @property
@@ -200,12 +229,16 @@ class Node:
     @property
     def rewards(self) -> np.ndarray | None:
         self._alloc_stats()
-        return None if self._r is None else np.array(self._r, dtype=np.float64)
+        if self._n is None:
+            return None
+        return np.array([0.0 if c is None else c._reward for c in self._children], dtype=np.float64)
 
     @property
     def terminal(self) -> np.ndarray | None:
         self._alloc_stats()
-        return None if self._t is None else np.array(self._t, dtype=bool)
+        if self._n is None:
+            return None
+        return np.array([c is not None and c.is_terminal for c in self._children], dtype=bool)
 
     @property
     def children(self) -> list[Node | None]:
@@ -306,7 +339,6 @@ def advance(result_or_node: Any, index: int, *, env: Any = None) -> Node:
         )
     transition = env.step(root.state, root.actions[index])
     child = Node(transition.state, is_terminal=bool(transition.terminal))
+    child._reward = float(transition.reward)
     root._children[index] = child  # the statistics exist: child() above allocated them
-    root._r[index] = float(transition.reward)
-    root._t[index] = bool(transition.terminal)
     return child

@@ -8,12 +8,14 @@ For the variants of one group (each: its arm, its ``task.feedback``, its other o
 2. **step checks on vs off** — the same arm with the same other overrides under ``steps`` vs ``outcome``;
 3. **ablations** — a variant with overrides against its plain arm under the same feedback (e.g. value head vs
    none, pruning vs none);
-4. **named ingredients**, once the arms exist: tree target vs AlphaZero target (``tree_grpo − relabel``), a tree vs
+4. **named ingredients**, once the arms exist: search vs outcome-only PG (``relabel − grpo``), a tree vs independent
+   completions (``tree_grpo − grpo``), the tree alone vs the AlphaZero target (``tree_grpo − relabel``), a tree vs
    none (``relabel − mc_value``), credit assignment vs none (every other arm ``− rft``);
 5. the recipe's own ``compare.contrasts``.
 
 All of them, over all groups, form one family: the report gives each one's raw p-value and its Holm-adjusted
-p-value over the family, and claims a difference only when the adjusted one is below 0.05.
+p-value over the family, and claims a difference only when the adjusted one is below 0.05;
+`llm_rl.analysis.readings` words each verdict for the ingredient its pair isolates.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from typing import Any
 __all__ = ["Contrast", "VariantInfo", "baseline_for", "derive_contrasts"]
 
 # (a, b, what the contrast isolates) between plain arms under the same feedback setting.
+# Those with GRPO are also "vs baseline" contrasts when GRPO is the baseline (each pair is tested once).
 NAMED = (
-    ("tree_grpo", "relabel", "tree advantages vs AlphaZero's visit-count target"),
+    ("relabel", "grpo", "search targets vs outcome-only policy gradient"),
+    ("tree_grpo", "grpo", "a step-boundary tree vs independent completions"),
+    ("tree_grpo", "relabel", "the tree alone vs the AlphaZero target"),
     ("relabel", "mc_value", "a search tree vs per-step MC values without one"),
 )
 NO_CREDIT_ARM = "rft"

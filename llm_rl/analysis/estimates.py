@@ -51,8 +51,17 @@ SPEND_AXES = (
     "optimizer_steps",
     "wall_time",
 )
-# The axes on which every variant is also compared at the smallest common spend.
-EQUAL_SPEND_AXES = ("total_tokens", "verifier_calls", "prompts")
+# The axes on which every variant is also compared at the smallest common spend (the run's own budget axis is
+# left out: there every run stopped at the limit).
+EQUAL_SPEND_AXES = (
+    "generated_tokens",
+    "prefill_tokens",
+    "total_tokens",
+    "verifier_calls",
+    "prompts",
+    "optimizer_steps",
+    "wall_time",
+)
 
 
 def _stack(rows: Sequence[np.ndarray], digests: Sequence[str | None]) -> tuple[np.ndarray, bool]:
@@ -180,13 +189,17 @@ def variant_stats(
 
 
 def equal_spend(
-    by_variant: Mapping[str, Sequence[RunRecord]], baseline_of: Mapping[str, str | None]
+    by_variant: Mapping[str, Sequence[RunRecord]],
+    baseline_of: Mapping[str, str | None],
+    *,
+    budget_axis: str | None = None,
 ) -> dict[str, Any]:
     """Every variant's pass@1 at the smallest final spend any finished run of the group reached on each of
-    `EQUAL_SPEND_AXES` (interpolated between evaluations), with its paired difference to its baseline there."""
+    `EQUAL_SPEND_AXES` but ``budget_axis`` (interpolated between evaluations), with its paired difference to its
+    baseline there."""
     out: dict[str, Any] = {}
     finished = [r for rs in by_variant.values() for r in rs if r.finished]
-    for axis in EQUAL_SPEND_AXES:
+    for axis in (a for a in EQUAL_SPEND_AXES if a != budget_axis):
         spends = [s for r in finished if (s := r.spend(axis)) is not None]
         if not spends:
             continue
@@ -283,5 +296,5 @@ def analyse_group(
         base = baseline_for(infos, baseline, g.info(name).feedback)
         g.baseline_of[name] = base
         g.vs_baseline[name] = paired(rs, by_variant[base]) if base is not None and base != name else None
-    g.equal = equal_spend(by_variant, g.baseline_of)
+    g.equal = equal_spend(by_variant, g.baseline_of, budget_axis=axis)
     return g

@@ -25,23 +25,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_rl.analysis.contrasts import derive_contrasts
-from llm_rl.analysis.estimates import EQUAL_SPEND_AXES, GroupResult, analyse_group, btt_text, paired
+from llm_rl.analysis.estimates import EQUAL_SPEND_AXES, GroupResult, analyse_group, btt_text
+from llm_rl.analysis.family import contrast_family
 from llm_rl.analysis.runs import RunRecord, load_runs
 from llm_rl.analysis.sweep import sweep_section
 from llm_rl.analysis.variance_report import markdown_section
 from llm_rl.analysis.verdicts import (
     ARM_LABELS,
-    SEED_CLAIM,
     conclusion_lines,
-    difference_verdict,
     fmt_estimate,
     label,
 )
 from llm_rl.config import ExperimentConfig
 from relabel_rl.report import MeanCI, plot_mean_ci, write_table
 from relabel_rl.rundir import jsonable
-from relabel_rl.stats import CrossedEstimate, holm
+from relabel_rl.stats import CrossedEstimate
 
 __all__ = ["ARM_LABELS", "RunRecord", "load_runs", "write_report"]
 
@@ -253,7 +251,8 @@ class _Report:
                 notes.append(
                     f"- **Note**: `{name}` is labelled `outcome` but called the verifier's step checks "
                     f"{_fmt_budget(calls['step_verifier_calls'], 'calls')} times per run: its arm does not honour "
-                    "`task.feedback`, so its numbers mix in per-step supervision."
+                    "`task.feedback` (the harness's metered verifier refuses step checks under `outcome`: a run "
+                    "made before that rule, or an arm around it), so its numbers mix in per-step supervision."
                 )
         headers = [
             "variant",
@@ -268,6 +267,11 @@ class _Report:
             return []
         return [
             "## Settings",
+            "",
+            "Which `task.feedback` produced each variant's numbers, and the verifier calls each run made on average "
+            "(counted by the harness's metered verifier, which refuses step checks under `outcome`). Each group's "
+            "spend on every budget axis, and every variant's pass@1 at the cheapest match on each axis, are under "
+            "its results.",
             "",
             self.table("settings", headers, rows, "llllrrr"),
             "",
@@ -326,10 +330,10 @@ class _Report:
         equal = self.equal_table(g)
         if equal:
             lines += [
-                "At the cheapest match on other budget axes: every variant's pass@1 (and its paired difference to "
-                "its baseline) at the smallest final spend any run of this group reached on that axis, linearly "
-                "interpolated between evaluations — so an equal budget on one axis cannot hide a large difference "
-                "on another.",
+                f"At the cheapest match on every other budget axis (the runs stopped on {self.axis.replace('_', ' ')}): "
+                "every variant's pass@1 (and its paired difference to its baseline) at the smallest final spend any "
+                "run of this group reached on that axis, linearly interpolated between evaluations — so an equal "
+                "budget on one axis cannot hide a large difference on another.",
                 "",
                 equal,
                 "",
@@ -370,21 +374,19 @@ class _Report:
         )
 
     def equal_table(self, g: GroupResult) -> str:
-        axes = [a for a in EQUAL_SPEND_AXES if a in g.equal]
-        if not axes:
-            return ""
-        headers = ["variant", "feedback"]
-        for a in axes:
-            at = _fmt_budget(g.equal[a]["at"], a)
-            headers += [f"pass@1 at {at} {a.replace('_', ' ')}", "− baseline"]
+        """One row per (axis, variant): pass@1 at the axis's cheapest match and the paired difference there (long
+        form: seven axes side by side would not fit a page)."""
         rows = []
-        for name in g.stats:
-            row = [label(name), g.info(name).feedback]
-            for a in axes:
+        for a in (a for a in EQUAL_SPEND_AXES if a in g.equal):
+            at = f"{_fmt_budget(g.equal[a]['at'], a)} {a.replace('_', ' ')}"
+            for name in g.stats:
                 e = g.equal[a]["variants"].get(name, {})
-                row += [fmt_estimate(e.get("pass@1")), fmt_estimate(e.get("vs_baseline"), signed=True)]
-            rows.append(row)
-        return self.table(f"equal_spend_{g.key}", headers, rows, "ll" + "r" * (2 * len(axes)))
+                rows.append([at, label(name), g.info(name).feedback, fmt_estimate(e.get("pass@1")),
+                             fmt_estimate(e.get("vs_baseline"), signed=True)])  # fmt: skip
+        if not rows:
+            return ""
+        headers = ["matched at", "variant", "feedback", "pass@1 there", "− baseline (paired)"]
+        return self.table(f"equal_spend_{g.key}", headers, rows, "lllrr")
 
     def overshoot_notes(self, g: GroupResult) -> list[str]:
         """Variants whose final spend on the budget axis passed the limit by more than 10 %."""
@@ -452,36 +454,24 @@ class _Report:
                 "warm_start": g.warm_start, "variants": out}  # fmt: skip
 
     def contrast_section(self, groups: Sequence[GroupResult], summary: dict[str, Any]) -> list[str]:
-        """Every derived contrast of every group as one family (Holm); the table and the key sentences."""
-        found = []
-        for g in groups:
-            for c in derive_contrasts(
-                g.infos, baseline=self.cfg.compare.baseline, declared=self.cfg.compare.contrasts
-            ):
-                found.append((g, c, paired(g.runs[c.a], g.runs[c.b])))
+        """Every derived contrast of every group as one family (`llm_rl.analysis.family`): the table and the
+        sentences."""
+        c = self.cfg.compare
+        found = contrast_family(
+            groups, baseline=c.baseline, declared=c.contrasts, title=lambda g: _group_title(g, self.knob)
+        )
         if not found:
             return []
-        adjusted = holm([e.p_value if e is not None else math.nan for _, _, e in found])
-        family = sum(e is not None and not math.isnan(e.p_value) for _, _, e in found)
-        rows, sentences, records = [], [], []
-        for (g, c, e), p_adj in zip(found, adjusted):
-            setting = f"{_group_title(g, self.knob)}, {c.what}" if g.key != "single" else c.what
-            text, verdict = difference_verdict(c.a, c.b, e, p_adjusted=p_adj, family=family, setting=setting)
-            if (
-                c.kind == "vs baseline"
-                and g.info(c.a).arm in ("relabel", "tree_grpo")
-                and g.info(c.b).arm == "grpo"
-            ):
-                text += " " + SEED_CLAIM[verdict["verdict"]]
-            arms = [g.info(c.a).arm, g.info(c.b).arm]
-            records.append(
-                {"group": g.key, "kind": c.kind, "what": c.what, "arms": arms, "text": text, **verdict}
-            )
-            sentences.append(text)
-            rows.append([_group_title(g, self.knob), c.kind, f"{label(c.a)} − {label(c.b)}", c.what,
-                         fmt_estimate(e, signed=True), _p(e.p_value if e else math.nan), _p(p_adj),
-                         "–" if e is None else f"{e.mde:.3f}", "–" if e is None else _share(e.seed_share),
-                         verdict["verdict"]])  # fmt: skip
+        by_key = {g.key: g for g in groups}
+        rows, records = [], []
+        for r in found:
+            e = r.pop("estimate")
+            rows.append([_group_title(by_key[r["group"]], self.knob), r["kind"], f"{label(r['a'])} − {label(r['b'])}",
+                         r["what"], fmt_estimate(e, signed=True), _p(e.p_value if e else math.nan),
+                         _p(r.get("p_adjusted", math.nan)), "–" if e is None else f"{e.mde:.3f}",
+                         "–" if e is None else _share(e.seed_share), r["verdict"]])  # fmt: skip
+            records.append(r)
+        family = max((r.get("family_size", 0) for r in records), default=0)
         summary["contrasts"] = records
         summary["sentences"] += records
         headers = ["group", "kind", "contrast", "isolates", "difference [95% CI]", "p", "p (Holm)", "MDE",
@@ -496,7 +486,7 @@ class _Report:
             "",
             self.table("contrasts", headers, rows, "lllllrrrrl"),
             "",
-            *(f"- {s}" for s in sentences),
+            *(f"- {r['text']}" for r in records),
             "",
         ]
 

@@ -59,6 +59,7 @@ from llm_rl.generation import make_backend
 from llm_rl.grid import probe_lengths, warm_difficulty
 from llm_rl.harness.budget import Budget
 from llm_rl.harness.metering import MeteredVerifier, StepContext
+from llm_rl.harness.user_data import task_verifier
 from llm_rl.model import load_policy
 from relabel_rl.config import config_to_dict
 from relabel_rl.rundir import jsonable, seed_everything
@@ -238,7 +239,7 @@ def probe_gradient_variance(
         else verifiers.ContainedVerifier(verifier)
     )
     meter = Budget()  # a scratch meter: the cost of each estimate, charged to no run
-    metered = MeteredVerifier(contained, meter)
+    metered = MeteredVerifier(contained, meter, feedback=cfg.task.feedback)
     sampler = make_backend(cfg.model.generation_backend, policy, meter)
     policy.train()
     records: list[dict[str, Any]] = []
@@ -334,7 +335,7 @@ def run_probe(
         checkpoint, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
-    verifier = verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
+    verifier = verifiers.ContainedVerifier(task_verifier(cfg), timeout=timeout)
     raw = probe_gradient_variance(cfg, policy, verifier, arms=arms, seed=cfg.seed, progress=progress)
     result = {
         "checkpoint": str(checkpoint),

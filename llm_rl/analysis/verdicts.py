@@ -5,6 +5,8 @@
   shown is the unadjusted 95 % one, so a claimed difference always has an interval that excludes 0, not the
   other way round); the sentence also gives the minimum detectable difference of the design, so a "no detectable
   difference" says how large a difference could have hidden.
+* `llm_rl.analysis.readings.contrast_reading` says in plain words what such a verdict means for the one
+  ingredient its two variants differ in.
 * :func:`slope_verdict` reads the slope of a paired gap against length: "the gap grows with length" only when the
   slope's 95 % interval lies above 0.
 * :func:`variance_sentence` reads the variance probe's per-arm trends (slope of log10 pooled relative gradient
@@ -37,7 +39,7 @@ ARM_LABELS = {
     "grpo": "GRPO",
     "relabel": "relabel (tree search)",
     "mc_value": "MC value (VinePPO-style)",
-    "tree_grpo": "tree GRPO (TreeRL-style)",
+    "tree_grpo": "tree GRPO (TreeRL)",
     "rft": "RFT (rejection sampling)",
 }
 

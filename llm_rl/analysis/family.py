@@ -1,6 +1,7 @@
 """The report's contrast family: every contrast of every group (`llm_rl.analysis.contrasts`), paired over seeds x
 items, decided as one Holm family (`verdicts.difference_verdict`) and worded for the ingredient it isolates
-(`readings.contrast_reading`; the seed's claim is added where search-made targets meet GRPO).
+(`readings.contrast_reading`; the seed's claim is added where search-made targets meet GRPO under `outcome`
+feedback: under `steps` both sides also get per-step ground truth, which is not the seed's mechanism).
 
 One family over all groups because a reader scans all of them for the one that "worked": the more contrasts are
 tested, the more one of them crosses 0.05 by chance, and Holm's step-down adjustment keeps the chance of any false
@@ -27,8 +28,9 @@ SEARCH_ARMS = ("relabel", "tree_grpo")  # arms whose targets the seed's claim is
 def _sentence(g: GroupResult, c: Contrast, verdict: dict[str, Any], text: str) -> str:
     """``text`` with the seed's claim (search arm vs GRPO) and the plain-word reading of the ingredient."""
     infos = {n: g.info(n) for n in (c.a, c.b)}
-    if c.kind in ("vs baseline", "ingredient") and infos[c.a].arm in SEARCH_ARMS and infos[c.b].arm == "grpo":
-        text += " " + SEED_CLAIM[verdict["verdict"]]
+    search_vs_grpo = infos[c.a].arm in SEARCH_ARMS and infos[c.b].arm == "grpo"
+    if c.kind in ("vs baseline", "ingredient") and search_vs_grpo and infos[c.a].feedback == "outcome":
+        text += " " + SEED_CLAIM[verdict["verdict"]]  # the seed's claim is about outcome-only feedback
     reading = contrast_reading(
         c.kind, c.a, c.b, verdict["verdict"], arms={n: i.arm for n, i in infos.items()},
         feedback={n: i.feedback for n, i in infos.items()},

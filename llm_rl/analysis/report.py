@@ -378,7 +378,7 @@ class _Report:
         form: seven axes side by side would not fit a page)."""
         rows = []
         for a in (a for a in EQUAL_SPEND_AXES if a in g.equal):
-            at = f"{_fmt_budget(g.equal[a]['at'], a)} {a.replace('_', ' ')}"
+            at = f"{_fmt_budget(g.equal[a]['at'], a)}{' s' if a == 'wall_time' else ''} {a.replace('_', ' ')}"
             for name in g.stats:
                 e = g.equal[a]["variants"].get(name, {})
                 rows.append([at, label(name), g.info(name).feedback, fmt_estimate(e.get("pass@1")),

@@ -103,6 +103,9 @@ def difference_verdict(
             verdict, tail = "a better", f"; {pp}): {la} is better here."
         elif p_adjusted < ALPHA and est.estimate < 0:
             verdict, tail = "b better", f"; {pp}): {lb} is better here."
+        elif est.mde == 0.0:  # every seed and item scored alike in both: nothing varies, nothing to detect
+            verdict = "no detectable difference"
+            tail = f"; {pp}): both scored alike on every seed and item; the data cannot separate them."
         else:
             verdict = "no detectable difference"
             tail = f"; {pp}): the data do not separate them; a true difference below {est.mde:.3f} could hide here."

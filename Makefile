@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow bench lint format clean
+.PHONY: setup demo experiment test test-slow bench lint format clean
 
 setup: $(STAMP)
 
@@ -46,7 +46,13 @@ $(STAMP): pyproject.toml examples/plugin_verifier/pyproject.toml
 
 demo: setup
 	$(VENV)/bin/llm-rl compare recipes/quickstart.yaml
-	@echo "The report is runs/quickstart/report.md (plots, summary.json and per-run logs beside it)."
+	@echo "The report is runs/quickstart/report.md (figures, tables/, summary.json and per-run logs beside it)."
+
+# The length sweep (recipes/experiment.yaml): >= 5 seeds x 3 lengths x both feedback settings, <= 90 min on 2 CPU
+# cores. Resumable: run it again after an interruption; more seeds: add --compare.seeds "[0, 1, ..., 9]".
+experiment: setup
+	$(VENV)/bin/llm-rl compare recipes/experiment.yaml
+	@echo "The report is runs/experiment/report.md (headline.png/.pdf, tables/ as md/csv/tex beside it)."
 
 test: setup
 	$(PY) -m pytest

@@ -1,21 +1,25 @@
-"""`llm-rl compare RECIPE`: every arm x every seed (x every warm start) at equal budget, then the report; and
-`llm-rl probe-variance RECIPE`, the gradient-variance probe on its own.
+"""`llm-rl compare RECIPE`: every arm and variant x every seed (x every sweep value, or x every warm start) at equal
+budget, then the report; and `llm-rl probe-variance RECIPE`, the gradient-variance probe on its own.
 
 Order of work, cheapest and most fallible first:
 
-1. load the recipe with overrides and validate everything — every arm's config included (GRPO's TRL dict goes
-   through `trl.GRPOConfig`) — and refuse an output directory holding a different experiment. All of this takes
+1. load the recipe with overrides and validate everything — every arm's config and every variant's overrides
+   included (GRPO's TRL dict goes through `trl.GRPOConfig`), the sweep's row sets, ``eval.num_examples <=
+   task.test_size`` — and refuse an output directory holding a different experiment (seeds, arms, variants and
+   sweep values may be *added* to a finished one: `llm_rl.grid.check_same_experiment`). All of this takes
    seconds, so a typo never costs a warm start;
 2. the base model and the warm start(s), built once and cached in ``OUTPUT_DIR`` (one per
-   ``compare.warm_start_pass_rates`` entry in the low-pass-rate regime);
-3. the grid: for each (warm start, arm, seed) a `RunDir` ``OUTPUT_DIR/runs/[ws<rate>/]<arm>-seed<k>``. A run with
+   ``compare.warm_start_pass_rates`` entry in the low-pass-rate regime; one on ``warm_start.difficulty`` for a
+   sweep);
+3. the grid (`llm_rl.grid`): for each cell a `RunDir` ``OUTPUT_DIR/runs/[<group>/]<variant>-seed<k>``. A run with
    ``final_metrics.json`` is finished and skipped; an interrupted one resumes from its checkpoints, counters
    included, so killing `compare` and running it again loses at most the work since each run's last checkpoint;
 4. the gradient-variance probe (``compare.probe_variance``) at the warm-start checkpoint (the highest-target one
-   in the regime), so every arm's estimator is measured at the same parameters;
-5. the report (`llm_rl.analysis.report.write_report`): ``report.md``, ``summary.json``, ``evals.jsonl``, PNGs.
+   in the regime), so every arm's estimator is measured at the same parameters; rerun when its settings change;
+5. the report (`llm_rl.analysis.report.write_report`).
 
-``--report-only`` re-renders the report from whatever runs exist (finished or not) without training. Under
+``--report-only`` re-renders the report from whatever runs exist (finished or not) without training or writing
+anything but the report; it fails, naming the directory, when ``output_dir`` holds no experiment. Under
 ``accelerate launch`` every process runs the grid together and only the main process prints and writes.
 """
 
@@ -31,76 +35,103 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from llm_rl.analysis.report import write_report
-from llm_rl.analysis.variance_probe import run_probe
+from llm_rl.analysis.variance_probe import probe_settings, run_probe
 from llm_rl.analysis.verdicts import variance_sentence
 from llm_rl.commands import CommandError, module_main, parse_command, run_command
 from llm_rl.config import ExperimentConfig
 from llm_rl.experiment import (
     FINAL_METRICS,
     check_resumable,
-    child_config,
     configure_threads,
     prepare_experiment,
     quiet_libraries,
     run_arm,
-    run_dir_for,
     validate_experiment,
 )
+from llm_rl.grid import (
+    Cell,
+    cell_meta,
+    check_same_experiment,
+    child_config,
+    grid,
+    group_name,
+    run_dir_for,
+    variants,
+)
+from llm_rl.harness.data import DATA_SEED, load_task
 from llm_rl.harness.distributed import barrier, broadcast, is_main, main_print
-from relabel_rl.rundir import RunDir
+from llm_rl.harness.evaluation import items_digest
+from relabel_rl.config import ConfigError, to_yaml
+from relabel_rl.rundir import RunDir, jsonable
 
 __all__ = ["cmd_compare", "cmd_probe_variance", "run_compare"]
 
-Grid = list[tuple[float | None, str, int]]
+
+def _plain_arms(cfg: ExperimentConfig) -> list[str]:
+    return list(cfg.compare.arms)
 
 
-def _grid(cfg: ExperimentConfig) -> Grid:
-    targets: list[float | None] = list(cfg.compare.warm_start_pass_rates) or [None]
-    return [(t, arm, seed) for t in targets for arm in cfg.compare.arms for seed in cfg.compare.seeds]
+def _path(cfg: ExperimentConfig, cell: Cell) -> Path:
+    return run_dir_for(Path(cfg.output_dir), cell.variant.name, cell.seed, group_name(cfg, cell))
+
+
+def check_report_only(out: Path) -> None:
+    """``--report-only`` needs an experiment to report on: refuse a missing or empty directory, naming it."""
+    if not out.is_dir():
+        raise ConfigError(
+            f"--report-only: {out} does not exist; check 'output_dir' (or run the comparison without --report-only)"
+        )
+    if not (out / "config.yaml").exists() and not (out / "runs").is_dir():
+        raise ConfigError(
+            f"--report-only: {out} holds no comparison (no config.yaml, no runs/); check 'output_dir'"
+        )
 
 
 def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole comparison described by ``cfg`` and write its report; return the summary."""
-    arms = list(cfg.compare.arms)
-    validate_experiment(cfg, arms=arms, probe=cfg.compare.probe_variance)
-    configure_threads(cfg)
     out = Path(cfg.output_dir)
-    grid = _grid(cfg)
-    regime = bool(cfg.compare.warm_start_pass_rates)
-    for target, arm, seed in grid:  # refuse a mismatched directory before the warm start
-        path = run_dir_for(out, arm, seed, target)
-        check_resumable(path, child_config(cfg, arm, seed, path, target))
-    if is_main():  # under accelerate launch, only the main process writes the run's files
+    if report_only:
+        check_report_only(out)
+    validate_experiment(cfg, arms=_plain_arms(cfg), probe=cfg.compare.probe_variance)
+    configure_threads(cfg)
+    cells = grid(cfg)
+    check_same_experiment(out, cfg)  # before the warm start: a different experiment is refused
+    for cell in cells:
+        path = _path(cfg, cell)
+        check_resumable(path, child_config(cfg, cell, path))
+    if is_main() and not report_only:  # under accelerate launch, only the main process writes the run's files
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))  # the grid may have grown: record the current one
         RunDir.create(out, config=cfg, seeds={"seeds": cfg.compare.seeds}, extra_meta={"command": "compare"})
     barrier()
     warm_file = out / "warm_starts.json"
     if report_only:
         warm = json.loads(warm_file.read_text()) if warm_file.exists() else []
     else:
-        warm = _warm_starts(cfg, out, regime)
-        _run_grid(cfg, out, grid, warm, regime, progress)
-    variance = _variance(cfg, out, warm, arms, run=not report_only, progress=progress)
+        warm = _warm_starts(cfg, out)
+        _run_grid(cfg, cells, warm, progress)
+    variance = _variance(cfg, out, warm, run=not report_only, progress=progress)
     summary = None
     if is_main():  # the main process writes the report; the others wait for its summary
-        summary = write_report(
-            out,
-            axis=cfg.budget.axis,
-            limit=cfg.budget.limit,
-            threshold=cfg.compare.pass_threshold,
-            task=cfg.task.verifier,
-            variance=variance,
-            warm_starts=warm,
-            title=f"relabel-rl comparison: {', '.join(arms)} on {cfg.task.verifier}",
-        )
+        summary = write_report(out, cfg, variance=variance, warm_starts=warm, eval_sets=eval_sets(cfg, warm))
     return broadcast(summary)
 
 
-def _warm_starts(cfg: ExperimentConfig, out: Path, regime: bool) -> list[dict[str, Any]]:
+def _regime(cfg: ExperimentConfig) -> bool:
+    return bool(cfg.compare.warm_start_pass_rates)
+
+
+def _warm_starts(cfg: ExperimentConfig, out: Path) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     _say(f"warm start(s) from {cfg.model.name_or_path} on {cfg.task.verifier} ...")
-    warm = prepare_experiment(cfg, out, regime=regime)
+    warm = prepare_experiment(cfg, out, regime=_regime(cfg))
+    for w in warm:  # what the report states about each warm start: its validation rows and difficulty
+        record = Path(w["path"]).parent / "warm_start.json"
+        if record.exists():
+            saved = json.loads(record.read_text())
+            w.update({k: saved[k] for k in ("held_out_rows", "difficulty", "target_pass_rate") if k in saved})
     if is_main():
-        (out / "warm_starts.json").write_text(json.dumps(warm, indent=2, default=str))
+        (out / "warm_starts.json").write_text(json.dumps(jsonable(warm), indent=2))
     for w in warm:
         _say(
             f"  warm start target {w['target']}: reached pass@1 {w['pass_rate']:.3f} after {w['steps']} steps"
@@ -109,50 +140,79 @@ def _warm_starts(cfg: ExperimentConfig, out: Path, regime: bool) -> list[dict[st
     return warm
 
 
-def _run_grid(
-    cfg: ExperimentConfig, out: Path, grid: Grid, warm: list[dict], regime: bool, progress: bool
-) -> None:
-    """Every (warm start, arm, seed) run, finished ones skipped, the interrupted one resumed."""
+def _run_grid(cfg: ExperimentConfig, cells: list[Cell], warm: list[dict], progress: bool) -> None:
+    """Every cell's run, finished ones skipped, the interrupted one resumed."""
     by_target = {w["target"]: w for w in warm}
     bar = tqdm(
-        grid,
+        cells,
         desc="compare runs",
         unit="run",
         disable=not (progress and is_main()),
         file=sys.stderr,
         position=0,
     )
-    for target, arm, seed in bar:
-        ws = by_target[target] if regime else warm[0]
-        path = run_dir_for(out, arm, seed, target if regime else None)
-        child = child_config(cfg, arm, seed, path, target if regime else None)
-        bar.set_postfix_str(f"{arm} seed {seed}" + (f" ws {target:g}" if regime else ""))
+    for cell in bar:
+        ws = by_target[cell.warm_target] if cell.warm_target is not None else warm[0]
+        path = _path(cfg, cell)
+        child = child_config(cfg, cell, path)
+        where = f"{cell.variant.name} seed {cell.seed}" + (
+            f" {group_name(cfg, cell)}" if group_name(cfg, cell) else ""
+        )
+        bar.set_postfix_str(where)
         done_before = (path / FINAL_METRICS).exists()
         t_run = time.perf_counter()
-        final, _ = run_arm(child, path, init_model=ws["path"], warm_start=ws)
+        final, _ = run_arm(child, path, init_model=ws["path"], warm_start=ws, cell=cell_meta(cfg, cell))
         state = "done earlier" if done_before else f"{time.perf_counter() - t_run:.0f}s"
         if is_main():
             bar.write(
-                f"  {arm:<8} seed {seed}{'' if not regime else f' ws {target:g}'}: pass@1 "
-                f"{_num(final.get('pass@1'))} pass@k {_num(final.get('pass@k'))} ({state})",
+                f"  {where}: pass@1 {_num(final.get('pass@1'))} pass@k {_num(final.get('pass@k'))} ({state})",
                 file=sys.stderr,
             )
     bar.close()
 
 
+def eval_sets(cfg: ExperimentConfig, warm: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per group, the rows every run of it is evaluated on (exactly the harness's: `load_task`'s test rows, the
+    first ``eval.num_examples``), and how many of them the warm start's validation rows share."""
+    validation: set[str] = set()
+    for w in warm:
+        record = Path(w["path"]).parent / "warm_start.json"
+        if record.exists():
+            validation |= set((json.loads(record.read_text()).get("held_out") or {}).get("prompts", []))
+    out = {}
+    plain = variants(cfg)[0]
+    for cell in [c for c in grid(cfg) if c.variant == plain and c.seed == cfg.compare.seeds[0]]:
+        child = child_config(cfg, cell, _path(cfg, cell))
+        rows = load_task(child).test[: cfg.eval.num_examples]
+        prompts = [r["prompt"] for r in rows]
+        out[group_name(cfg, cell) or "single"] = {
+            "split": "test",
+            "seed": DATA_SEED,
+            "rows": len(rows),
+            "difficulty": child.task.difficulty,
+            "digest": items_digest(prompts),
+            "overlap_with_validation": len(validation & set(prompts)) if validation else None,
+        }
+    return out
+
+
 def _variance(
-    cfg: ExperimentConfig, out: Path, warm: list[dict], arms: list[str], *, run: bool, progress: bool
+    cfg: ExperimentConfig, out: Path, warm: list[dict], *, run: bool, progress: bool
 ) -> dict[str, Any] | None:
-    """The variance probe's result: run at the (highest-target) warm start unless already on disk."""
+    """The variance probe's result: run at the (highest-target) warm start unless already on disk with the same
+    settings."""
     if not cfg.compare.probe_variance:
         return None
     var_file = out / "variance.json"
-    if run and not var_file.exists() and warm:
+    arms = list(cfg.probe.arms) or _plain_arms(cfg)
+    if run and warm:
         probe_at = max(warm, key=lambda w: -1.0 if w["target"] is None else float(w["target"]))
-        if is_main():  # under accelerate launch, one process probes; the others wait
-            _say(f"gradient-variance probe at {probe_at['path']} ...")
-            run_probe(cfg, probe_at["path"], out, arms=arms, progress=progress)
-        barrier()
+        old = json.loads(var_file.read_text()) if var_file.exists() else None
+        if old is None or old.get("settings") != jsonable(probe_settings(cfg, probe_at["path"], arms)):
+            if is_main():  # under accelerate launch, one process probes; the others wait
+                _say(f"gradient-variance probe at {probe_at['path']} ...")
+                run_probe(cfg, probe_at["path"], out, arms=arms, progress=progress)
+            barrier()
     return json.loads(var_file.read_text()) if var_file.exists() else None
 
 
@@ -167,9 +227,10 @@ def _say(msg: str) -> None:
 def cmd_compare(argv: Sequence[str]) -> int:
     """``llm-rl compare RECIPE [--report-only] [--no-progress] [--section.key value ...]``.
 
-    Runs ``compare.arms`` x ``compare.seeds`` (x ``compare.warm_start_pass_rates``) at the recipe's budget into
-    ``output_dir`` and writes ``report.md``, ``summary.json``, ``evals.jsonl`` and PNG plots there. Rerunning the
-    same command resumes; ``--report-only`` only re-renders the report.
+    Runs ``compare.arms`` and ``compare.variants`` x ``compare.seeds`` (x ``compare.sweep.values`` or x
+    ``compare.warm_start_pass_rates``) at the recipe's budget into ``output_dir`` and writes ``report.md``,
+    ``summary.json``, ``evals.jsonl``, ``tables/`` and figures there. Rerunning the same command resumes (and runs
+    the seeds, variants or sweep values added since); ``--report-only`` only re-renders the report.
     """
 
     def body() -> int:
@@ -208,7 +269,7 @@ def cmd_probe_variance(argv: Sequence[str]) -> int:
             usage=cmd_probe_variance.__doc__ or "",
         )
         quiet_libraries()
-        arms = own["arms"].split(",") if own.get("arms") else list(cfg.compare.arms)
+        arms = own["arms"].split(",") if own.get("arms") else (list(cfg.probe.arms) or list(cfg.compare.arms))
         validate_experiment(cfg, arms=arms, probe=True)
         configure_threads(cfg)
         out_dir = Path(own.get("out") or Path(cfg.output_dir) / "probe")

@@ -152,14 +152,22 @@ class TaskConfig:
     )
     feedback: Feedback = knob(
         "outcome",
-        help="what every arm may learn from: outcome (the final score only), or steps (check_step too)",
+        help="what every arm may learn from: outcome (the final score only), or steps (check_step too); the "
+        "report labels every number with it",
     )
     train_size: int = knob(512, ge=1, help="training rows (RL prompts); with task.data: at most this many")
-    test_size: int = knob(64, ge=1, help="held-out rows (evaluation); with task.data: at most this many")
-    validation_size: int = knob(
-        64,
+    # >= 500 by default, so that a pass rate's binomial error (<= 0.022) is well below the training noise a
+    # comparison measures (the report evaluates the first eval.num_examples of them)
+    test_size: int = knob(
+        500,
         ge=1,
-        help="test-split rows drawn after the test rows: the validation split llm-rl tune scores on",
+        help="held-out rows (evaluation, the first of the test split); with task.data: at most this many",
+    )
+    validation_size: int = knob(
+        500,
+        ge=1,
+        help="test-split rows drawn after the test rows: the validation split llm-rl tune scores on (at least "
+        "eval.num_examples)",
     )
     difficulty: dict[str, Any] = knob({}, help="the verifier's difficulty knobs, passed to Verifier.generate")
     max_steps: int = knob(8, ge=1, help="reasoning steps in one completion, at most")
@@ -198,6 +206,11 @@ class WarmStartConfig:
         32, ge=1, help="the global SFT batch: shared by the processes under accelerate launch"
     )
     eval_examples: int = knob(64, ge=1, help="held-out rows the stopping rule's pass@1 is measured on")
+    difficulty: dict[str, Any] | None = knob(
+        None,
+        help="the warm start's own task difficulty (e.g. {min_steps: 1, max_steps: 6}: one warm start on a mixture "
+        "covering every length of a sweep); null: task.difficulty (with compare.sweep over lengths: its range)",
+    )
 
 
 @dataclass(frozen=True)
@@ -223,10 +236,15 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation (never trained on): greedy pass@1 and sampled pass@k."""
+    """Held-out evaluation (never trained on): greedy pass@1 (batched) and sampled pass@k, with every row's result
+    kept in the eval record, so the report pairs arms item by item. ``num_examples`` <= ``task.test_size``."""
 
-    num_examples: int = knob(64, ge=1, help="held-out rows evaluated (the first of the test split)")
-    pass_k: int = knob(4, ge=1, help="samples per row for the unbiased pass@k")
+    num_examples: int = knob(
+        500,
+        ge=1,
+        help="held-out rows evaluated (the first of eval.split), each row's result kept for pairing",
+    )
+    pass_k: int = knob(4, ge=0, help="samples per row for the unbiased pass@k; 0: greedy pass@1 only")
     temperature: float = knob(
         1.0, gt=0.0, help="sampling temperature of the pass@k samples (pass@1 is greedy)"
     )
@@ -282,20 +300,70 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """A named variant of an arm for `compare`: the arm with recipe overrides that apply to this variant's runs
+    only (an ablation, or the arm under the other feedback setting). ``overrides`` are dotted keys or nested
+    sections, e.g. ``{relabel.prune_rejected_steps: false}`` or ``{task: {feedback: steps}}``; they may touch the
+    arm sections, ``optim`` and ``task.feedback`` — not what every run of a comparison must share (model, warm
+    start, budget, evaluation, the task's rows)."""
+
+    arm: str = knob(check=NONEMPTY, help="the arm this variant runs (a registered name or module:Class)")
+    overrides: dict[str, Any] = knob(
+        {}, help="recipe overrides for this variant's runs only (arm sections, optim.*, task.feedback)"
+    )
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A difficulty axis of `compare`: every arm and variant runs, for every seed, at each value. ``knob: length``
+    sets the task's number of operations (``min_steps = max_steps = value``); any other name is a difficulty knob
+    of ``task.verifier`` set to the value. One warm start serves every value (``warm_start.difficulty``)."""
+
+    # `values` comes first: once the field `knob` is defined, the name no longer means the function in this body
+    values: list[int | float] = knob([], help="the values the sweep runs at; [] = no sweep")
+    knob: str = knob(
+        "length",
+        check=NONEMPTY,
+        help="length (the task's number of operations), or any difficulty knob of task.verifier",
+    )
+
+
+@dataclass(frozen=True)
 class CompareConfig:
-    """`llm-rl compare`: arms x seeds (x warm-start pass rates) at equal budget."""
+    """`llm-rl compare`: arms and variants x seeds (x sweep values, or x warm-start pass rates) at equal budget."""
 
     # registered arm names (llm_rl/arms/__init__.py) or `module:Class` paths of your own `Arm` subclasses
     arms: list[str] = knob(
         ["grpo", "relabel", "mc_value"],
         check=NONEMPTY_DISTINCT,
-        help="registered arm names or module:Class paths of your own Arm subclasses",
+        help="registered arm names (grpo, relabel, mc_value, tree_grpo, rft) or module:Class paths of your own "
+        "Arm subclasses",
+    )
+    variants: dict[str, VariantConfig] = knob(
+        {},
+        help="named variants run like arms in their own run directories: {name: {arm: relabel, overrides: {...}}}",
     )
     seeds: list[int] = knob(
-        [0, 1, 2], ge=0, lt=2**63, check=NONEMPTY_DISTINCT, help="one run per arm and seed"
+        [0, 1, 2], ge=0, lt=2**63, check=NONEMPTY_DISTINCT, help="one run per arm (or variant) and seed"
     )
+    baseline: str = knob(
+        "grpo",
+        check=NONEMPTY,
+        help="the arm or variant every paired difference is taken against, under the same task.feedback",
+    )
+    contrasts: list[list[str]] = knob(
+        [],
+        help="extra contrasts for the report's Holm family, each [a, b] (arm or variant names): a - b, paired",
+    )
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     pass_threshold: float = knob(
         0.5, ge=0.0, le=1.0, help="report the budget each arm needed to reach this held-out pass@1"
+    )
+    threshold_gain: float | None = knob(
+        None,
+        gt=0.0,
+        le=1.0,
+        help="when set, the threshold is the start's pass@1 plus this (per sweep value), not pass_threshold",
     )
     warm_start_pass_rates: list[float] = knob(
         [], ge=0.0, le=1.0, check=DISTINCT, help="the low-pass-rate regime: one warm start per rate; [] = one"
@@ -307,9 +375,15 @@ class CompareConfig:
 class ProbeConfig:
     """The gradient-variance probe: per-prompt gradient estimates, binned by task length (number of steps)."""
 
-    lengths: list[int] = knob([2, 4, 6], ge=1, help="task lengths (operations) to probe")
-    prompts_per_length: int = knob(4, ge=1, help="held-out prompts per length")
-    repeats: int = knob(4, ge=2, help="independent gradient estimates per prompt")
+    lengths: list[int] = knob(
+        [],
+        ge=1,
+        check=DISTINCT,
+        help="task lengths (operations) to probe; [] = every length the warm start trained on (outside it: refused)",
+    )
+    prompts_per_length: int = knob(16, ge=1, help="held-out prompts per length")
+    repeats: int = knob(16, ge=2, help="independent gradient estimates per prompt")
+    arms: list[str] = knob([], check=DISTINCT, help="the arms probed; [] = compare.arms")
 
 
 @dataclass(frozen=True)

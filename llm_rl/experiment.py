@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +33,21 @@ import transformers
 import verifiers
 from llm_rl.analysis.variance_probe import examples_for_length
 from llm_rl.arms import ARM_NAMES, Arm, arm_class
-from llm_rl.config import ExperimentConfig, arm_config
+from llm_rl.config import ExperimentConfig
+from llm_rl.grid import (
+    LENGTH_KNOB,
+    Cell,
+    Variant,
+    probe_lengths,
+    sweep_difficulty,
+    validate_variants,
+    variant_config,
+    variants,
+    warm_difficulty,
+    warm_length_range,
+)
+from llm_rl.grid import child_config as grid_child_config
+from llm_rl.grid import run_dir_for as grid_run_dir_for
 from llm_rl.harness.data import DATA_SEED, check_task
 from llm_rl.harness.distributed import barrier, is_main, process_state
 from llm_rl.harness.evaluation import evaluate
@@ -106,7 +119,8 @@ def sharded_launch() -> str | None:
 
 
 def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bool = False) -> None:
-    """Check what `load_config`'s types cannot: names resolve, knobs exist, arm configs are accepted upstream.
+    """Check what `load_config`'s types cannot: names resolve, knobs exist, arm configs are accepted upstream, the
+    grid (variants, sweep) is well formed and every row set it needs can be generated.
 
     Raises:
       ConfigError: naming the recipe key at fault.
@@ -121,6 +135,38 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
             raise ConfigError(str(e)) from None
     if len(set(arms)) != len(arms):
         raise ConfigError(f"'compare.arms' repeats an arm: {list(arms)}")
+    _check_sharding(classes)
+    _check_compare(cfg)
+    if cfg.budget.eval_every > cfg.budget.limit:
+        raise ConfigError(
+            f"'budget.eval_every' ({cfg.budget.eval_every:g}) exceeds 'budget.limit' ({cfg.budget.limit:g}): "
+            "the learning curve would have no point between the start and the end"
+        )
+    if cfg.eval.pass_k < 0 or cfg.eval.num_examples < 1:
+        raise ConfigError("'eval.pass_k' must be >= 0 (0: greedy pass@1 only) and 'eval.num_examples' >= 1")
+    if cfg.eval.split == "test" and cfg.eval.num_examples > cfg.task.test_size:
+        raise ConfigError(
+            f"'eval.num_examples' ({cfg.eval.num_examples}) exceeds 'task.test_size' ({cfg.task.test_size}): "
+            "evaluation would silently use fewer rows; raise task.test_size or lower eval.num_examples"
+        )
+    verifier = task_verifier(cfg)  # ConfigError naming task.verifier or task.data.*
+    _check_rows(cfg, verifier)
+    check_task(cfg, verifier)  # task.feedback: steps needs step checks; the eval split holds the rows
+    for cls in classes.values():
+        cls.validate(cfg)
+    for v in variants(cfg):  # each variant's own config passes its arm's checks too
+        if v.overrides:
+            own = variant_config(cfg, v)
+            check_task(own, verifier)  # e.g. a variant under task.feedback: steps needs step checks
+            arm_class(v.arm).validate(own)
+    check_trackers(list(cfg.logging.report_to))
+    if cfg.model.lora.enabled:
+        lora_config(cfg.model.lora)  # PEFT validates the whole LoraConfig now, not at the first model load
+    if probe:
+        _check_probe(cfg, verifier)
+
+
+def _check_sharding(classes: Mapping[str, Any]) -> None:
     sharded = sharded_launch()
     hand_written = [a for a, cls in classes.items() if issubclass(cls, Arm)]
     if sharded and hand_written:
@@ -130,47 +176,104 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
             "for DDP, not for sharded parameters. Launch them with recipes/accelerate/ddp.yaml (add "
             "--model.lora.enabled true when the model does not fit), or keep this config for --arm grpo"
         )
-    seeds = list(cfg.compare.seeds)
+
+
+def _check_compare(cfg: ExperimentConfig) -> None:
+    """Seeds, thresholds, the low-pass-rate regime, variants, baseline, contrasts and the sweep's shape."""
+    c = cfg.compare
+    seeds = list(c.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"'compare.seeds' must be a non-empty list of distinct seeds, got {seeds}")
-    if not 0.0 <= cfg.compare.pass_threshold <= 1.0:
-        raise ConfigError(f"'compare.pass_threshold' must be in [0, 1], got {cfg.compare.pass_threshold}")
-    for i, r in enumerate(cfg.compare.warm_start_pass_rates):
+    if not 0.0 <= c.pass_threshold <= 1.0:
+        raise ConfigError(f"'compare.pass_threshold' must be in [0, 1], got {c.pass_threshold}")
+    if c.threshold_gain is not None and not 0.0 < c.threshold_gain <= 1.0:
+        raise ConfigError(f"'compare.threshold_gain' must be in (0, 1] or null, got {c.threshold_gain}")
+    for i, r in enumerate(c.warm_start_pass_rates):
         if not 0.0 <= r <= 1.0:
             raise ConfigError(f"'compare.warm_start_pass_rates[{i}]' must be in [0, 1], got {r}")
-    if cfg.compare.warm_start_pass_rates and not cfg.warm_start.enabled:
+    if c.warm_start_pass_rates and not cfg.warm_start.enabled:
         raise ConfigError("'compare.warm_start_pass_rates' needs 'warm_start.enabled: true'")
     target = cfg.warm_start.target_pass_rate
     if target is not None and not 0.0 <= target <= 1.0:
         raise ConfigError(f"'warm_start.target_pass_rate' must be in [0, 1] or null, got {target}")
-    if cfg.budget.eval_every > cfg.budget.limit:
+    validate_variants(cfg)
+    names = [v.name for v in variants(cfg)]
+    if c.baseline not in names and c.baseline not in ARM_NAMES:
         raise ConfigError(
-            f"'budget.eval_every' ({cfg.budget.eval_every:g}) exceeds 'budget.limit' ({cfg.budget.limit:g}): "
-            "the learning curve would have no point between the start and the end"
+            f"'compare.baseline' {c.baseline!r} is neither an arm nor a variant of this comparison"
         )
-    if cfg.eval.pass_k < 1 or cfg.eval.num_examples < 1:
-        raise ConfigError("'eval.pass_k' and 'eval.num_examples' must be >= 1")
-    verifier = task_verifier(cfg)  # ConfigError naming task.verifier or task.data.*
+    for i, pair in enumerate(c.contrasts):
+        if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(names):
+            raise ConfigError(f"'compare.contrasts[{i}]' must be two different names of {names}, got {pair}")
+    values = list(c.sweep.values)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"'compare.sweep.values' repeats a value: {values}")
+    if values and c.warm_start_pass_rates:
+        raise ConfigError(
+            "'compare.sweep' and 'compare.warm_start_pass_rates' cannot be combined: run one experiment per axis"
+        )
+    if c.sweep.knob == LENGTH_KNOB and any(int(v) != v or v < 1 for v in values):
+        raise ConfigError(f"'compare.sweep.values' are lengths (whole numbers >= 1), got {values}")
+
+
+def _check_rows(cfg: ExperimentConfig, verifier: Any) -> None:
+    """Every row set the experiment draws can be drawn: the warm start's difficulty, and for each sweep value the
+    task's train rows, ``task.test_size`` test rows, within ``task.max_steps`` steps."""
     try:
-        verifier.generate(1, seed=0, split="train", **cfg.task.difficulty)
+        verifier.generate(1, seed=0, split="train", **warm_difficulty(cfg))
     except (ValueError, TypeError, NotImplementedError) as e:
-        raise ConfigError(f"'task.difficulty': {e}") from None
-    check_task(cfg, verifier)  # task.feedback: steps needs step checks; the eval split holds the rows
-    for cls in classes.values():
-        cls.validate(cfg)
-    check_trackers(list(cfg.logging.report_to))
-    if cfg.model.lora.enabled:
-        lora_config(cfg.model.lora)  # PEFT validates the whole LoraConfig now, not at the first model load
-    if probe:
-        if cfg.probe.repeats < 2:
-            raise ConfigError(f"'probe.repeats' must be >= 2 to estimate a variance, got {cfg.probe.repeats}")
-        if cfg.probe.prompts_per_length < 1 or not cfg.probe.lengths:
-            raise ConfigError("'probe.lengths' must be non-empty and 'probe.prompts_per_length' >= 1")
-        for i, length in enumerate(cfg.probe.lengths):
-            try:
-                examples_for_length(verifier, cfg.task.difficulty, length, 1, seed=0)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"'probe.lengths[{i}]' = {length}: {e}") from None
+        key = "warm_start.difficulty" if cfg.warm_start.difficulty is not None else "task.difficulty"
+        raise ConfigError(f"'{key}': {e}") from None
+    span = warm_length_range(verifier, warm_difficulty(cfg))
+    for value in list(cfg.compare.sweep.values) or [None]:
+        key = (
+            "'task.difficulty'"
+            if value is None
+            else f"'compare.sweep.values' ({cfg.compare.sweep.knob} {value:g})"
+        )
+        difficulty = sweep_difficulty(cfg, value)
+        try:
+            verifier.generate(1, seed=0, split="train", **difficulty)
+            test = verifier.generate(cfg.task.test_size, seed=DATA_SEED, split="test", **difficulty)
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise ConfigError(f"{key}: {e} (task.test_size = {cfg.task.test_size})") from None
+        steps = test["num_steps"] if "num_steps" in test.column_names else []  # a user's rows may lack it
+        longest = max((int(n) for n in steps), default=0)
+        if longest > cfg.task.max_steps:
+            raise ConfigError(
+                f"'task.max_steps' ({cfg.task.max_steps}) is below the {longest} steps of a test row at {key} "
+                "(answer line included): the step-wise arms could never finish one; raise it"
+            )
+        is_length = value is not None and cfg.compare.sweep.knob == LENGTH_KNOB
+        if is_length and span is not None and not span[0] <= value <= span[1]:
+            raise ConfigError(
+                f"'compare.sweep.values': length {value:g} is outside the warm start's lengths {span[0]}-"
+                f"{span[1]} ('warm_start.difficulty'): one warm start must cover every length"
+            )
+
+
+def _check_probe(cfg: ExperimentConfig, verifier: Any) -> None:
+    if cfg.probe.repeats < 2:
+        raise ConfigError(f"'probe.repeats' must be >= 2 to estimate a variance, got {cfg.probe.repeats}")
+    if cfg.probe.prompts_per_length < 1:
+        raise ConfigError("'probe.prompts_per_length' must be >= 1")
+    for arm in cfg.probe.arms:
+        if arm not in ARM_NAMES and ":" not in arm:
+            raise ConfigError(f"'probe.arms': unknown arm {arm!r}; choose from {', '.join(ARM_NAMES)}")
+    span = warm_length_range(verifier, warm_difficulty(cfg))
+    lengths = probe_lengths(cfg, verifier)
+    if not lengths:
+        raise ConfigError("'probe.lengths' is empty and the task has no length knobs to derive it from")
+    for i, length in enumerate(lengths):
+        if span is not None and not span[0] <= length <= span[1]:
+            raise ConfigError(
+                f"'probe.lengths[{i}]' = {length} is outside the warm start's lengths {span[0]}-{span[1]}: the "
+                "probe measures the arms at the warm start, on tasks it was trained for"
+            )
+        try:
+            examples_for_length(verifier, warm_difficulty(cfg), length, 1, seed=0)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"'probe.lengths[{i}]' = {length}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,42 +319,33 @@ def _with_target(cfg: ExperimentConfig, target: float | None) -> ExperimentConfi
 
 
 def run_dir_for(output_dir: Path, arm: str, seed: int, warm_target: float | None = None) -> Path:
-    """``OUTPUT_DIR/runs/<arm>-seed<k>`` (or ``runs/ws<rate>/<arm>-seed<k>`` in the low-pass-rate regime)."""
-    base = output_dir / "runs"
-    if warm_target is not None:
-        base = base / f"ws{warm_target:g}"
-    return base / f"{re.sub(r'[^A-Za-z0-9_]', '_', arm)}-seed{seed}"  # a plugin arm's `module:Class` too
+    """``OUTPUT_DIR/runs/<arm>-seed<k>`` (or ``runs/ws<rate>/<arm>-seed<k>`` in the low-pass-rate regime) of a
+    plain arm; `llm_rl.grid.run_dir_for` for any cell."""
+    return grid_run_dir_for(output_dir, arm, seed, None if warm_target is None else f"ws{warm_target:g}")
 
 
 def child_config(
     cfg: ExperimentConfig, arm: str, seed: int, run_path: Path, warm_target: float | None = None
 ) -> ExperimentConfig:
-    """The resolved config of one run: the recipe with ``arm``, ``seed``, its own output dir, the arm's tuned
-    values (``tune.chosen[arm]``, `llm_rl.config.arm_config`), and ``compare``/``tune`` sections narrowed to itself
-    (so adding a seed to the recipe does not invalidate the runs already done)."""
-    sub = _with_target(cfg, warm_target) if warm_target is not None else cfg
-    sub = arm_config(sub, arm)
-    return dataclasses.replace(
-        sub,
-        arm=arm,
-        seed=seed,
-        output_dir=str(run_path),
-        compare=dataclasses.replace(
-            cfg.compare,
-            arms=[arm],
-            seeds=[seed],
-            warm_start_pass_rates=[warm_target] if warm_target is not None else [],
-        ),
-    )
+    """The resolved config of a plain arm's run (`llm_rl.grid.child_config` for any cell): the recipe with
+    ``arm``, ``seed``, its own output dir, and ``compare`` narrowed to itself (so adding a seed to the recipe does
+    not invalidate the runs already done)."""
+    return grid_child_config(cfg, Cell(Variant(arm, arm, {}), seed, warm_target), run_path)
 
 
 def run_arm(
-    cfg: ExperimentConfig, run_path: Path, *, init_model: str, warm_start: Mapping[str, Any] | None = None
+    cfg: ExperimentConfig,
+    run_path: Path,
+    *,
+    init_model: str,
+    warm_start: Mapping[str, Any] | None = None,
+    cell: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Train ``cfg.arm`` with ``cfg.seed`` into ``run_path`` unless it already finished.
 
     Returns ``(final_metrics, trained_now)``. The arm resumes an interrupted run from its own checkpoints
     (budget counters included); ``final_metrics.json`` is written last, so its presence means "finished".
+    ``cell`` (`llm_rl.grid.cell_meta`: variant, overrides, sweep value) goes into ``meta.json`` for the report.
     """
     final_file = run_path / FINAL_METRICS
     if final_file.exists():
@@ -261,7 +355,11 @@ def run_arm(
             run_path,
             config=cfg,
             seeds={"seed": cfg.seed, "warm_start_seed": WARM_START_SEED},
-            extra_meta={"init_model": init_model, "warm_start": dict(warm_start or {})},
+            extra_meta={
+                "init_model": init_model,
+                "warm_start": dict(warm_start or {}),
+                "cell": dict(cell or {"variant": cfg.arm, "arm": cfg.arm, "overrides": {}}),
+            },
         )
     barrier()
     run = RunDir(run_path)

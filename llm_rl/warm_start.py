@@ -9,8 +9,13 @@ on held-out examples every ``warm_start.eval_every`` steps and stops training on
 starting pass rate (`compare.warm_start_pass_rates` sweeps it).
 
 Data: the SFT rows are train-split examples drawn with their own seed range (`SFT_DATA_SEED`), the held-out rows
-are test-split examples drawn with another (`VALIDATION_SEED`), so the stopping rule never looks at the rows the
-arms are finally evaluated on (`llm_rl.harness.data.load_task` draws those with seed 0).
+are test-split examples drawn with another (`VALIDATION_SEED`), so the stopping rule does not use the rows the
+arms are finally evaluated on (`llm_rl.harness.data.load_task` draws those with seed 0; both come from the test
+split, so a small task space can share prompts between them: the record keeps the held-out prompts and the
+`compare` report counts the overlap). Both use the warm start's difficulty (`llm_rl.grid.warm_difficulty`):
+``warm_start.difficulty`` when given — e.g. a mixture of lengths 1-6 for a sweep whose RL tasks each have one
+length — so the warm-start task may differ from the RL task; it is part of the cache key, the RL task's
+difficulty (and ``task.feedback``) are not, so every sweep value and variant shares one warm start.
 
 The result is a full model (a LoRA warm start is merged) plus a fresh value head, saved with
 `Policy.save_pretrained` to ``out_dir/model``. A rerun with the same recipe sections, base model and seed reuses it.
@@ -35,6 +40,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from llm_rl.config import ExperimentConfig
+from llm_rl.grid import warm_difficulty
 from llm_rl.harness.distributed import is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.harness.user_data import task_verifier
@@ -71,16 +77,26 @@ _RL_ONLY_TASK_FIELDS = ("feedback", "validation_size")
 
 
 def _warm_start_task(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The task section as the warm start sees it (without `_RL_ONLY_TASK_FIELDS`)."""
+    """The task section as the warm start sees it: without `_RL_ONLY_TASK_FIELDS`, with the warm start's own
+    difficulty (`llm_rl.grid.warm_difficulty`) in place of the RL task's, so sweep values share one warm start."""
     task = config_to_dict(cfg.task)
-    return {k: v for k, v in task.items() if k not in _RL_ONLY_TASK_FIELDS}
+    return {
+        **{k: v for k, v in task.items() if k not in _RL_ONLY_TASK_FIELDS},
+        "difficulty": warm_difficulty(cfg),
+    }
+
+
+def _warm_start_section(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``warm_start`` section without ``difficulty`` (folded into `_warm_start_task`'s as it takes effect)."""
+    return {k: v for k, v in config_to_dict(cfg.warm_start).items() if k != "difficulty"}
 
 
 def _fingerprint(cfg: ExperimentConfig, base_model: str, seed: int) -> str:
+    """The cache key: what the warm start depends on (its effective difficulty, not the RL task's)."""
     key = {
         "model": config_to_dict(cfg.model),
         "task": _warm_start_task(cfg),
-        "warm_start": config_to_dict(cfg.warm_start),
+        "warm_start": _warm_start_section(cfg),
         "base_model": str(base_model),
         "seed": seed,
     }
@@ -121,7 +137,7 @@ def warm_start(
         pinned = {
             "model": cfg.model,
             "task": _warm_start_task(cfg),
-            "warm_start": cfg.warm_start,
+            "warm_start": _warm_start_section(cfg),
             "seed": seed,
         }
         pin_config(out, pinned, what="warm start")
@@ -148,17 +164,22 @@ def warm_start(
     return _train(cfg, base_model, out, seed=seed, fingerprint=fingerprint, progress=progress)
 
 
+def _rows(cfg: ExperimentConfig) -> tuple[Any, dict[str, Any], Any, list[dict]]:
+    """``(verifier, difficulty, gold SFT rows, held-out rows)`` on the warm start's own difficulty."""
+    ws = cfg.warm_start
+    verifier = task_verifier(cfg)  # the verifier, or its scoring over the user's rows (task.data)
+    difficulty = warm_difficulty(cfg)
+    gold = _gold_rows(verifier, min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS), ws.batch_size, difficulty)
+    held_out = verifier.generate(ws.eval_examples, seed=VALIDATION_SEED, split="test", **difficulty)
+    return verifier, difficulty, gold, [dict(r) for r in held_out]
+
+
 def _train(
     cfg: ExperimentConfig, base_model: str, out: Path, *, seed: int, fingerprint: str, progress: bool
 ) -> WarmStartResult:
     ws = cfg.warm_start
-    verifier = task_verifier(cfg)  # the verifier, or its scoring over the user's rows (task.data)
-    difficulty = dict(cfg.task.difficulty)
-    gold = _gold_rows(verifier, min(ws.max_steps * ws.batch_size, MAX_SFT_ROWS), ws.batch_size, difficulty)
+    verifier, difficulty, gold, held_out = _rows(cfg)
     train_rows = datasets.Dataset.from_dict({"prompt": gold["prompt"], "completion": gold["solution"]})
-    held_out = [
-        dict(r) for r in verifier.generate(ws.eval_examples, seed=VALIDATION_SEED, split="test", **difficulty)
-    ]
     torch.manual_seed(seed)
     policy = load_policy(base_model, dtype=cfg.model.dtype)
     if cfg.model.lora.enabled:
@@ -219,6 +240,12 @@ def _train(
             "sft_rows": len(gold),
             "processes": world,
             "held_out_rows": len(held_out),
+            "difficulty": difficulty,
+            "held_out": {
+                "split": "test",
+                "seed": VALIDATION_SEED,
+                "prompts": [r["prompt"] for r in held_out],
+            },
             "fingerprint": fingerprint,
         }
         _save(final, out, record)

@@ -11,8 +11,10 @@ report prints goes through one of these helpers:
   logistic Elo curve from the Wilson interval of the rate.
 * :func:`linear_trend` — least-squares slope with a t-interval (e.g. log relative gradient variance vs length).
 * :func:`first_crossing` — the budget at which a learning curve first reaches a threshold.
-* :func:`markdown_table`, :func:`format_ci` — text; :func:`plot_mean_ci` — a PNG of mean ± CI bands over seeds
-  (:func:`new_figure` / :func:`save_figure`: the size, style and saving every plot of the project shares).
+* :func:`markdown_table`, :func:`format_ci` — text; :func:`write_table` — one table as Markdown, CSV and LaTeX
+  (a paper takes the ``.tex``, a notebook the ``.csv``); :func:`plot_mean_ci` — mean ± CI bands over seeds
+  (:func:`new_figure` / :func:`save_figure`: the size, style and saving every plot of the project shares: a PNG
+  and a vector PDF beside it, the legend outside the axes so it never covers data).
 
 Quantiles come from SciPy (``scipy.stats.t`` / ``norm``) and the regression from ``scipy.stats.linregress``; the
 Wilson formula is written out here because SciPy's ``binomtest`` only takes integer successes, and draws make the
@@ -44,9 +46,12 @@ __all__ = [
     "markdown_table",
     "mean_ci",
     "new_figure",
+    "new_grid",
     "plot_mean_ci",
     "save_figure",
+    "save_grid",
     "wilson_interval",
+    "write_table",
 ]
 
 
@@ -371,10 +376,19 @@ def plot_mean_ci(
         ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(
-        title + (f"\n(mean, band: {confidence:.0%} t-interval over seeds)" if title else ""), fontsize=10
-    )
+    ax.set_title(title + (f"\n(mean, band: {confidence:.0%} t-interval over seeds)" if title else ""))
     return save_figure(fig, ax, path, legend=bool(curves))
+
+
+HOUSE_STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "pdf.fonttype": 42,  # TrueType in the PDF: text stays text (selectable, editable)
+}
 
 
 def new_figure() -> tuple[Any, Any, list[str]]:
@@ -384,23 +398,61 @@ def new_figure() -> tuple[Any, Any, list[str]]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    # 3.4 x 2.6 inches: a paper's column width, so 7-8 pt text stays readable when the figure is placed there
+    matplotlib.rcParams.update(HOUSE_STYLE)
+    fig, ax = plt.subplots(figsize=(3.4, 2.6), dpi=200)
     return fig, ax, plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def new_grid(
+    rows: int, cols: int, *, width: float, height: float, sharex: bool = True
+) -> tuple[Any, Any, list[str]]:
+    """``(figure, axes[rows][cols], colours)`` in the house style: a multi-panel figure (``width`` x ``height``
+    inches; 3.4 per column is a paper's column width)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams.update(HOUSE_STYLE)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), dpi=200, sharex=sharex, squeeze=False)
+    return fig, axes, plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def save_grid(fig: Any, path: str | Path, handles: Sequence[Any], labels: Sequence[str]) -> Path:
+    """Write a `new_grid` figure as PNG at ``path`` and PDF beside it, one legend for all panels below them."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # before the legend, which then extends the canvas below the panels
+    if handles:
+        fig.legend(list(handles), list(labels), loc="upper center", ncol=min(4, len(handles)), frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, bbox_inches="tight")
+    fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight")
+    plt.close(fig)
+    return out
 
 
 def save_figure(
     fig: Any, ax: Any, path: str | Path, *, legend: bool = True, grid_which: str = "major"
 ) -> Path:
-    """Finish a figure of `new_figure` the house way (grid, legend, tight layout), write the PNG, close it."""
+    """Finish a figure of `new_figure` the house way and write it: the PNG at ``path`` and a vector PDF beside it
+    (same stem). The legend goes below the axes, outside the data area, so it can never hide a curve."""
     import matplotlib.pyplot as plt
 
     ax.grid(True, alpha=0.3, which=grid_which)
+    fig.tight_layout()  # before the legend: laid out around the axes alone, the legend then extends the canvas
     if legend:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                      ncol=1 if len(handles) > 4 or max(map(len, labels)) > 28 else 2, frameon=False)  # fmt: skip
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, bbox_inches="tight")
+    fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -464,3 +516,51 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, ali
     ]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, align: str | None = None) -> str:
+    """A booktabs ``tabular`` (``\\usepackage{booktabs}``) with the LaTeX specials of every cell escaped.
+
+    Written here rather than with ``pandas.DataFrame.to_latex`` (which needs Jinja2 and a DataFrame for a table
+    of already-formatted strings)."""
+    if any(len(r) != len(headers) for r in rows):
+        raise ValueError("every row must have one cell per header")
+    align = align or "l" * len(headers)
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+
+    def cell(v: Any) -> str:
+        text = "".join(specials.get(ch, ch) for ch in str(v).replace("\n", " "))
+        return text.replace("≥", r"$\geq$").replace("−", "-").replace("–", "--").replace("±", r"$\pm$")
+
+    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(cell(h) for h in headers) + r" \\",
+             r"\midrule"]  # fmt: skip
+    lines += [" & ".join(cell(v) for v in r) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    directory: str | Path,
+    name: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    align: str | None = None,
+) -> str:
+    """Write one table as ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` under ``directory``; return the Markdown
+    (for the report's text). The CSV holds the same formatted cells as the other two (``csv`` module quoting)."""
+    import csv
+    import io
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    md = markdown_table(headers, rows, align=align)
+    (d / f"{name}.md").write_text(md + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([[str(v) for v in r] for r in rows])
+    (d / f"{name}.csv").write_text(buf.getvalue())
+    (d / f"{name}.tex").write_text(latex_table(headers, rows, align=align))
+    return md

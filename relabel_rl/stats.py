@@ -24,8 +24,12 @@ also answers "is this interval dominated by training variance or by the size of 
 ``seed_share`` is the part of the variance that more seeds would shrink, ``item_share`` the part more items would.
 
 Also here: :func:`linear_contrast` (the slope of per-length estimates against length, for "the gap grows with
-length"), :func:`holm` (several contrasts reported together), and the minimum detectable difference of a design
-(:attr:`CrossedEstimate.mde`). Quantiles come from SciPy; the moment estimates are a few lines of NumPy (SciPy and
+length"), :func:`holm` (several contrasts reported together), the minimum detectable difference of a design
+(:attr:`CrossedEstimate.mde`), and the design's planning questions answered from the measured components:
+:meth:`CrossedEstimate.half_width_at` (the interval half-width another number of seeds or items would give) and
+:meth:`CrossedEstimate.seeds_for` (the fewest seeds that bring it under a target), and
+:func:`interpolate_items` (an arm's per-item results at a spend between two evaluations, for comparisons at equal
+spend on another budget axis). Quantiles come from SciPy; the moment estimates are a few lines of NumPy (SciPy and
 statsmodels have no crossed two-way random-effects estimator for a complete S x N table).
 """
 
@@ -38,7 +42,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CrossedEstimate", "crossed_mean", "holm", "linear_contrast", "paired_difference"]
+__all__ = [
+    "ContrastEstimate",
+    "CrossedEstimate",
+    "crossed_mean",
+    "holm",
+    "interpolate_items",
+    "linear_contrast",
+    "paired_difference",
+]
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,50 @@ class CrossedEstimate:
         """Whether the interval lies entirely above or below 0 (False when it is undefined)."""
         return bool(self.low > 0 or self.high < 0)
 
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2.0
+
+    def half_width_at(self, seeds: int, items: int | None = None) -> float:
+        """The interval half-width this design would have with ``seeds`` seeds and ``items`` items (default: as
+        measured), if the variance components stayed as estimated. Satterthwaite's df is taken from the mean
+        squares those components imply at the new shape."""
+        from scipy import stats
+
+        s, n = int(seeds), int(items if items is not None else self.num_items)
+        if s < 1 or n < 1:
+            raise ValueError(f"need seeds >= 1 and items >= 1, got {s}, {n}")
+        variance = self.var_seed / s + self.var_item / n + self.var_resid / (s * n)
+        if variance == 0.0:
+            return 0.0
+        # expected mean squares at (s, n) and the terms of Var(mean) = sum c_k MS_k, as in crossed_mean
+        ms_resid = self.var_resid
+        terms = [(1.0 / (s * n), n * self.var_seed + ms_resid, s - 1) if self.var_seed > 0 else None,
+                 (1.0 / (s * n), s * self.var_item + ms_resid, n - 1) if self.var_item > 0 else None]  # fmt: skip
+        c_resid = (1.0 - sum(t is not None for t in terms)) / (s * n)
+        parts = [t for t in terms if t is not None] + [(c_resid, ms_resid, (s - 1) * (n - 1))]
+        denom = sum((c * m) ** 2 / d for c, m, d in parts if d > 0)
+        df = variance**2 / denom if denom > 0 else math.inf
+        if not df > 0:
+            return math.nan
+        alpha = 1.0 - self.confidence
+        q = float(stats.norm.ppf(1 - alpha / 2) if math.isinf(df) else stats.t.ppf(1 - alpha / 2, df))
+        return q * math.sqrt(variance)
+
+    def seeds_for(self, half_width: float, *, items: int | None = None, max_seeds: int = 1000) -> int | None:
+        """The fewest seeds (>= 2) whose interval half-width would be <= ``half_width`` at ``items`` items
+        (default: as measured); None when even ``max_seeds`` seeds would not do (the item part alone is too big:
+        more items are needed) or the components are undefined."""
+        if not half_width > 0 or any(math.isnan(v) for v in (self.var_seed, self.var_item, self.var_resid)):
+            return None
+        for s in range(2, max_seeds + 1):
+            hw = self.half_width_at(s, items)
+            if math.isfinite(hw) and hw <= half_width:
+                return s
+        return None
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "half_width": self.half_width}
 
 
 def _table(values: Any) -> np.ndarray:
@@ -244,6 +298,23 @@ def linear_contrast(
     df = variance**2 / denom if denom > 0 else (math.inf if variance >= 0 else math.nan)
     low, high, p, _ = _t_interval(slope, math.sqrt(variance), df, confidence=confidence, power=0.8)
     return ContrastEstimate(slope, low, high, math.sqrt(variance), df, p, confidence)
+
+
+def interpolate_items(xs: Sequence[float], items: Sequence[Sequence[float]], x: float) -> np.ndarray:
+    """Per-item results at spend ``x``, linearly interpolated between the evaluations at ``xs`` (increasing) with
+    per-item results ``items[i]``; the mean of the result is the interpolated pass rate. ``x`` must lie within
+    ``[xs[0], xs[-1]]`` (no extrapolation)."""
+    x_arr = np.asarray(xs, dtype=float)
+    if x_arr.size == 0 or not x_arr[0] <= x <= x_arr[-1]:
+        raise ValueError(
+            f"spend {x} outside the evaluated range [{x_arr.min(initial=np.nan)}, {x_arr.max(initial=np.nan)}]"
+        )
+    table = np.asarray(items, dtype=float)
+    j = int(np.searchsorted(x_arr, x, side="left"))
+    if x_arr[j] == x:
+        return table[j].copy()
+    w = (x - x_arr[j - 1]) / (x_arr[j] - x_arr[j - 1])
+    return (1.0 - w) * table[j - 1] + w * table[j]
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -18,7 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = {
     "model": {"tiny_hidden_size": 32, "tiny_num_layers": 1, "tiny_num_heads": 2},
-    "task": {"difficulty": {"min_steps": 1, "max_steps": 1, "max_start": 5}, "max_completion_tokens": 8},
+    # a task space of 16 distinct test prompts: the default 500 test rows cannot be drawn from it
+    "task": {
+        "difficulty": {"min_steps": 1, "max_steps": 1, "max_start": 5},
+        "test_size": 8,
+        "max_completion_tokens": 8,
+    },
     "eval": {"num_examples": 2, "pass_k": 1},
 }
 

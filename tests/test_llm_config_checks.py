@@ -60,7 +60,7 @@ def test_every_field_has_help_and_every_number_a_range():
         (["--warm_start.max_steps", "-3"], r"'warm_start\.max_steps' must be >= 1, got -3"),
         (["--warm_start.target_pass_rate", "1.5"], r"'warm_start\.target_pass_rate' must be in \[0, 1\]"),
         (["--eval.temperature", "-1"], r"'eval\.temperature' must be > 0, got -1"),
-        (["--eval.pass_k", "0"], r"'eval\.pass_k' must be >= 1"),
+        (["--eval.pass_k", "-1"], r"'eval\.pass_k' must be >= 0"),  # 0: greedy pass@1 only
         (
             ["--model.name_or_path", "/nonexistent/model"],
             r"'model\.name_or_path' must be an existing local path",

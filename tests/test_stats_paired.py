@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from relabel_rl.stats import crossed_mean, holm, linear_contrast, paired_difference
+from relabel_rl.stats import crossed_mean, holm, interpolate_items, linear_contrast, paired_difference
 
 
 def test_variance_components_by_hand():
@@ -92,3 +92,34 @@ def test_holm_by_hand():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     out = holm([0.2, math.nan])
     assert out[0] == pytest.approx(0.2) and math.isnan(out[1])
+
+
+def test_half_width_at_the_measured_design_is_the_measured_half_width():
+    rng = np.random.default_rng(11)
+    a, b = _simulate(rng, 4, 300, 0.05, seed_sd=0.05)
+    est = paired_difference(a, b)
+    assert est.half_width_at(est.num_seeds) == pytest.approx(est.half_width, rel=1e-9)
+    # more seeds narrow it, never below the item part alone
+    assert est.half_width_at(16) < est.half_width
+    floor = 1.96 * math.sqrt(est.var_item / est.num_items)
+    assert est.half_width_at(10_000) >= floor * 0.99
+
+
+def test_seeds_for_a_target_half_width():
+    rng = np.random.default_rng(12)
+    a, b = _simulate(rng, 3, 500, 0.0, seed_sd=0.06)
+    est = paired_difference(a, b)
+    need = est.seeds_for(0.05)
+    assert need is not None and est.half_width_at(need) <= 0.05
+    assert need == 2 or est.half_width_at(need - 1) > 0.05  # the fewest
+    # a target the items alone exceed cannot be met with seeds
+    only_items = crossed_mean(np.tile(rng.integers(0, 2, 20).astype(float), (3, 1)))
+    assert only_items.seeds_for(0.01) is None
+
+
+def test_interpolate_items_between_evaluations():
+    xs, rows = [0.0, 100.0, 300.0], [[0, 0], [0, 1], [1, 1]]
+    assert interpolate_items(xs, rows, 200.0).tolist() == [0.5, 1.0]
+    assert interpolate_items(xs, rows, 100.0).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="outside"):
+        interpolate_items(xs, rows, 301.0)

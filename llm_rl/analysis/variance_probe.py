@@ -5,25 +5,36 @@ gradient noise should grow with the number of reasoning steps, while the relabel
 search-made target, so its noise should not. This module measures it, whatever the answer:
 
 1. at one checkpoint (all arms at the *same* parameters, so only the estimators differ), for each task length
-   ``L`` in ``probe.lengths`` it draws ``probe.prompts_per_length`` held-out prompts with exactly ``L`` operations
-   (the verifier's ``min_steps``/``max_steps`` difficulty knobs; a verifier without them is binned by its rows'
-   ``num_steps`` column instead);
+   ``L`` (``probe.lengths``; by default every length the warm start trained on — lengths outside that range are
+   refused, since a policy never trained on them says little about its estimator there) it draws
+   ``probe.prompts_per_length`` held-out prompts with exactly ``L`` operations (the ``min_steps``/``max_steps``
+   knobs; a verifier without them is binned by its rows' ``num_steps`` column instead);
 2. for each prompt it asks each arm for ``probe.repeats`` independent estimates of its training loss
-   (``arm.gradient_sample`` with an unmetered `StepContext`: nothing is charged; each estimate with its own seeded
-   ``torch.Generator``) and back-propagates each one to the
-   policy's trainable LM parameters (the value head excluded, since GRPO has none), flattened into one vector ``g``;
-3. per prompt: ``ḡ`` the mean of the ``R`` estimates, ``tr Σ̂ = Σ‖g_r − ḡ‖² / (R − 1)`` (unbiased), relative
-   variance ``tr Σ̂ / ‖ḡ‖²`` and signal-to-noise ``‖ḡ‖ / √tr Σ̂``. Only two running sums are kept (Σ g in float64
+   (``arm.gradient_sample``, each with its own seeded ``torch.Generator``) and back-propagates each one to the
+   policy's trainable LM parameters (the value head excluded, since GRPO has none), flattened into one vector
+   ``g``. The sampler and verifier are metered into a scratch `Budget` (nothing is charged to any run), so the
+   generation cost of one estimate is known;
+3. per prompt: ``ḡ`` the mean of the ``R`` estimates, ``tr Σ̂ = Σ‖g_r − ḡ‖² / (R − 1)`` (unbiased), and the
+   unbiased signal ``‖ḡ‖² − tr Σ̂ / R`` (an estimate of ‖E g‖²). Only two running sums are kept (Σ g in float64
    and Σ‖g‖²), so memory is two parameter-sized vectors whatever ``R`` is;
-4. per length: geometric mean of the relative variance with a 95 % t-interval on its log10 over prompts, median,
-   mean SNR, and the share of estimates that were exactly zero (a GRPO group whose rewards are all equal has no
-   signal at all — reported, not hidden). A prompt with ``ḡ = 0`` has no relative variance and is counted apart;
-5. the trend: least-squares slope of log10 relative variance on length over all prompts, with a 95 % interval.
+4. per length, the **pooled relative variance** ``Σ_p tr Σ̂_p / Σ_p (‖ḡ_p‖² − tr Σ̂_p / R)``: a ratio of two
+   unbiased sums over *all* prompts, with a percentile bootstrap interval over prompts; and the same **per unit
+   of generation cost**, multiplied by the mean generated tokens of one estimate and divided by 1,000 (the
+   relative variance of a gradient averaged over 1,000 generated tokens of that prompt's estimates: what a token
+   budget buys);
+5. the trend: the least-squares slope of log10 pooled relative variance on length, its 95 % interval from the same
+   bootstrap (prompts resampled within every length at once), for both measures.
 
-Departure from a plain "variance" definition: ``‖ḡ‖²`` is the squared norm of the *sample* mean, which is biased
-upwards by ``tr Σ / R``; with few repeats the relative variance is therefore an underestimate, and it saturates
-near ``R`` when the noise swamps the mean. Prompts where the unbiased ``‖ḡ‖² − tr Σ̂ / R`` is not positive are
-flagged ``noise_dominated`` and their share is reported per length, so a saturated bin is visible as such.
+Why pooled, not a mean of per-prompt ratios (what this module did before): the per-prompt ratio
+``tr Σ̂ / ‖ḡ‖²`` is biased and bounded — when one of R estimates is non-zero and the others are exactly zero (a
+GRPO group whose rewards were all equal has no gradient), it equals R exactly, whatever the truth; and a prompt
+whose R estimates are all zero has no ratio at all and was dropped, which at long lengths dropped most of GRPO's
+prompts (the ones with least signal). In the pooled ratio such prompts stay in: an all-zero prompt adds zero noise
+and zero signal, a one-non-zero prompt adds its noise and (correctly, in expectation) no signal. Their shares are
+still counted and reported per length (``zero_share``, ``capped_share``), as is the share of prompts whose own
+signal estimate is not positive (``noise_dominated_share``). When the pooled signal of a length is not positive
+the mean gradient cannot be told from noise at that many repeats: its relative variance is reported as
+undefined (a lower bound is all the data give), and so is any slope through it.
 """
 
 from __future__ import annotations
@@ -41,13 +52,16 @@ import torch
 from tqdm.auto import tqdm
 
 import verifiers
-from llm_rl.analysis.variance_report import on_log_scale, plot_variance
+from llm_rl.analysis.variance_report import plot_variance
+from llm_rl.analysis.variance_stats import summarise_arm
 from llm_rl.arms import arm_class
 from llm_rl.generation import make_backend
+from llm_rl.grid import probe_lengths, warm_difficulty
+from llm_rl.harness.budget import Budget
 from llm_rl.harness.metering import MeteredVerifier, StepContext
 from llm_rl.harness.user_data import task_verifier
 from llm_rl.model import load_policy
-from relabel_rl.report import linear_trend, mean_ci
+from relabel_rl.config import config_to_dict
 from relabel_rl.rundir import jsonable, seed_everything
 
 __all__ = [
@@ -57,6 +71,7 @@ __all__ = [
     "gradient_statistics",
     "policy_gradient_vector",
     "probe_gradient_variance",
+    "probe_settings",
     "run_probe",
     "summarise_probe",
 ]
@@ -205,13 +220,17 @@ def probe_gradient_variance(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the probe on ``policy`` for ``arms``; return the per-prompt records (see `summarise_probe`)."""
-    lengths, n, repeats = list(cfg.probe.lengths), cfg.probe.prompts_per_length, cfg.probe.repeats
+    """Run the probe on ``policy`` for ``arms``; return the per-prompt records (see `summarise_probe`).
+
+    An arm without a per-prompt estimator (``gradient_sample`` raises NotImplementedError) is listed under
+    ``"skipped"`` rather than failing the probe."""
+    n, repeats = cfg.probe.prompts_per_length, cfg.probe.repeats
     if repeats < 2:
         raise ValueError(f"probe.repeats must be >= 2 to estimate a variance, got {repeats}")
+    lengths = probe_lengths(cfg, verifiers.load(cfg.task.verifier))
+    difficulty = warm_difficulty(cfg)
     examples = {
-        L: examples_for_length(verifier, cfg.task.difficulty, L, n, seed=10_000 + seed + 97 * L)
-        for L in lengths
+        L: examples_for_length(verifier, difficulty, L, n, seed=10_000 + seed + 97 * L) for L in lengths
     }
     params = trainable_lm_parameters(policy)
     contained = (
@@ -219,30 +238,33 @@ def probe_gradient_variance(
         if isinstance(verifier, verifiers.ContainedVerifier)
         else verifiers.ContainedVerifier(verifier)
     )
-    unmetered = MeteredVerifier(contained, None, feedback=cfg.task.feedback)
-    sampler = make_backend(cfg.model.generation_backend, policy, None)
+    meter = Budget()  # a scratch meter: the cost of each estimate, charged to no run
+    metered = MeteredVerifier(contained, meter, feedback=cfg.task.feedback)
+    sampler = make_backend(cfg.model.generation_backend, policy, meter)
     policy.train()
     records: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    total = len(arms) * len(lengths) * n * repeats
-    bar = tqdm(total=total, desc="variance probe", unit="grad", disable=not progress, file=sys.stderr)
+    skipped: dict[str, str] = {}
+    bar = tqdm(
+        total=len(arms) * len(lengths) * n * repeats, desc="variance probe", unit="grad",
+        disable=not progress, file=sys.stderr,
+    )  # fmt: skip
     for a_index, arm_name in enumerate(arms):
         arm = arm_class(arm_name)(cfg)
         t0 = time.perf_counter()
-        for L in lengths:
-            for i, example in enumerate(examples[L]):
-                acc = GradientAccumulator()
-                for r in range(repeats):
-                    policy.zero_grad(set_to_none=True)
-                    generator = _generator(seed, a_index, L, i, r)
-                    ctx = StepContext(policy=policy, sampler=sampler, verifier=unmetered, generator=generator)
-                    loss = arm.gradient_sample(example, ctx)
-                    if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                        loss.backward()
-                    acc.add(policy_gradient_vector(params))
-                    bar.update(1)
-                s = acc.stats()
-                records.append({"arm": arm_name, "length": L, "prompt": example["prompt"], **asdict(s)})
+        try:
+            for L in lengths:
+                for i, example in enumerate(examples[L]):
+                    gens = [_generator(seed, a_index, L, i, r) for r in range(repeats)]
+                    stats, cost = _prompt_estimates(
+                        arm, example, policy, params, sampler, metered, meter, gens, bar
+                    )
+                    records.append(
+                        {"arm": arm_name, "length": L, "prompt": example["prompt"], **stats, **cost}
+                    )
+        except NotImplementedError as e:
+            skipped[arm_name] = str(e)
+            records = [r for r in records if r["arm"] != arm_name]
         timings[arm_name] = time.perf_counter() - t0
     bar.close()
     policy.zero_grad(set_to_none=True)
@@ -250,66 +272,58 @@ def probe_gradient_variance(
         "lengths": lengths,
         "prompts_per_length": n,
         "repeats": repeats,
+        "difficulty": difficulty,
         "num_parameters": int(sum(p.numel() for p in params)),
         "seconds": timings,
+        "skipped": skipped,
         "per_prompt": records,
     }
 
 
-def summarise_probe(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-arm, per-length bins and the length trend from `probe_gradient_variance`'s per-prompt records."""
+_COST_KEYS = ("generated_tokens", "prefill_tokens", "outcome_verifier_calls", "step_verifier_calls")
+
+
+def _prompt_estimates(
+    arm: Any, example: dict, policy: Any, params: Sequence[torch.nn.Parameter], sampler: Any, verifier: Any,
+    meter: Budget, generators: Sequence[torch.Generator], bar: Any,
+) -> tuple[dict[str, Any], dict[str, float]]:  # fmt: skip
+    """One prompt's ``len(generators)`` gradient estimates: their `GradientStats` and the mean cost of one."""
+    acc, spent = GradientAccumulator(), dict.fromkeys(_COST_KEYS, 0)
+    for generator in generators:
+        policy.zero_grad(set_to_none=True)
+        before = {k: getattr(meter, k) for k in _COST_KEYS}
+        ctx = StepContext(policy=policy, sampler=sampler, verifier=verifier, generator=generator)
+        loss = arm.gradient_sample(example, ctx)
+        for k in _COST_KEYS:
+            spent[k] += getattr(meter, k) - before[k]
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
+            loss.backward()
+        acc.add(policy_gradient_vector(params))
+        bar.update(1)
+    return asdict(acc.stats()), {f"{k}_per_estimate": v / len(generators) for k, v in spent.items()}
+
+
+def summarise_probe(raw: Mapping[str, Any], *, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Per-arm, per-length bins and the length trends from `probe_gradient_variance`'s per-prompt records
+    (`llm_rl.analysis.variance_stats`: pooled relative variance, per gradient and per 1,000 generated tokens)."""
     out = {k: v for k, v in raw.items() if k != "per_prompt"}
     arms: dict[str, Any] = {}
     for rec in raw["per_prompt"]:
         arms.setdefault(rec["arm"], {"per_prompt": []})["per_prompt"].append(rec)
     for data in arms.values():
-        recs = data["per_prompt"]
-        bins = []
-        for L in sorted({r["length"] for r in recs}):
-            at = [r for r in recs if r["length"] == L]
-            rel = [r["relative_variance"] for r in at if on_log_scale(r)]
-            logs = mean_ci([math.log10(v) for v in rel])
-            snr = mean_ci([r["snr"] for r in at if on_log_scale(r) and math.isfinite(r["snr"])])
-            bins.append(
-                {
-                    "length": L,
-                    "n_prompts": len(at),
-                    "n_defined": len(rel),
-                    "relative_variance_geomean": _pow10(logs.mean),
-                    "relative_variance_low": _pow10(logs.low),
-                    "relative_variance_high": _pow10(logs.high),
-                    "relative_variance_median": float(_median(rel)) if rel else math.nan,
-                    "snr_mean": snr.mean,
-                    "zero_gradient_fraction": sum(r["zero_fraction"] for r in at) / len(at),
-                    "noise_dominated_fraction": sum(bool(r.get("noise_dominated")) for r in at) / len(at),
-                    "deterministic_fraction": sum(bool(r.get("deterministic")) for r in at) / len(at),
-                }
-            )
-        xs = [r["length"] for r in recs if on_log_scale(r)]
-        ys = [math.log10(r["relative_variance"]) for r in recs if on_log_scale(r)]
-        t = linear_trend(xs, ys)
-        data["bins"] = bins
-        data["trend"] = {
-            "slope": t.slope,
-            "low": t.low,
-            "high": t.high,
-            "intercept": t.intercept,
-            "n": t.n,
-            "direction": t.direction,
-            "y": "log10 relative variance",
-        }
+        data.update(summarise_arm(data["per_prompt"], int(raw["repeats"]), resamples=resamples, seed=seed))
     out["arms"] = arms
     return out
 
 
-def _pow10(v: float) -> float:
-    return math.nan if math.isnan(v) else 10.0**v
-
-
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+def probe_settings(cfg: Any, checkpoint: str | Path, arms: Sequence[str]) -> dict[str, Any]:
+    """What a probe's result depends on; `llm-rl compare` reruns the probe when these change."""
+    return {
+        "checkpoint": str(checkpoint),
+        "arms": list(arms),
+        "probe": config_to_dict(cfg.probe),
+        "difficulty": warm_difficulty(cfg),
+    }
 
 
 def run_probe(
@@ -323,7 +337,12 @@ def run_probe(
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
     verifier = verifiers.ContainedVerifier(task_verifier(cfg), timeout=timeout)
     raw = probe_gradient_variance(cfg, policy, verifier, arms=arms, seed=cfg.seed, progress=progress)
-    result = {"checkpoint": str(checkpoint), "task": cfg.task.verifier, **summarise_probe(raw)}
+    result = {
+        "checkpoint": str(checkpoint),
+        "task": cfg.task.verifier,
+        "settings": probe_settings(cfg, checkpoint, arms),
+        **summarise_probe(raw),
+    }
     result["verifier_stats"] = verifier.stats.as_dict()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,17 @@
 """The report's verdict sentences, computed from the data — never canned.
 
-* :func:`performance_sentence` compares two arms' final held-out pass@1 over seeds: a difference is claimed only
-  when the 95 % Welch interval of the difference of means excludes 0 (whether the two per-arm 95 % intervals
-  overlap is stated too, since readers look for it; it is the more conservative test).
-* :func:`contrast_reading` says in plain words what a verdict between two arms that differ in one ingredient means
-  (`CONTRASTS`: tree vs AlphaZero target, tree vs independent completions, credit assignment vs none).
-* :func:`variance_sentence` reads the variance probe's per-arm trends (slope of log10 relative gradient variance
-  on task length, 95 % interval) against the seed's prediction: GRPO's grows, the relabeller's does not.
+* :func:`difference_verdict` reads a paired difference (`relabel_rl.stats.CrossedEstimate` over seeds x items)
+  against its family: a difference is claimed only when its Holm-adjusted p-value is below 0.05 (the interval
+  shown is the unadjusted 95 % one, so a claimed difference always has an interval that excludes 0, not the
+  other way round); the sentence also gives the minimum detectable difference of the design, so a "no detectable
+  difference" says how large a difference could have hidden.
+* `llm_rl.analysis.readings.contrast_reading` says in plain words what such a verdict means for the one
+  ingredient its two variants differ in.
+* :func:`slope_verdict` reads the slope of a paired gap against length: "the gap grows with length" only when the
+  slope's 95 % interval lies above 0.
+* :func:`variance_sentence` reads the variance probe's per-arm trends (slope of log10 pooled relative gradient
+  variance on task length, 95 % bootstrap interval) against the seed's prediction: GRPO's grows, the
+  relabeller's does not.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from relabel_rl.report import MeanCI, difference_ci, format_ci
+from relabel_rl.stats import ContrastEstimate, CrossedEstimate
 
 __all__ = [
+    "ALPHA",
     "ARM_LABELS",
-    "CONTRASTS",
     "SEED_CLAIM",
-    "ci_dict",
-    "contrast_reading",
-    "performance_sentence",
+    "conclusion_lines",
+    "difference_verdict",
+    "fmt_estimate",
+    "label",
+    "slope_verdict",
     "variance_sentence",
 ]
 
+ALPHA = 0.05
 ARM_LABELS = {
     "grpo": "GRPO",
     "relabel": "relabel (tree search)",
@@ -35,120 +43,131 @@ ARM_LABELS = {
     "rft": "RFT (rejection sampling)",
 }
 
-# Pairs of arms that differ in one ingredient, compared beside "each arm against the baseline" (`contrast_reading`
-# says what their verdict means): the same step-boundary tree with and without the AlphaZero target; imitation of
-# verified samples against each arm that assigns credit.
-CONTRASTS = (("relabel", "tree_grpo"), ("relabel", "rft"), ("mc_value", "rft"), ("tree_grpo", "rft"))
-
-
-def contrast_reading(verdict: Mapping[str, Any]) -> str:
-    """What a `performance_sentence` verdict between two arms means for the ingredient they differ in ("" when the
-    pair isolates none, or the verdict is undetermined). Either order of the pair is read the same way."""
-    a, b, v = verdict["a"], verdict["b"], verdict["verdict"]
-    pair = {a, b}
-    if pair == {"relabel", "tree_grpo"}:
-        return {
-            "relabel better": "Tree vs AlphaZero target: on the same kind of step-boundary tree, training on the "
-            "search's targets beats TreeRL's leaf-backed advantages: the AlphaZero target adds to the tree.",
-            "tree_grpo better": "Tree vs AlphaZero target: the tree's own leaf-backed advantages beat the search's "
-            "targets: the AlphaZero target is not what helps.",
-            "no detectable difference": "Tree vs AlphaZero target: the data do not separate the AlphaZero target "
-            "from the tree's own advantages.",
-        }.get(v, "")
-    if pair == {"tree_grpo", "grpo"}:
-        return {
-            "tree_grpo better": "Tree vs independent completions: sampling a tree and crediting each step from the "
-            "leaves below it beats GRPO's independent completions.",
-            "grpo better": "Tree vs independent completions: GRPO's independent completions beat the tree: the "
-            "tree alone does not help.",
-            "no detectable difference": "Tree vs independent completions: the tree alone is not shown to help.",
-        }.get(v, "")
-    if "rft" in pair and len(pair) == 2:
-        name = (pair - {"rft"}).pop()
-        other = ARM_LABELS.get(name, name)
-        return {
-            f"{name} better": f"Credit vs none: {other} beats imitating its own verified samples: its credit "
-            "assignment helps.",
-            "rft better": f"Credit vs none: imitating verified samples beats {other}: its credit assignment does "
-            "not help here.",
-            "no detectable difference": f"Credit vs none: {other} does not beat imitating verified samples: at "
-            "this budget the data, not the credit, may be what helps.",
-        }.get(v, "")
-    return ""
-
-
 SEED_CLAIM = {
-    "relabel better": "The seed's prediction (relabelling beats GRPO at equal budget) is supported here.",
-    "grpo better": "The seed's prediction (relabelling beats GRPO at equal budget) is contradicted here.",
-    "no detectable difference": "The seed's prediction (relabelling beats GRPO at equal budget) is not confirmed.",
-    "undetermined": "The seed's prediction (relabelling beats GRPO at equal budget) cannot be tested with one seed.",
+    "a better": "The seed's prediction (search-made targets beat GRPO at equal budget) is supported here.",
+    "b better": "The seed's prediction (search-made targets beat GRPO at equal budget) is contradicted here.",
+    "no detectable difference": "The seed's prediction (search-made targets beat GRPO at equal budget) is not "
+    "confirmed here.",
+    "undetermined": "The seed's prediction (search-made targets beat GRPO at equal budget) cannot be tested here.",
 }
 
 
-def performance_sentence(
-    a: str, b: str, stats: Mapping[str, Mapping[str, Any]], *, budget_text: str
+def label(name: str) -> str:
+    """An arm's display name (a variant keeps its own name)."""
+    return ARM_LABELS.get(name, name)
+
+
+def _sign(v: float, digits: int = 3) -> str:
+    return "–" if v is None or math.isnan(v) else f"{v:+.{digits}f}"
+
+
+def fmt_estimate(e: CrossedEstimate | None, *, signed: bool = False, digits: int = 3) -> str:
+    """``"0.412 [0.391, 0.433]"`` (``signed``: ``"+0.012 [-0.004, +0.028]"``); ``"0.412 (n=1)"`` without an
+    interval; ``"–"`` for nothing."""
+    if e is None or math.isnan(e.estimate):
+        return "–"
+    f = (lambda v: _sign(v, digits)) if signed else (lambda v: "nan" if math.isnan(v) else f"{v:.{digits}f}")
+    if math.isnan(e.low):
+        return f"{f(e.estimate)} (no interval)"
+    return f"{f(e.estimate)} [{f(e.low)}, {f(e.high)}]"
+
+
+def difference_verdict(
+    a: str, b: str, est: CrossedEstimate | None, *, p_adjusted: float, family: int, setting: str = ""
 ) -> tuple[str, dict[str, Any]]:
-    """One sentence comparing the final pass@1 of arms ``a`` and ``b`` from their per-seed values."""
-    fa = [v for v in stats[a]["per_seed_final_pass@1"] if v is not None]
-    fb = [v for v in stats[b]["per_seed_final_pass@1"] if v is not None]
-    ca, cb = stats[a]["final_pass@1"], stats[b]["final_pass@1"]
-    diff = difference_ci(fa, fb)
-    la, lb = ARM_LABELS.get(a, a), ARM_LABELS.get(b, b)
-    head = (
-        f"At equal budget ({budget_text}), {la}'s final held-out pass@1 is {format_ci(ca)} and {lb}'s is "
-        f"{format_ci(cb)} ({len(fa)} vs {len(fb)} seeds)"
+    """One sentence on the paired difference ``a − b`` and its verdict (``"a better"``, ``"b better"``,
+    ``"no detectable difference"``, ``"undetermined"``)."""
+    la, lb = label(a), label(b)
+    where = f" ({setting})" if setting else ""
+    if est is None or math.isnan(est.estimate):
+        return f"{la} − {lb}{where}: no paired runs (both need finished runs with the same seeds).", {
+            "verdict": "undetermined"
+        }
+    design = (
+        f"{est.num_seeds} seed{'s' if est.num_seeds != 1 else ''} x {est.num_items} items; "
+        f"minimum detectable difference {est.mde:.3f}"
+        if math.isfinite(est.mde)
+        else f"{est.num_seeds} seeds x {est.num_items} items"
     )
-    if math.isnan(diff.low):
+    head = f"{la} − {lb}{where}: {fmt_estimate(est, signed=True)} ({design}"
+    if math.isnan(est.low) or math.isnan(p_adjusted):
         verdict = "undetermined"
         tail = (
-            f"; the difference is {diff.mean:+.3f}, but with fewer than two seeds per arm there is no interval, "
-            "so the data cannot say which is better."
+            "): no interval (one seed and one item, or no variation), so the data cannot say which is better."
         )
     else:
-        overlap = ca.overlaps(cb)
-        overlap_text = "overlap" if overlap else "do not overlap"
-        if diff.low > 0:
-            verdict = f"{a} better"
-            tail = f"; the difference {format_ci(diff)} excludes 0 (the two 95% CIs {overlap_text}): {la} is better here."
-        elif diff.high < 0:
-            verdict = f"{b} better"
-            tail = f"; the difference {format_ci(diff)} excludes 0 (the two 95% CIs {overlap_text}): {lb} is better here."
+        pp = f"p = {est.p_value:.3g}" + (
+            f", Holm-adjusted {p_adjusted:.3g} over {family} contrasts" if family > 1 else ""
+        )
+        if p_adjusted < ALPHA and est.estimate > 0:
+            verdict, tail = "a better", f"; {pp}): {la} is better here."
+        elif p_adjusted < ALPHA and est.estimate < 0:
+            verdict, tail = "b better", f"; {pp}): {lb} is better here."
+        elif est.mde == 0.0:  # every seed and item scored alike in both: nothing varies, nothing to detect
+            verdict = "no detectable difference"
+            tail = f"; {pp}): both scored alike on every seed and item; the data cannot separate them."
         else:
             verdict = "no detectable difference"
-            tail = (
-                f"; the difference {format_ci(diff)} includes 0 (the two 95% CIs {overlap_text}): the data do not "
-                f"separate the two arms at {min(len(fa), len(fb))} seeds."
-            )
-    return head + tail, {"a": a, "b": b, "difference": ci_dict(diff), "verdict": verdict}
+            tail = f"; {pp}): the data do not separate them; a true difference below {est.mde:.3f} could hide here."
+    return head + tail, {
+        "a": a,
+        "b": b,
+        "verdict": verdict,
+        "difference": est.as_dict(),
+        "p_adjusted": p_adjusted,
+        "family_size": family,
+    }
+
+
+def slope_verdict(name: str, slope: ContrastEstimate, *, knob: str, setting: str) -> tuple[str, str]:
+    """``(sentence, direction)`` for the slope of ``name``'s paired gap to the baseline against the sweep knob."""
+    if math.isnan(slope.estimate):
+        return (
+            f"{label(name)} ({setting}): no slope (fewer than two {knob} values with paired runs).",
+            "unknown",
+        )
+    per = f"per unit of {knob}"
+    text = (
+        f"{label(name)} ({setting}): the gap to the baseline changes by {_sign(slope.estimate)} pass@1 {per} "
+        f"[{_sign(slope.low)}, {_sign(slope.high)}]"
+    )
+    d = slope.direction
+    if d == "increasing":
+        text += f": the gap grows with {knob}."
+    elif d == "decreasing":
+        text += f": the gap shrinks with {knob}."
+    elif d == "flat":
+        text += f": no detectable trend with {knob} (the interval includes 0)."
+    else:
+        text += ": no interval."
+    return text, d
 
 
 def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Whether the probe supports the seed's prediction: GRPO's relative gradient variance grows with task length,
-    the relabeller's does not. Decided from each arm's slope of log10 relative variance on length (95 % CI)."""
+    the relabeller's does not. Decided from each arm's slope of log10 pooled relative variance on length (95 %
+    bootstrap interval), per gradient; the per-token slope is stated beside it."""
     arms = variance.get("arms", {})
     parts, trends = [], {}
     for arm, data in arms.items():
         t = data.get("trend") or {}
-        trends[arm] = t
-        if t.get("slope") is None or not math.isfinite(t.get("slope", math.nan)):
-            bins = data.get("bins") or []
-            n = sum(b.get("n_prompts", 0) for b in bins)
-            zero = (
-                sum(b.get("zero_gradient_fraction", 0.0) * b.get("n_prompts", 0) for b in bins) / n
-                if n
-                else 0.0
-            )
-            why = f"; {zero:.0%} of its gradient estimates were exactly zero" if zero > 0 else ""
-            parts.append(f"{ARM_LABELS.get(arm, arm)}: no trend (too few defined estimates{why})")
+        tt = data.get("trend_per_token") or {}
+        trends[arm] = {**t, "per_token": tt}
+        slope = t.get("slope")
+        if slope is None or not math.isfinite(slope):
+            parts.append(f"{label(arm)}: no trend ({t.get('why', 'too few defined estimates')})")
             continue
-        parts.append(
-            f"{ARM_LABELS.get(arm, arm)}: slope of log10 relative variance per step {t['slope']:+.3f} "
-            f"[{t['low']:+.3f}, {t['high']:+.3f}] ({t['direction']})"
-            if t.get("low") is not None and math.isfinite(t["low"])
-            else f"{ARM_LABELS.get(arm, arm)}: slope {t['slope']:+.3f} (no interval)"
-        )
-    g = trends["grpo"].get("direction") or "unknown" if "grpo" in trends else None
-    r = trends["relabel"].get("direction") or "unknown" if "relabel" in trends else None
+        text = f"{label(arm)}: slope of log10 relative variance per step {_sign(slope)}"
+        if t.get("low") is not None and math.isfinite(t["low"]):
+            text += f" [{_sign(t['low'])}, {_sign(t['high'])}] ({t['direction']})"
+        else:
+            text += f" (no interval: {t.get('why', 'undefined')})"
+        ts = tt.get("slope")
+        if ts is not None and math.isfinite(ts) and tt.get("low") is not None and math.isfinite(tt["low"]):
+            text += f", per 1k generated tokens {_sign(ts)} [{_sign(tt['low'])}, {_sign(tt['high'])}]"
+        parts.append(text)
+    g = (trends["grpo"].get("direction") or "unknown") if "grpo" in trends else None
+    r = (trends["relabel"].get("direction") or "unknown") if "relabel" in trends else None
     if g is None or r is None:
         verdict = "not tested"
         tail = "The seed's prediction needs both GRPO and relabel in the probe; it was not tested."
@@ -184,6 +203,35 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
     }
 
 
-def ci_dict(ci: MeanCI) -> dict[str, Any]:
-    """A `MeanCI` as a JSON-ready dict (summary.json)."""
-    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "std": ci.std}
+_SLOPE_WORDS = {
+    "increasing": "the gap grows with it: the prediction is supported.",
+    "decreasing": "the gap shrinks with it: the prediction is contradicted.",
+    "flat": "no detectable trend: the data neither confirm nor refute the prediction at this size.",
+    "unknown": "no interval could be computed.",
+}
+
+
+def conclusion_lines(summary: Mapping[str, Any], *, knob: str) -> list[str]:
+    """The report's "Conclusion": the answer in plain words with its numbers, from the verdicts computed above
+    (the sweep's slope, every search arm against GRPO, the variance probe, what dominates the intervals)."""
+    lines = ["## Conclusion", ""]
+    primary = (summary.get("headline") or {}).get("primary")
+    if primary is not None:
+        s = primary["slope"]
+        lines.append(
+            f"- The seed predicts that the gap between search-made targets and GRPO grows with {knob}. Measured "
+            f"({label(primary['name'])}, {primary['feedback']} feedback): the paired gap changes by "
+            f"{_sign(s['estimate'])} pass@1 per unit of {knob} [{_sign(s['low'])}, {_sign(s['high'])}] — "
+            + _SLOPE_WORDS[primary["direction"]]
+        )
+    for c in summary.get("contrasts", []):
+        if c["kind"] == "vs baseline" and c.get("arms", [None])[0] in ("relabel", "tree_grpo"):
+            lines.append(f"- {c['text']}")
+    if "variance" in summary:
+        lines.append(f"- Variance probe: {summary['variance']['verdict']}.")
+    u = summary.get("uncertainty")
+    if u:
+        lines.append(
+            f"- The intervals are dominated by {u['dominated_by']} (median seed share {u['median_seed_share']:.2f})."
+        )
+    return [*lines, ""] if len(lines) > 2 else []

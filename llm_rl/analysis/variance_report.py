@@ -29,6 +29,7 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
     fig, ax, colours = new_figure()
     arms = variance.get("arms", {})
     width = 0.12 * max(1, len(arms))
+    plotted = False  # a log axis with nothing positive on it cannot be laid out (every gradient exactly zero)
     for i, (arm, data) in enumerate(arms.items()):
         c = colours[i % len(colours)]
         shift = (i - (len(arms) - 1) / 2) * width / max(1, len(arms))
@@ -43,6 +44,7 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
         bins = [b for b in data.get("bins", []) if finite_positive(b.get("relative_variance_geomean"))]
         xs = [b["length"] + shift for b in bins]
         ys = [b["relative_variance_geomean"] for b in bins]
+        plotted = plotted or bool(pts) or bool(ys)
         lo = [
             y - b["relative_variance_low"] if finite_positive(b["relative_variance_low"]) else 0
             for y, b in zip(ys, bins)
@@ -64,7 +66,8 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
             linewidth=2,
             label=f"{ARM_LABELS.get(arm, arm)}{slope_txt}",
         )
-    ax.set_yscale("log")
+    if plotted:
+        ax.set_yscale("log")
     ax.set_xlabel("task length (operations)")
     ax.set_ylabel("relative gradient variance  E‖g−ḡ‖² / ‖ḡ‖²")
     ax.set_title(

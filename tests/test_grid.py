@@ -107,7 +107,8 @@ def test_tuned_values_apply_per_arm_then_the_variants_overrides():
     assert kids["relabel"].optim.learning_rate == kids["relabel_novalue"].optim.learning_rate == 0.001
     assert kids["relabel_novalue"].relabel.value_loss_coef == 0.0
     assert kids["relabel_lr"].optim.learning_rate == 0.01
-    assert kids["grpo"].grpo.trl["learning_rate"] == 0.0002 and kids["grpo"].optim.learning_rate == 3e-4
+    assert kids["grpo"].grpo.trl["learning_rate"] == 0.0002
+    assert kids["grpo"].optim.learning_rate == cfg.optim.learning_rate  # not relabel's tuned value
     # each run records only its own arm's tuned values
     assert kids["relabel"].tune.chosen == {"relabel": {"optim.learning_rate": 0.001}}
     assert kids["grpo"].tune.chosen == {"grpo": {"grpo.trl.learning_rate": 0.0002}}

@@ -86,8 +86,12 @@ def _cfg(arm: str, out: Path) -> ExperimentConfig:
                 "loss_type": "dapo",
             }
         ),
+        # the value loss reaches the adapter: with the default detached head, a 2-simulation search whose target
+        # equals the sampling frequency gives the advantage loss exactly zero gradient in so short a run
         relabel=RelabelArmConfig(
-            puct=PuctConfig(num_simulations=2, dirichlet_fraction=0.25), num_candidates=2
+            puct=PuctConfig(num_simulations=2, dirichlet_fraction=0.25),
+            num_candidates=2,
+            detach_value_head=False,
         ),
         mc_value=McValueArmConfig(num_samples=2, num_rollouts=1),
     )

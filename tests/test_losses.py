@@ -115,3 +115,62 @@ def test_with_an_uninformative_search_only_the_sampled_form_has_zero_expected_gr
     )  # Sampled MuZero: no drift without a search signal
     # the normalised form drifts towards the rare step: 0.18 * (p_C - target) = 0.18 * (0.4, -0.4)
     assert grads[True] == pytest.approx([0.072, -0.072], abs=1e-6)
+
+
+def test_advantage_form_subtracts_the_sampling_frequency() -> None:
+    # target (0.75, 0.25) over candidates sampled with frequency (0.5, 0.5): weights (0.25, -0.25)
+    logprobs = torch.tensor([math.log(0.2), math.log(0.3)], requires_grad=True)
+    loss = candidate_cross_entropy(
+        logprobs, torch.tensor([0.75, 0.25]), normalise=False, baseline=torch.tensor([0.5, 0.5])
+    )
+    assert loss.item() == pytest.approx(-(0.25 * math.log(0.2) - 0.25 * math.log(0.3)), abs=1e-6)
+    loss.backward()
+    assert logprobs.grad.tolist() == pytest.approx([-0.25, 0.25])
+    # renormalising over the candidates changes nothing (the weights sum to 0)
+    again = candidate_cross_entropy(
+        logprobs, torch.tensor([0.75, 0.25]), normalise=True, baseline=torch.tensor([0.5, 0.5])
+    )
+    assert again.item() == pytest.approx(loss.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="baseline"):
+        candidate_cross_entropy(logprobs, torch.tensor([0.5, 0.5]), baseline=torch.tensor([0.5, 0.6]))
+
+
+# p = softmax(theta) = (0.9, 0.1), K = 2 samples: {A,A} (prob 0.81), {A,B} (0.18), {B,B} (0.01). Per sample,
+# d(-log p_A)/d theta = (-0.1, 0.1) and d(-log p_B)/d theta = (0.9, -0.9).
+SAMPLES = [((0,), [1.0], 0.81), ((0, 1), [0.5, 0.5], 0.18), ((1,), [1.0], 0.01)]
+
+
+def _grad(idx, target, baseline) -> list[float]:
+    theta = torch.tensor([math.log(0.9), math.log(0.1)], requires_grad=True)
+    log_p = torch.log_softmax(theta, 0)[list(idx)]
+    candidate_cross_entropy(log_p, torch.tensor(target), normalise=False, baseline=baseline).backward()
+    return theta.grad.tolist()
+
+
+def test_advantage_form_has_zero_gradient_for_every_uninformative_sample() -> None:
+    # target = beta_hat (a search that adds nothing): the sampled form is zero only in expectation, each sample
+    # set pushing its own steps up; the advantage form is zero for every sample set.
+    sampled = {(0,): [-0.1, 0.1], (0, 1): [0.4, -0.4], (1,): [0.9, -0.9]}  # 0.5 (-0.1, 0.1) + 0.5 (0.9, -0.9)
+    for idx, target, _ in SAMPLES:
+        assert _grad(idx, target, torch.tensor(target)) == pytest.approx([0.0, 0.0], abs=1e-7)
+        assert _grad(idx, target, None) == pytest.approx(sampled[idx], abs=1e-6)
+    mean = [sum(prob * sampled[idx][j] for idx, _, prob in SAMPLES) for j in (0, 1)]
+    assert mean == pytest.approx([0.0, 0.0], abs=1e-7)
+
+
+def test_advantage_form_keeps_the_sampled_forms_expected_gradient() -> None:
+    # The search moves {A,B} to (0.75, 0.25); single-candidate samples stay at 1. Sampled: {A,B} gives
+    # 0.75 (-0.1, 0.1) + 0.25 (0.9, -0.9) = (0.15, -0.15), expectation 0.81 (-0.1, 0.1) + 0.18 (0.15, -0.15) +
+    # 0.01 (0.9, -0.9) = (-0.045, 0.045). Advantage: only {A,B}, 0.25 (-0.1, 0.1) - 0.25 (0.9, -0.9) =
+    # (-0.25, 0.25), expectation 0.18 (-0.25, 0.25) = (-0.045, 0.045).
+    targets = {(0,): [1.0], (0, 1): [0.75, 0.25], (1,): [1.0]}
+    expected = {}
+    for form in ("sampled", "advantage"):
+        grads = [
+            (prob, _grad(idx, targets[idx], torch.tensor(freq) if form == "advantage" else None))
+            for idx, freq, prob in SAMPLES
+        ]
+        expected[form] = [sum(prob * g[j] for prob, g in grads) for j in (0, 1)]
+    assert grads[1][1] == pytest.approx([-0.25, 0.25], abs=1e-6)  # the advantage form's {A,B} sample
+    assert expected["sampled"] == pytest.approx([-0.045, 0.045], abs=1e-6)
+    assert expected["advantage"] == pytest.approx([-0.045, 0.045], abs=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -69,7 +71,7 @@ def test_relabel_loss_matches_its_parts(policy, value_target: str, policy_loss: 
     policy.zero_grad()
 
 
-@pytest.mark.parametrize("policy_loss", ["sampled", "candidate"])
+@pytest.mark.parametrize("policy_loss", ["advantage", "sampled", "candidate"])
 def test_one_gradient_step_moves_mass_to_the_target(policy, policy_loss: str) -> None:
     prefix = "Start 2. Add 3.\n"
     d = _decision(policy, prefix, ["2 + 3 = 5", "2 + 3 = 6"], [1.0, 0.0], root_value=0.5)
@@ -101,8 +103,46 @@ def test_a_decision_with_every_candidate_rejected_trains_only_the_value_head(pol
         Episode(0, (bad,), ("Answer: 7",), outcome=0.0),
         Episode(1, (good,), ("2 + 3 = 5",), outcome=1.0),
     ]
-    _, metrics = relabel_loss(episodes, policy, RelabelArmConfig())
+    # the sampled form, so that the single-candidate decision contributes its (non-zero) likelihood term
+    _, metrics = relabel_loss(episodes, policy, RelabelArmConfig(policy_loss="sampled"))
     with torch.no_grad():
         nll = -policy.sequence_logprobs([prefix], ["2 + 3 = 5\n"])[0]
     assert metrics["policy_decisions"] == 1 and metrics["all_rejected_decisions"] == 1
     assert metrics["policy_loss"] == pytest.approx(float(nll) / 2, rel=1e-5)  # mean over both decisions
+
+
+def test_advantage_loss_subtracts_each_decisions_sampling_frequency(policy) -> None:
+    p0 = "Start 2. Add 3, times 4.\n"
+    d0 = _decision(policy, p0, ["2 + 3 = 5", "2 + 3 = 6"], [0.75, 0.25], root_value=0.4)
+    d0 = dataclasses.replace(d0, frequency=np.array([0.25, 0.75]))  # the search moved mass to the rare step
+    d1 = _decision(policy, p0 + "2 + 3 = 5\n", ["5 * 4 = 20"], [1.0], root_value=0.9)  # frequency = prior = 1
+    episodes = [Episode(0, (d0, d1), ("2 + 3 = 5", "5 * 4 = 20"), outcome=1.0)]
+    assert RelabelArmConfig().policy_loss == "advantage"  # the default
+    loss, metrics = relabel_loss(episodes, policy, RelabelArmConfig(value_loss_coef=0.0))
+    with torch.no_grad():
+        lp = policy.sequence_logprobs([p0] * 2, ["2 + 3 = 5\n", "2 + 3 = 6\n"])
+    # -(0.75 - 0.25) lp[0] - (0.25 - 0.75) lp[1], averaged over both decisions; d1 (target = frequency) adds 0
+    assert metrics["policy_loss"] == pytest.approx(float(-(0.5 * lp[0] - 0.5 * lp[1]) / 2), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(metrics["policy_loss"], rel=1e-6)
+
+
+def test_a_detached_value_head_sends_no_gradient_into_the_lm(policy) -> None:
+    prefix = "Start 2. Add 3.\n"
+    for detach in (False, True):
+        policy.zero_grad()
+        scored = policy.token_logprobs([prefix], ["2 + 3 = 5\n"], with_values=True, detach_values=detach)
+        scored.values.sum().backward()
+        lm = [p.grad for p in policy.model.parameters() if p.requires_grad]
+        head = [p.grad for p in policy.value_head.parameters()]
+        assert all(g is not None and float(g.abs().sum()) > 0 for g in head)
+        lm_moved = any(g is not None and float(g.abs().sum()) > 0 for g in lm)
+        assert lm_moved is (not detach)
+    # the relabeller's default: its value loss alone (policy loss weight 0 via a single-candidate decision under
+    # the advantage form) trains the head and leaves the LM untouched
+    d = _decision(policy, prefix, ["2 + 3 = 5"], [1.0], root_value=0.5)
+    policy.zero_grad()
+    loss, _ = relabel_loss([Episode(0, (d,), ("2 + 3 = 5",), outcome=1.0)], policy, RelabelArmConfig())
+    loss.backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in policy.model.parameters())
+    assert any(float(p.grad.abs().sum()) > 0 for p in policy.value_head.parameters())
+    policy.zero_grad()

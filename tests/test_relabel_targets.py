@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 import verifiers
 from llm_rl.arms.relabel import RelabelArmConfig, relabel_episodes, value_targets
@@ -213,3 +214,119 @@ def test_a_decision_with_every_candidate_rejected_has_no_policy_target() -> None
     assert decision.visit_counts.sum() == 4  # the search still had to move
     assert decision.rejected.tolist() == [True, True] and decision.target.tolist() == [0.0, 0.0]
     assert episode.outcome == 0.0
+
+
+# --- leaf rollouts (AlphaGo's lambda mixing) ----------------------------------------------------------------------
+class RolloutBackend(ScriptedBackend):
+    """Steps as scripted; a whole-completion call (``stop=None``: a leaf rollout) returns ``rollouts[prefix]``."""
+
+    def __init__(self, script: dict[str, list[str]], rollouts: dict[str, str]) -> None:
+        super().__init__(script)
+        self.rollouts = rollouts
+        self.rollout_calls: list[list[str]] = []
+
+    def sample(self, prefixes, *, n, max_new_tokens, temperature=1.0, stop="\n", generator=None):
+        if stop is not None:
+            return super().sample(prefixes, n=n, max_new_tokens=max_new_tokens, stop=stop)
+        self.rollout_calls.append(list(prefixes))
+        return [
+            [FakeContinuation(self.rollouts[p], (1, 2, 3), -1.0, finished=True, stopped=False)]
+            for p in prefixes
+        ]
+
+
+def _outcome_env(script, rollouts, *, k, weight, budget) -> tuple[ConstantValueEnv, RolloutBackend]:
+    backend = RolloutBackend(script, rollouts)
+    verifier = MeteredVerifier(
+        verifiers.ContainedVerifier(verifiers.load("chain_arithmetic")), budget, feedback="outcome"
+    )  # check_step raises under outcome: a rollout that asked for one would fail the test
+    env = ConstantValueEnv(
+        [TWO_OPS], verifier=verifier, backend=backend, num_candidates=k, max_step_tokens=16, max_steps=4,
+        leaf_rollout_weight=weight,
+    )  # fmt: skip
+    return env, backend
+
+
+def test_leaf_rollouts_mix_one_scored_rollout_into_each_leaf_value() -> None:
+    p0 = TWO_OPS["prompt"]
+    p1 = p0 + "2 + 3 = 5\n"
+    budget = Budget()
+    env, backend = _outcome_env(
+        {p0: ["2 + 3 = 5"], p1: ["5 * 4 = 20"]},
+        {p0: "2 + 3 = 5\n5 * 4 = 20\nAnswer: 20", p1: "5 * 4 = 21\nAnswer: 21"},
+        k=1,
+        weight=0.5,
+        budget=budget,
+    )
+    root, child = env.expand([StepState(0, ()), StepState(0, ("2 + 3 = 5",))])
+    # (1 - 0.5) * 0.5 (the head) + 0.5 * z: the root's rollout is right (z = 1), the child's is wrong (z = 0)
+    assert root.value == pytest.approx(0.75) and child.value == pytest.approx(0.25)
+    assert backend.rollout_calls == [[p0, p1]]  # one batched rollout call per round
+    assert budget.outcome_verifier_calls == 2 and budget.step_verifier_calls == 0  # outcome scores only
+    assert env.stats.rollouts == 2 and env.stats.as_dict()["leaf_rollout_success"] == 0.5
+    assert root.info["frequency"].tolist() == [1.0]
+    env.leaf_rollout_weight = 0.0  # no rollouts: the head alone
+    (again,) = env.expand([StepState(0, ())])
+    assert again.value == 0.5 and len(backend.rollout_calls) == 1
+    with pytest.raises(ValueError, match="leaf_rollout_weight"):
+        StepSearchEnv([TWO_OPS], verifier=env.verifier, backend=backend, num_candidates=1, max_step_tokens=4,
+                      max_steps=2, leaf_rollout_weight=1.5)  # fmt: skip
+
+
+def test_a_search_with_rollouts_rolls_out_every_round_once_under_outcome() -> None:
+    p0 = TWO_OPS["prompt"]
+    p1 = p0 + "2 + 3 = 5\n"
+    p1b = p0 + "2 + 3 = 6\n"
+    p2 = p1 + "5 * 4 = 20\n"
+    script = {p0: ["2 + 3 = 5", "2 + 3 = 6"], p1: ["5 * 4 = 20"], p1b: ["6 * 4 = 24"], p2: ["Answer: 20"]}
+    script[p1b + "6 * 4 = 24\n"] = ["Answer: 24"]
+    rollouts = {p: "Answer: 20" for p in (p0, p1, p2)} | {
+        p: "Answer: 24" for p in script if p not in (p0, p1, p2)
+    }
+    budget = Budget()
+    env, backend = _outcome_env(script, rollouts, k=2, weight=0.5, budget=budget)
+    cfg = RelabelArmConfig(puct=PuctConfig(num_simulations=4, temperature=0.0))
+    (episode,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
+    # every expansion round made exactly one step call and one rollout call over the same leaves
+    assert backend.rollout_calls == backend.calls
+    assert env.stats.rollouts == sum(len(c) for c in backend.calls) == env.stats.states_expanded
+    assert budget.step_verifier_calls == 0
+    assert budget.outcome_verifier_calls == env.stats.rollouts + len(env.stats.terminal_scores)
+    # the right first step's rollout succeeds (leaf value 0.75), the wrong one's fails (0.25): after the tie-broken
+    # first visit of each, PUCT visits the right step twice more; the head alone (0.5 everywhere) ties at 2 / 2
+    assert episode.decisions[0].frequency.tolist() == [0.5, 0.5]
+    assert episode.decisions[0].target.tolist() == [0.75, 0.25] and episode.outcome == 1.0
+    env, _ = _outcome_env(script, rollouts, k=2, weight=0.0, budget=Budget())
+    (head_only,) = relabel_episodes(env, [0], cfg, np.random.default_rng(0))
+    assert head_only.decisions[0].target.tolist() == [0.5, 0.5]
+
+
+def test_rollout_tokens_go_through_the_metered_sampler(tmp_path) -> None:
+    from llm_rl.generation import HFBackend
+    from llm_rl.model import build_tiny_model, load_policy
+
+    torch.manual_seed(0)
+    policy = load_policy(build_tiny_model(tmp_path / "tiny", hidden_size=32, num_layers=1))
+    spent = {}
+    for weight in (0.0, 0.5):
+        budget = Budget()
+        env = StepSearchEnv(
+            [TWO_OPS, ONE_OP],
+            verifier=MeteredVerifier(
+                verifiers.ContainedVerifier(verifiers.load("chain_arithmetic")), budget, feedback="outcome"
+            ),
+            backend=HFBackend(policy, budget),
+            num_candidates=2,
+            max_step_tokens=4,
+            max_steps=3,
+            generator=torch.Generator().manual_seed(0),
+            leaf_rollout_weight=weight,
+            rollout_max_tokens=8,
+        )
+        env.expand([StepState(0, ()), StepState(1, ())])
+        assert budget.generated_tokens == env.stats.generated_tokens  # every generated token charged
+        assert budget.step_verifier_calls == 0 and budget.outcome_verifier_calls == env.stats.rollouts
+        spent[weight] = (budget.generated_tokens, budget.prefill_tokens, env.stats.rollouts)
+    assert spent[0.0][2] == 0 and spent[0.5][2] == 2  # one rollout per expanded leaf
+    # the rollouts' own tokens: more generated (same seeded candidates first) and their prefixes prefilled again
+    assert spent[0.5][0] > spent[0.0][0] and spent[0.5][1] > spent[0.0][1]

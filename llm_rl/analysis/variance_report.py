@@ -35,11 +35,15 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
          "per 1k generated tokens"),
     )  # fmt: skip
     for ax, (key, low_key, high_key, trend_key, what) in zip(axes, panels):
+        plotted = (
+            False  # a log axis with nothing positive on it cannot be laid out (every gradient exactly zero)
+        )
         for i, (arm, data) in enumerate(arms.items()):
             bins = [b for b in data.get("bins", []) if finite_positive(b.get(key))]
             shift = (i - (len(arms) - 1) / 2) * 0.08
             xs = [b["length"] + shift for b in bins]
             ys = [b[key] for b in bins]
+            plotted = plotted or bool(ys)
             # a percentile interval need not contain the point estimate of a ratio: clamp the bars at it
             lo = [
                 max(0.0, y - b[low_key]) if finite_positive(b.get(low_key)) else 0 for y, b in zip(ys, bins)
@@ -54,7 +58,7 @@ def plot_variance(variance: Mapping[str, Any], path: str | Path) -> Path:
             )
             ax.errorbar(xs, ys, yerr=[lo, hi], color=colours[i % len(colours)], marker="o", capsize=2,
                         linewidth=1.2, markersize=3, label=label)  # fmt: skip
-        ax.set_yscale("log")
+        ax.set_yscale("log" if plotted else "linear")
         ax.set_ylabel(f"rel. variance\n{what}")
         ax.grid(True, alpha=0.3, which="both")
     axes[-1].set_xlabel("task length (operations)")

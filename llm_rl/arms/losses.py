@@ -18,6 +18,15 @@ numbers in ``tests/test_losses.py``.
     and with ``target = beta_hat`` its expected gradient is not 0 — it flattens the policy (e.g. p = (0.9, 0.1),
     K = 2: the samples {A, B} give target (1/2, 1/2) against p_C = (0.9, 0.1), and {A, A} gives no signal).
     Kept as an option for comparison.
+  - ``baseline=beta_hat`` (the ``advantage`` form, the relabeller's default; this project's addition): ``-sum_a
+    (target(a) - beta_hat(a)) log p(a)``. The Sampled-MuZero loss is the sum of a *self-imitation* term ``-sum_a
+    beta_hat(a) log p(a)`` (maximum likelihood of the policy's own K samples: zero gradient in expectation, but
+    not per batch) and what the search added. Subtracting the first keeps the expected gradient and removes its
+    noise: per sample it is the policy gradient with advantage ``target(a) / beta_hat(a) - 1``, and a search that
+    adds nothing gives exactly zero gradient, not zero on average. Why it matters: under Adam a zero-mean
+    gradient still moves every parameter ~learning rate per step, and the self-imitation noise alone (target :=
+    beta_hat) took the tiny preset at L=5 from 0.20 to 0.04-0.08 pass@1 in 12 steps
+    (docs/research/outcome_relabel.md). The weights sum to 0, so ``normalise`` makes no difference in this form.
 * :func:`value_loss` — mean squared error of the value head to its target (AlphaZero's ``(z - v)^2``).
 * :func:`pg_token_loss` — the PPO clipped surrogate per token with per-token advantages (VinePPO's per-step MC
   advantages broadcast over a step's tokens), averaged over tokens or over sequences.
@@ -36,20 +45,28 @@ __all__ = ["candidate_cross_entropy", "pg_token_loss", "value_loss"]
 
 
 def candidate_cross_entropy(
-    candidate_logprobs: torch.Tensor, target: torch.Tensor, *, normalise: bool = True
+    candidate_logprobs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    normalise: bool = True,
+    baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the policy to a search target over a set of sampled candidates (module docstring).
 
     ``normalise=True``: ``-sum_a target[a] * log_softmax(candidate_logprobs)[a]`` (the policy renormalised over
-    the candidates). ``normalise=False``: ``-sum_a target[a] * candidate_logprobs[a]`` (Sampled MuZero).
+    the candidates). ``normalise=False``: ``-sum_a target[a] * candidate_logprobs[a]`` (Sampled MuZero). With
+    ``baseline``: ``-sum_a (target[a] - baseline[a]) * candidate_logprobs[a]`` (either ``normalise``: the weights
+    sum to 0, so renormalising cancels).
 
     Args:
       candidate_logprobs: ``[A]`` the policy's sequence log-probabilities of the A candidates (with grad).
       target: ``[A]`` non-negative target probabilities summing to 1 (the search's improved policy).
       normalise: renormalise the policy over the candidate set.
+      baseline: ``[A]`` a distribution to subtract from the target (the candidates' sampling frequency
+        ``beta_hat``), or None.
 
     Returns:
-      A scalar tensor (with ``normalise``, 0 with zero gradient when ``A == 1``).
+      A scalar tensor (with ``normalise`` or a baseline, 0 with zero gradient when ``A == 1``).
     """
     if candidate_logprobs.ndim != 1:
         raise ValueError(
@@ -65,6 +82,19 @@ def candidate_cross_entropy(
         raise ValueError("candidate_cross_entropy(): empty candidate set")
     if bool((target < 0).any()) or abs(float(target.sum()) - 1.0) > 1e-4:
         raise ValueError(f"candidate_cross_entropy(): target must be a distribution, got {target.tolist()}")
+    if baseline is not None:
+        baseline = torch.as_tensor(baseline, dtype=candidate_logprobs.dtype, device=candidate_logprobs.device)
+        if (
+            baseline.shape != target.shape
+            or bool((baseline < 0).any())
+            or abs(float(baseline.sum()) - 1) > 1e-4
+        ):
+            raise ValueError(
+                f"candidate_cross_entropy(): baseline must be a distribution shaped like target, got {baseline}"
+            )
+        weights = target - baseline
+        # a zero weight contributes nothing even where log p is -inf
+        return -(torch.where(weights != 0, weights * candidate_logprobs, torch.zeros_like(weights))).sum()
     log_p = torch.log_softmax(candidate_logprobs, dim=0) if normalise else candidate_logprobs
     # 0 * log p is 0 even where log p is -inf (a candidate the model cannot produce any more).
     return -(torch.where(target > 0, target * log_p, torch.zeros_like(log_p))).sum()

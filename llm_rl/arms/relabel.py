@@ -3,14 +3,17 @@
 The algorithm, top to bottom (one batch of B prompts; every search call below serves all B roots at once):
 
 1. Roots. Each prompt is a root state ``(example, no steps)`` of a :class:`llm_rl.arms.step_env.StepSearchEnv`.
-2. Search. PUCT (``relabel.root: puct``, AlphaZero's rule with Dirichlet noise at the root; knobs in
+2. Search. PUCT (``relabel.root: puct``, AlphaZero's rule, by default without its root noise; knobs in
    ``relabel.puct``, a `tree_search.PuctConfig`) or Gumbel AlphaZero (``root: gumbel``, Sequential Halving over
    the sampled root steps; ``relabel.gumbel``, a `tree_search.GumbelConfig`) with `tree_search.search`. Each round of the search expands every selected leaf of every root in
    ONE batched call: the policy samples K candidate next steps per leaf (the prefix is prefilled once, its KV
    cache repeated K times), the distinct steps become the leaf's actions with the Sampled-MuZero prior (their
-   empirical frequency), and the value head values the leaf. A step that ends the solution is scored by the
-   verifier (the terminal reward); under ``task.feedback: steps`` a step that ``check_step`` rejects gets prior 0
-   (pruning; under ``outcome``, the default, no step is checked).
+   empirical frequency), and the value head values the leaf. With ``leaf_rollout_weight`` lambda > 0 (0.5 under
+   ``task.feedback: outcome``, the default) every expanded leaf is also rolled out once to a terminal by the
+   policy (one more batched call per round) and scored by the verifier; its value is ``(1 - lambda) v_head +
+   lambda z``. A step that ends the solution is scored by the verifier (the terminal reward); under
+   ``task.feedback: steps`` a step that ``check_step`` rejects gets prior 0 (pruning; under ``outcome`` no step
+   is checked).
 3. Relabel. The root's search result is a decision point: ``(prefix, candidate steps, improved_policy,
    root_value)``. PUCT's improved policy is the normalised visit counts; Gumbel's is ``softmax(log prior +
    sigma(completed Q))``.
@@ -20,20 +23,36 @@ The algorithm, top to bottom (one batch of B prompts; every search call below se
 5. Learn. For every decision point on every committed path: the cross-entropy of the policy to the improved
    policy over the candidate steps (their sequence log-probabilities; rejected steps at target 0), plus
    ``value_loss_coef`` x the squared error of the value head at the decision prefix to z (``value_target:
-   outcome``), to the search's root value (``search``), or to their mean (``mix``). ``policy_loss: sampled``
-   (default) is Sampled MuZero's ``-sum_a target(a) log pi(a)``; ``candidate`` renormalises pi over the candidate
-   set first (see `llm_rl.arms.losses` for why that form drifts). The harness takes ``optim.epochs`` x
-   ``optim.minibatches`` optimiser steps per batch (minibatches of episodes).
+   outcome``), to the search's root value (``search``), or to their mean (``mix``); the value head reads the
+   LM's hidden state detached (``detach_value_head``, default), so the value loss trains the head alone.
+   ``policy_loss: advantage`` (default) is ``-sum_a (target(a) - beta_hat(a)) log pi(a)`` with beta_hat the
+   candidates' sampling frequency; ``sampled`` is Sampled MuZero's ``-sum_a target(a) log pi(a)``; ``candidate``
+   renormalises pi over the candidate set first (see `llm_rl.arms.losses` for why that form drifts). The harness
+   takes ``optim.epochs`` x ``optim.minibatches`` optimiser steps per batch (minibatches of episodes).
 
-Where it departs from AlphaZero, and why:
+Where it departs from AlphaZero, and why (the defaults below come from docs/research/outcome_relabel.md, which
+found why the relabeller without step checks drove a warm start from 0.22 to 0.05 pass@1, and measured each fix):
 
 * Moves are sampled, not enumerated: a reasoning step is an unbounded string, so each node's actions are the
   distinct steps among K samples from the policy, with the Sampled MuZero prior (Hubert et al. 2021), and the
-  policy target lives on those candidates only. The default loss is Sampled MuZero's, with the policy's full
-  sequence log-probabilities: a search that adds nothing (target = the samples' frequencies) leaves the policy
-  unchanged in expectation. The candidate-normalised form the design first called for (``policy_loss:
-  candidate``) also lowers the total probability of the policy's own samples, so it drifts towards flatter
-  policies even when the search adds nothing (enumerated in ``tests/test_losses.py``): an option, not the default.
+  policy target lives on those candidates only. Sampled MuZero's loss, with the policy's full sequence
+  log-probabilities, leaves the policy unchanged *in expectation* when the search adds nothing (target = the
+  samples' frequencies), but per batch it imitates the policy's own samples; the default ``advantage`` form
+  drops that self-imitation term (same expected gradient, exactly zero where the search adds nothing). Under
+  Adam, which moves every weight ~learning rate per step whatever the gradient's size, that noise alone took the
+  tiny preset from 0.20 to 0.04 pass@1 in 12 steps. The candidate-normalised form the design first called for
+  (``policy_loss: candidate``) also lowers the total probability of the policy's own samples, so it drifts
+  towards flatter policies even when the search adds nothing (enumerated in ``tests/test_losses.py``).
+* The value head does not train the trunk (``detach_value_head: true``), unlike AlphaZero's shared network: the
+  value loss's gradient through the LM destroyed the policy on its own (0.20 to 0.02), and on the tiny model the
+  LM's features cannot rank sibling steps anyway. ``false`` restores AlphaZero's shared trunk.
+* Leaf values mix a rollout (``leaf_rollout_weight``, AlphaGo's lambda mixing, which AlphaZero dropped): under
+  ``outcome`` the only ground truth is the terminal score, and with 8 simulations the tree reaches a terminal
+  only near the end of a solution; elsewhere an untrained head's values made the target no better than the
+  sampling frequency. One rollout per leaf moved +5 to +9 points of target mass onto correct steps, for ~50% more
+  generated tokens. The rollout policy is the policy itself (AlphaGo used a separate fast rollout network).
+* No Dirichlet root noise by default (AlphaZero: fraction 0.25): over ~2 distinct sampled candidates it mostly
+  raises the rarer, more often wrong, step; the K samples already explore.
 * Single agent, verifier-grounded: there is no opponent; the only reward is the contained verifier's score of the
   finished completion, in [0, 1], so values are bounded by (0, 1) rather than min-max normalised, and the value
   head ends in a sigmoid. Non-terminal steps earn nothing.
@@ -77,6 +96,7 @@ __all__ = [
     "RelabelArm",
     "RelabelArmConfig",
     "decision_point",
+    "leaf_rollout_weight",
     "prune_rejected_steps",
     "relabel_episodes",
     "relabel_loss",
@@ -94,9 +114,12 @@ class RelabelArmConfig:
     root: Literal["puct", "gumbel"] = knob(
         "puct", help="which search (and which sub-section below) the relabeller runs"
     )
-    # PUCT: 8 simulations, Dirichlet noise on a quarter of the root prior, the committed step sampled from the
-    # visit counts at temperature 1 (AlphaZero's self-play settings)
-    puct: PuctConfig = field(default_factory=lambda: PuctConfig(num_simulations=8, dirichlet_fraction=0.25))
+    # PUCT: 8 simulations, the committed step sampled from the visit counts at temperature 1 (AlphaZero's
+    # self-play settings) but NO Dirichlet root noise (AlphaZero puts it on a quarter of the prior): over the ~2
+    # distinct candidates of K=4 samples Dir(0.3) is nearly one-hot and raises the rarer (more often wrong) step;
+    # without it the target's mass on correct steps rose from 0.56-0.58 to 0.60-0.62 (docs/research/
+    # outcome_relabel.md). The K samples already explore. Set `relabel.puct.dirichlet_fraction: 0.25` for AlphaZero's.
+    puct: PuctConfig = field(default_factory=lambda: PuctConfig(num_simulations=8, dirichlet_fraction=0.0))
     gumbel: GumbelConfig = field(
         default_factory=lambda: GumbelConfig(num_simulations=8, max_num_considered_actions=4)
     )
@@ -112,11 +135,35 @@ class RelabelArmConfig:
         None,
         help="prune candidates check_step rejects; null: follow task.feedback (an explicit value must agree)",
     )
-    # "sampled": Sampled MuZero's -sum target * log pi(step) (unbiased); "candidate": pi renormalised over the
-    # candidate set (biased towards flattening the policy; see llm_rl/arms/losses.py)
-    policy_loss: Literal["sampled", "candidate"] = knob(
-        "sampled",
-        help="sampled (Sampled MuZero, unbiased) or candidate (pi renormalised over the candidates)",
+    # "advantage" (default): -sum (target - beta_hat) * log pi(step), Sampled MuZero's loss minus its zero-mean
+    # self-imitation term: the same expected gradient, exactly none where the search adds nothing. "sampled":
+    # Sampled MuZero's -sum target * log pi(step) (unbiased, but each batch imitates the policy's own samples);
+    # "candidate": pi renormalised over the candidate set (drifts towards flatter policies). Why advantage: under
+    # Adam a zero-mean gradient still moves every weight ~learning rate per step; the self-imitation noise alone
+    # took the tiny preset at L=5 from 0.20 to 0.04 pass@1 (docs/research/outcome_relabel.md, section 1).
+    policy_loss: Literal["advantage", "sampled", "candidate"] = knob(
+        "advantage",
+        help="advantage (Sampled MuZero minus its self-imitation term: -sum (target - beta_hat) log pi), sampled "
+        "(Sampled MuZero, -sum target log pi) or candidate (pi renormalised over the candidates)",
+    )
+    # The value head reads the LM's last hidden state. Detached (default), the value loss trains the head alone
+    # and sends no gradient into the LM; AlphaZero's shared trunk does get it. Why: the value loss alone (policy
+    # loss off) took the tiny preset from 0.20 to 0.02 pass@1 in ~10 Adam steps through the trunk, and the tiny
+    # LM's features do not encode correctness anyway (a probe's AUC 0.5-0.6; docs/research/outcome_relabel.md).
+    detach_value_head: bool = knob(
+        True,
+        help="the value loss trains the value head only (no gradient into the LM); false: AlphaZero's trunk",
+    )
+    # AlphaGo's lambda mixing: every expanded leaf is also rolled out once to a terminal by the policy and scored;
+    # its value is (1 - lambda) v_head + lambda z. null follows task.feedback: 0.5 under outcome (AlphaGo's
+    # lambda; the only way terminal scores reach the tree while the value head knows nothing), 0 under steps
+    # (pruning grounds the search there; rollouts were not measured under steps). A number overrides either.
+    leaf_rollout_weight: float | None = knob(
+        None,
+        ge=0.0,
+        le=1.0,
+        help="lambda of the leaf value (1 - lambda) v_head + lambda z_rollout (one scored policy rollout per "
+        "expanded leaf); null: 0.5 under task.feedback outcome, 0 under steps",
     )
 
     def __post_init__(self) -> None:
@@ -146,6 +193,15 @@ def prune_rejected_steps(cfg: ExperimentConfig) -> bool:
     return wanted
 
 
+def leaf_rollout_weight(cfg: ExperimentConfig) -> float:
+    """lambda of the leaf values: ``relabel.leaf_rollout_weight``, or when null 0.5 under ``task.feedback:
+    outcome`` and 0 under ``steps`` (the config's comment says why)."""
+    given = cfg.relabel.leaf_rollout_weight
+    if given is not None:
+        return float(given)
+    return 0.5 if cfg.task.feedback == "outcome" else 0.0
+
+
 # --- records ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DecisionPoint:
@@ -164,6 +220,8 @@ class DecisionPoint:
       prior: ``[A]`` the prior the search used (after any root noise).
       root_value: the search's value of the prefix.
       selected_index: the committed candidate.
+      frequency: ``[A]`` the candidates' sampling frequency beta_hat among the K samples (before pruning and
+        root noise): the baseline of ``policy_loss: advantage``; None (a hand-built record): ``prior``.
     """
 
     prefix: str
@@ -175,6 +233,7 @@ class DecisionPoint:
     prior: np.ndarray
     root_value: float
     selected_index: int
+    frequency: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +269,7 @@ def decision_point(env: StepSearchEnv, result: SearchResult) -> DecisionPoint:
         prior=np.asarray(result.prior, dtype=np.float64),
         root_value=float(result.root_value),
         selected_index=int(result.selected_index),
+        frequency=np.asarray(result.root.info["frequency"], dtype=np.float64),
     )
 
 
@@ -269,6 +329,11 @@ def value_targets(episodes: Sequence[Episode], mode: str) -> list[float]:
     return out
 
 
+def _baseline(d: DecisionPoint) -> torch.Tensor:
+    """The sampling frequency beta_hat of a decision's candidates (the ``advantage`` loss's baseline)."""
+    return torch.as_tensor(d.frequency if d.frequency is not None else d.prior)
+
+
 def relabel_loss(
     episodes: Sequence[Episode], policy: Any, cfg: RelabelArmConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -281,6 +346,7 @@ def relabel_loss(
         [d.prefix for d in decisions for _ in d.continuations],
         [c for d in decisions for c in d.continuations],
         with_values=True,
+        detach_values=cfg.detach_value_head,  # the value loss then trains the head only
     )
     sizes = [len(d.continuations) for d in decisions]
     per_decision = torch.split(scored.sums(), sizes)  # [A_d] sequence log-probs per decision
@@ -293,9 +359,16 @@ def relabel_loss(
         for lp, d in (informative if normalise else zip(per_decision, decisions))
         if d.target.sum() > 0
     ]
+    advantage = cfg.policy_loss == "advantage"
     if trained:
         ce = [
-            candidate_cross_entropy(lp, torch.as_tensor(d.target), normalise=normalise) for lp, d in trained
+            candidate_cross_entropy(
+                lp,
+                torch.as_tensor(d.target),
+                normalise=normalise,
+                baseline=_baseline(d) if advantage else None,
+            )
+            for lp, d in trained
         ]
         policy_loss = torch.stack(ce).sum() / len(decisions)  # mean over decisions; untrained ones count 0
     else:  # no decision has a policy target in this batch
@@ -340,6 +413,7 @@ class RelabelArm(Arm):
         super().__init__(cfg)
         self.knobs = cfg.relabel
         self.prune = prune_rejected_steps(cfg)
+        self.leaf_rollout_weight = leaf_rollout_weight(cfg)
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
@@ -356,6 +430,8 @@ class RelabelArm(Arm):
             temperature=self.knobs.candidate_temperature,
             prune_rejected_steps=self.prune,
             generator=ctx.generator,
+            leaf_rollout_weight=self.leaf_rollout_weight,
+            rollout_max_tokens=self.cfg.task.max_completion_tokens,
         )
         episodes = relabel_episodes(
             env,

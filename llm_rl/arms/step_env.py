@@ -19,6 +19,18 @@ steps)``. An action is one candidate next step, a :class:`StepAction`
   steps joined by the delimiter). Non-terminal steps earn 0: the problem is single-agent with one terminal
   reward in [0, 1], so the search runs with ``value_bounds=(0, 1)``.
 
+Leaf rollouts (AlphaGo's lambda mixing, Silver et al. 2016): with ``leaf_rollout_weight`` lambda > 0 every
+expanded state is also rolled out ONCE to the end of the completion by the policy itself (one more batched
+``backend.sample(prefixes, n=1, stop=None)`` per round, at most ``rollout_max_tokens`` new tokens), the completion
+(steps so far + rollout) is scored by the verifier's outcome ``score`` (never ``check_step``), and the state's
+value is ``(1 - lambda) * v_head + lambda * z_rollout``. Why: under ``task.feedback: outcome`` the only ground
+truth is the terminal score, and with a few simulations the tree reaches a terminal only at the last one or two
+steps of a long solution; elsewhere a leaf's value is the value head's guess, which an untrained head makes noise
+(docs/research/outcome_relabel.md: the search's target then puts no more probability on correct steps than the
+sampling frequency does). Departures from AlphaGo: the rollout policy is the policy itself at the candidates'
+temperature (no separate fast rollout network), as in VinePPO's Monte-Carlo values, and a rollout is not cut at
+``max_steps`` (the verifier scores whatever it wrote within the token limit).
+
 Each distinct candidate keeps the token ids it was sampled as (`Expansion.info["token_ids"]`: the step's tokens
 plus the delimiter or EOS token that ended it): the policy is trained on exactly the tokens it generated, never on
 a re-tokenisation of the text. A step cut by the token limit (no delimiter, no EOS) is not terminal: the next
@@ -27,7 +39,7 @@ actually generated.
 
 Nothing here counts spending: the backend (a metered sampler) charges the tokens it generates and prefills, and
 the value-head pass (`GenerationBackend.prefix_values`, a second forward pass over the same prefixes, charged as
-prefill); the metered verifier charges each terminal score and each step check. :class:`ExpandStats` keeps what
+prefill); the metered verifier charges each terminal score, each rollout score and each step check. :class:`ExpandStats` keeps what
 the arm reports (tokens/s of expansion, pruned candidates, ...).
 """
 
@@ -77,6 +89,8 @@ class ExpandStats:
     generated_tokens: int = 0
     generation_seconds: float = 0.0
     value_seconds: float = 0.0
+    rollouts: int = 0
+    rollout_successes: int = 0
     terminal_scores: list[float] = field(default_factory=list)
 
     @property
@@ -93,6 +107,8 @@ class ExpandStats:
             "all_rejected_nodes": self.all_rejected_nodes,
             "expand_generated_tokens": self.generated_tokens,
             "expand_tokens_per_s": self.tokens_per_second,
+            "leaf_rollouts": self.rollouts,
+            "leaf_rollout_success": self.rollout_successes / max(self.rollouts, 1),
         }
 
 
@@ -111,6 +127,9 @@ class StepSearchEnv:
       prune_rejected_steps: give candidates that ``check_step`` rejects prior 0 (needs a verifier that gives step
         checks: ``task.feedback: steps``).
       generator: the torch generator the candidates are sampled with (reproducibility).
+      leaf_rollout_weight: lambda of the leaf value ``(1 - lambda) * v_head + lambda * z_rollout`` (0: the value
+        head alone, no rollouts; 1: the rollout alone).
+      rollout_max_tokens: new tokens per leaf rollout, at most (used when ``leaf_rollout_weight > 0``).
     """
 
     def __init__(
@@ -125,9 +144,17 @@ class StepSearchEnv:
         temperature: float = 1.0,
         prune_rejected_steps: bool = False,
         generator: torch.Generator | None = None,
+        leaf_rollout_weight: float = 0.0,
+        rollout_max_tokens: int = 64,
     ) -> None:
         if num_candidates < 1 or max_step_tokens < 1 or max_steps < 1:
             raise ValueError("StepSearchEnv: num_candidates, max_step_tokens and max_steps must be >= 1")
+        if not 0.0 <= leaf_rollout_weight <= 1.0:
+            raise ValueError(
+                f"StepSearchEnv: leaf_rollout_weight must be in [0, 1], got {leaf_rollout_weight}"
+            )
+        if leaf_rollout_weight > 0 and rollout_max_tokens < 1:
+            raise ValueError(f"StepSearchEnv: rollout_max_tokens must be >= 1, got {rollout_max_tokens}")
         self.examples = list(examples)
         self.verifier = verifier
         self.backend = backend
@@ -137,6 +164,8 @@ class StepSearchEnv:
         self.temperature = temperature
         self.prune_rejected_steps = prune_rejected_steps
         self.generator = generator
+        self.leaf_rollout_weight = float(leaf_rollout_weight)
+        self.rollout_max_tokens = int(rollout_max_tokens)
         self.delimiter: str = verifier.step_delimiter
         self.stats = ExpandStats()
 
@@ -169,6 +198,9 @@ class StepSearchEnv:
         start = time.perf_counter()
         values = self.prefix_values(prefixes)
         self.stats.value_seconds += time.perf_counter() - start
+        if self.leaf_rollout_weight > 0:
+            lam = self.leaf_rollout_weight
+            values = (1.0 - lam) * np.asarray(values) + lam * self.rollout_values(states, prefixes)
         self.stats.expand_calls += 1
 
         expansions = []
@@ -176,6 +208,7 @@ class StepSearchEnv:
             raw_actions = [self._action(c) for c in continuations]
             self.stats.generated_tokens += sum(len(c.token_ids) for c in continuations)
             actions, prior = sampled_prior(raw_actions)
+            frequency = prior  # beta_hat before any pruning (the `advantage` loss's baseline)
             first_of: dict[StepAction, Any] = {}
             for a, c in zip(raw_actions, continuations):
                 first_of.setdefault(a, c)
@@ -195,6 +228,7 @@ class StepSearchEnv:
                 "token_ids": tuple(tuple(int(t) for t in first_of[a].token_ids) for a in actions),
                 "logprobs": np.array([float(first_of[a].logprob) for a in actions]),
                 "rejected": rejected,
+                "frequency": frequency,
             }
             expansions.append(Expansion(actions=actions, prior=prior, value=float(value), info=info))
         return expansions
@@ -219,6 +253,28 @@ class StepSearchEnv:
     def prefix_values(self, prefixes: Sequence[str]) -> np.ndarray:
         """The value head at the end of each prefix, in [0, 1] (one batched pass of the backend's policy)."""
         return self.backend.prefix_values(prefixes)
+
+    def rollout_values(self, states: Sequence[StepState], prefixes: Sequence[str]) -> np.ndarray:
+        """``[B]`` one policy rollout to the end of the completion from each state (ONE batched generation),
+        each scored by the verifier's outcome score."""
+        start = time.perf_counter()
+        rollouts = self.backend.sample(
+            prefixes,
+            n=1,
+            max_new_tokens=self.rollout_max_tokens,
+            temperature=self.temperature,
+            stop=None,
+            generator=self.generator,
+        )
+        self.stats.generation_seconds += time.perf_counter() - start
+        scores = []
+        for state, (rollout,) in zip(states, rollouts):
+            self.stats.generated_tokens += len(rollout.token_ids)
+            done = "".join(s + self.delimiter for s in state.steps)
+            scores.append(float(self.verifier.score(done + rollout.text, self.examples[state.example_index])))
+        self.stats.rollouts += len(scores)
+        self.stats.rollout_successes += sum(s >= 1.0 for s in scores)
+        return np.asarray(scores, dtype=np.float64)
 
     def _action(self, continuation: Any) -> StepAction:
         text = continuation.text

@@ -231,6 +231,7 @@ class Policy(nn.Module):
         *,
         temperature: float = 1.0,
         with_values: bool = False,
+        detach_values: bool = False,
     ) -> TokenLogprobs:
         """Per-token log-probs of each continuation given its prefix, in one batched forward (with grad).
 
@@ -239,6 +240,8 @@ class Policy(nn.Module):
           continuations: N strings (tokenised without special tokens) or token-id lists.
           temperature: divide the logits by this before the softmax (1: the policy itself).
           with_values: also return the value of each prefix (same forward pass).
+          detach_values: the value head reads the LM's hidden state detached, so a value loss trains the head
+            only and sends no gradient into the LM (`llm_rl.arms.relabel.RelabelArmConfig.detach_value_head`).
         """
         if len(prefixes) != len(continuations):
             raise ValueError(f"{len(prefixes)} prefixes but {len(continuations)} continuations")
@@ -278,7 +281,7 @@ class Policy(nn.Module):
         if with_values:
             last = torch.as_tensor([len(p) - 1 for p in prefix_ids], device=device)
             hidden = out.hidden_states[-1][torch.arange(n, device=device), last]
-            values = torch.sigmoid(self.value_head(hidden))
+            values = torch.sigmoid(self.value_head(hidden.detach() if detach_values else hidden))
         return TokenLogprobs(logprobs=logprobs, mask=tmask, token_ids=targets, values=values)
 
     def sequence_logprobs(self, prefixes: Sequence[str], continuations: Sequence[Text]) -> torch.Tensor:

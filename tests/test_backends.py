@@ -4,7 +4,7 @@ vLLM needs a CUDA GPU and is an optional extra, so it is not installed here. Its
 *fake* ``vllm`` module whose ``LLM`` really generates, token by token, with the HF model loaded from the
 directory the backend exported — so these tests check everything the backend does around the engine (export,
 request building, seeding, flags, text, exact budget counts, weight sync with and without LoRA) against the HF
-backend on the same model. What they cannot check is vLLM itself; see README "Scaling up".
+backend on the same model. What they cannot check is vLLM itself; see docs/scaling.md.
 """
 
 from __future__ import annotations

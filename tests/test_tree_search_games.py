@@ -287,7 +287,7 @@ def _check_invariants(node: Node) -> int:
     """Every expanded node: 1 + sum of edge visits == its visits, the visited list is the edges with visits, and
     the PUCT caches (where built) match the statistics."""
     checked = 0
-    if node.expanded and node.num_actions and node._n is not None:
+    if node.expanded and node.num_actions and node._allocated:
         visits, sums = node.visit_counts, node.value_sums
         assert node.visit_count == 1 + visits.sum()
         assert sorted(node._visited) == np.flatnonzero(visits).tolist()

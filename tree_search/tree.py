@@ -19,8 +19,9 @@ then every simulation through the node adds its return.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, SupportsIndex
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class Node:
     """
 
     __slots__ = (
+        "_allocated",
         "_children",
         "_first",
         "_most",
@@ -76,20 +78,46 @@ class Node:
         "visit_count",
     )
 
-    def __init__(self, state: Any, *, is_terminal: bool = False) -> None:
+    # Every attribute is declared with its type: mypyc (see tree_search/_build.py) compiles the class to a C
+    # struct with these fields. The per-edge statistics (from _n down) are set by _alloc_stats, when _allocated.
+    state: Any
+    is_terminal: bool
+    actions: Sequence[Any] | None
+    prior: np.ndarray | None
+    info: Any
+    value: float | None
+    visit_count: int
+    value_sum: float
+    _pending: bool
+    _reward: float
+    _allocated: bool
+    _n: list[int]
+    _w: list[float]
+    _children: list[Node | None]
+    _visited: list[int]
+    _most: int
+    _q: np.ndarray | None
+    _pu: np.ndarray | None
+    _sel_prior: np.ndarray
+    _p: list[float]
+    _first: int
+    _order: list[int] | None
+    _next: int
+
+    def __init__(self, state: Any, *, is_terminal: object = False) -> None:
         self.state = state
-        self.is_terminal = is_terminal
-        self.actions: Sequence | None = None
-        self.prior: np.ndarray | None = None
-        self.info: Any = None
-        self.value: float | None = 0.0 if is_terminal else None
+        self.is_terminal = bool(is_terminal)
+        self.actions = None
+        self.prior = None
+        self.info = None
+        self.value = 0.0 if is_terminal else None
         self.visit_count = 0
         self.value_sum = 0.0
         self._pending = False  # queued for expansion in the current round (virtual-loss collisions)
         self._reward = 0.0  # the reward of the transition into this node (its parent edge's reward)
-        # The per-edge statistics (the slots below, set by _alloc_stats) exist only once the search first selects
-        # below the node: most expanded leaves never are, and allocation dominated the cost of an expansion.
-        self._n: list[int] | None = None
+        # The per-edge statistics exist only once the search first selects below the node: most expanded leaves
+        # never are, and allocation dominated the cost of an expansion.
+        self._allocated = False
 
     # -- construction -----------------------------------------------------------------------------------------
     def expand(self, actions: Sequence, prior: np.ndarray, value: float, info: Any = None) -> None:
@@ -121,10 +149,10 @@ class Node:
         (_build_caches) for nodes with many visited edges, where two vectorised operations beat a Python loop;
         once built, the backup keeps them in step.
         """
-        if self._n is not None or self.actions is None:
+        actions, prior = self.actions, self.prior
+        if self._allocated or actions is None or prior is None:
             return
-        num_actions = len(self.actions)
-        prior = self.prior
+        num_actions = len(actions)
         values = prior.tolist()
         if num_actions:
             total = float(_sum(prior))
@@ -132,7 +160,7 @@ class Node:
                 raise ValueError(
                     f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}"
                 )
-            if len(set(self.actions)) != num_actions:
+            if len(set(actions)) != num_actions:
                 raise ValueError(
                     "Expansion: actions must be distinct (use sampled_prior() to merge raw samples)"
                 )
@@ -143,22 +171,23 @@ class Node:
         self._most = 0  # the largest edge visit count (kept by the backup; a virtual loss does not count)
         self._w = [0.0] * num_actions
         self._children = [None] * num_actions
-        self._visited: list[int] = []
-        self._q: np.ndarray | None = None
-        self._pu: np.ndarray | None = None
+        self._visited = []
+        self._q = None
+        self._pu = None
         self._sel_prior = prior  # _set_prior, inlined: this runs for every node the search selects below
         self._p = values
         self._first = int(prior.argmax()) if num_actions else 0  # ties: the lowest index, as in the order
-        self._order: list[int] | None = None
+        self._order = None
         self._next = 0
+        self._allocated = True
 
-    def _set_prior(self, prior: np.ndarray, values: list[float] | None = None) -> None:
+    def _set_prior(self, prior: np.ndarray) -> None:
         self._sel_prior = prior
-        self._p = prior.tolist() if values is None else values
+        self._p = prior.tolist()
         self._first = (
             int(prior.argmax()) if len(prior) else 0
         )  # ties: the lowest index, as in the order below
-        self._order: list[int] | None = None
+        self._order = None
         self._next = 0
         if self._q is not None:
             self._build_caches()
@@ -166,10 +195,10 @@ class Node:
     def _build_order(self) -> list[int]:
         """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited."""
         prior = self._sel_prior
-        order = (-prior).argsort(kind="stable")
-        self._order = order[: np.count_nonzero(prior)].tolist()  # prior >= 0 was validated
+        order: list[int] = (-prior).argsort(kind="stable")[: np.count_nonzero(prior)].tolist()  # prior >= 0
+        self._order = order
         self._next = 0
-        return self._order
+        return order
 
     def _best_unvisited(self) -> int:
         """The unvisited non-zero-prior action with the highest prior in use (ties: the lowest index), or -1."""
@@ -186,64 +215,73 @@ class Node:
         self._next = i
         return order[i] if i < n_order else -1
 
-    def _build_caches(self) -> None:
+    def _build_caches(self) -> tuple[np.ndarray, np.ndarray]:
         """The NumPy caches ``_q`` and ``_pu`` from the statistics (same arithmetic as the backup's updates)."""
         visits = np.array(self._n, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             q = np.array(self._w, dtype=np.float64) / visits
         q[visits == 0] = -np.inf
         self._q = q
-        self._pu = self._sel_prior / (1.0 + visits)
+        self._pu = pu = self._sel_prior / (1.0 + visits)
+        return q, pu
 
     def _set_edge(self, index: int, visit_count: int, value_sum: float) -> None:
         """Overwrite one edge's statistics (virtual loss), keeping ``_visited`` and the caches in step."""
         self._alloc_stats()
         was_visited = self._n[index] > 0
-        self._n[index] = visit_count = int(visit_count)
-        self._w[index] = value_sum = float(value_sum)
+        self._n[index] = visit_count
+        self._w[index] = value_sum
         if visit_count > 0 and not was_visited:
             self._visited.append(index)
         elif visit_count == 0 and was_visited:
             self._visited.remove(index)
             self._next = 0  # this edge is unvisited again (a virtual loss reverted): rescan
-        if self._q is not None:
-            self._q[index] = value_sum / visit_count if visit_count > 0 else -np.inf
-            self._pu[index] = self._sel_prior[index] / (1.0 + visit_count)
+        q, pu = self._q, self._pu
+        if q is not None and pu is not None:
+            q[index] = value_sum / visit_count if visit_count > 0 else -math.inf
+            pu[index] = self._sel_prior[index] / (1.0 + visit_count)
 
     def _use_prior(self, prior: np.ndarray) -> None:
         """Select below this node with ``prior`` (e.g. the Dirichlet-noised root prior); ``node.prior`` is kept."""
         self._alloc_stats()
         self._set_prior(prior)
 
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(prior, visit_counts, value_sums)`` of an expanded node (the properties below, never ``None``)."""
+        self._alloc_stats()
+        if not self._allocated:
+            raise ValueError("this node is not expanded")
+        return self.prior, np.array(self._n, dtype=np.int64), np.array(self._w, dtype=np.float64)
+
     # -- per-edge arrays: fresh NumPy copies (None until expanded) ---------------------------------------------
     @property
     def visit_counts(self) -> np.ndarray | None:
         self._alloc_stats()
-        return None if self._n is None else np.array(self._n, dtype=np.int64)
+        return np.array(self._n, dtype=np.int64) if self._allocated else None
 
     @property
     def value_sums(self) -> np.ndarray | None:
         self._alloc_stats()
-        return None if self._w is None else np.array(self._w, dtype=np.float64)
+        return np.array(self._w, dtype=np.float64) if self._allocated else None
 
     @property
     def rewards(self) -> np.ndarray | None:
         self._alloc_stats()
-        if self._n is None:
+        if not self._allocated:
             return None
         return np.array([0.0 if c is None else c._reward for c in self._children], dtype=np.float64)
 
     @property
     def terminal(self) -> np.ndarray | None:
         self._alloc_stats()
-        if self._n is None:
+        if not self._allocated:
             return None
         return np.array([c is not None and c.is_terminal for c in self._children], dtype=bool)
 
     @property
     def children(self) -> list[Node | None]:
         self._alloc_stats()
-        return [] if self._children is None else self._children
+        return self._children if self._allocated else []
 
     # -- inspection -------------------------------------------------------------------------------------------
     @property
@@ -267,17 +305,18 @@ class Node:
         """``[A]`` mean return per edge; NaN for unvisited edges."""
         if self.actions is None:
             return np.zeros(0)
-        visits = self.visit_counts
+        _, visits, sums = self._arrays()
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(visits > 0, self.value_sums / visits, np.nan)
+            return np.where(visits > 0, sums / visits, np.nan)
 
-    def child(self, index: int) -> Node | None:
+    def child(self, index: SupportsIndex) -> Node | None:
         """The child under action ``actions[index]``, or ``None`` if that edge was never traversed."""
+        i = operator.index(index)
         if self.actions is None:
             raise ValueError("child(): this node is not expanded")
-        if not 0 <= index < len(self.actions):
-            raise IndexError(f"child(): index {index} out of range for {len(self.actions)} actions")
-        return self.children[index]
+        if not 0 <= i < len(self.actions):
+            raise IndexError(f"child(): index {i} out of range for {len(self.actions)} actions")
+        return self.children[i]
 
     def to_dict(self, *, max_depth: int | None = None, digits: int = 4) -> dict:
         """A JSON-friendly snapshot: statistics of this node and (recursively) of its created children.
@@ -293,9 +332,10 @@ class Node:
             out["terminal"] = True
         if self.actions is None:
             return out
+        prior, visits, _ = self._arrays()
         out["actions"] = [repr(a) for a in self.actions]
-        out["prior"] = [round(float(p), digits) for p in self.prior]
-        out["visit_counts"] = [int(n) for n in self.visit_counts]
+        out["prior"] = [round(float(p), digits) for p in prior]
+        out["visit_counts"] = [int(n) for n in visits]
         out["q"] = [None if np.isnan(q) else round(float(q), digits) for q in self.q_values]
         if max_depth is None or max_depth > 0:
             next_depth = None if max_depth is None else max_depth - 1
@@ -309,18 +349,19 @@ class Node:
     def __repr__(self) -> str:
         if self.is_terminal:
             return f"Node(terminal, N={self.visit_count})"
-        if self.actions is None:
+        actions = self.actions
+        if actions is None:
             return "Node(unexpanded)"
-        visits = self.visit_counts
+        _, visits, _ = self._arrays()
         order = np.argsort(-visits, kind="stable")[:3]
-        top = ", ".join(f"{self.actions[i]!r}:N={int(visits[i])}" for i in order if visits[i] > 0)
+        top = ", ".join(f"{actions[i]!r}:N={int(visits[i])}" for i in order if visits[i] > 0)
         return (
             f"Node(N={self.visit_count}, V={self.mean_value:+.3f}, value={self.value:+.3f}, "
-            f"actions={len(self.actions)}, top=[{top}])"
+            f"actions={len(actions)}, top=[{top}])"
         )
 
 
-def advance(result_or_node: Any, index: int, *, env: Any = None) -> Node:
+def advance(result_or_node: Any, index: SupportsIndex, *, env: Any = None) -> Node:
     """The subtree under root action ``index``, to be searched again as a new root (tree reuse).
 
     Accepts a :class:`~tree_search.result.SearchResult` or a :class:`Node`. The child keeps all its statistics.
@@ -329,16 +370,17 @@ def advance(result_or_node: Any, index: int, *, env: Any = None) -> Node:
     is no child yet: pass ``env`` to create it with ``env.step`` (or search the raw state instead).
     """
     root = result_or_node if isinstance(result_or_node, Node) else result_or_node.root
-    child = root.child(index)
+    i = operator.index(index)
+    child = root.child(i)
     if child is not None:
         return child
     if env is None:
         raise ValueError(
-            f"advance(): action index {index} was never visited, so it has no subtree; pass env= to create it "
+            f"advance(): action index {i} was never visited, so it has no subtree; pass env= to create it "
             "or search the child state directly"
         )
-    transition = env.step(root.state, root.actions[index])
+    transition = env.step(root.state, root.actions[i])  # type: ignore[index]  # child() checked it
     child = Node(transition.state, is_terminal=bool(transition.terminal))
     child._reward = float(transition.reward)
-    root._children[index] = child  # the statistics exist: child() above allocated them
+    root._children[i] = child  # the statistics exist: child() above allocated them
     return child

@@ -26,6 +26,7 @@ _EXPAND: Final = 0
 _TERMINAL: Final = 1
 _DEADEND: Final = 2
 _COLLIDE: Final = 3
+_FLOAT64: Final = np.dtype(np.float64)
 
 
 class Tree:
@@ -54,9 +55,8 @@ class Tree:
             self.q_max = max(self.q_max, float(q.max()))
 
 
-_Pending = tuple[
-    Tree, list[tuple[Node, int]], Node
-]  # a leaf queued for this round's expansion, with its path
+# A descent whose leaf (its path's last node) waits for this round's batched expansion.
+_Pending = tuple[Tree, list[Node]]
 
 
 def make_rngs(rng: Any, num_roots: int) -> list[np.random.Generator]:
@@ -106,7 +106,7 @@ def attach_expansion(node: Node, expansion: Expansion) -> float:
         raise TypeError(f"env.expand must return Expansion objects, got {type(expansion).__name__}")
     actions = expansion.actions
     prior = expansion.prior
-    if type(prior) is not np.ndarray or prior.dtype.char != "d":
+    if type(prior) is not np.ndarray or prior.dtype is not _FLOAT64:  # native float64 (read via memoryview)
         prior = np.asarray(prior, dtype=np.float64)
     if prior.shape != (len(actions),):
         raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {len(actions)} actions")
@@ -171,7 +171,8 @@ class Policy(Protocol):
 class _Rounds:
     """One search's simulation loop over all trees: descend, expand in one batch, back up (see module doc).
 
-    The loop runs once per simulation and level, so it reads the nodes' private per-edge lists directly.
+    The loop runs once per simulation and level, so it reads the nodes' private fields directly. A descent's
+    path is its list of nodes, root first; each node after the first holds the statistics of the edge into it.
     """
 
     def __init__(self, env: Any, policy: Policy, *, two_player: bool, discount: float) -> None:
@@ -183,67 +184,75 @@ class _Rounds:
         self.virtual_loss: float = policy.virtual_loss
         self.track_min_max: bool = policy.track_min_max
 
-    def descend(self, tree: Tree) -> tuple[list[tuple[Node, int]], Node, int]:
+    def descend(self, tree: Tree) -> tuple[list[Node], int]:
         """Select from the root to a leaf; create the leaf's ``Node`` with ``env.step`` on first traversal."""
         use_vl, policy = self.use_vl, self.policy
         node = tree.root
         a = policy.select_root(tree, node)
-        path: list[tuple[Node, int]] = []
+        path = [node]
         while True:
-            path.append((node, a))
-            if use_vl:
-                node._set_edge(a, node._n[a] + 1, node._w[a] - self.virtual_loss)
-                node.visit_count += 1
-                node.value_sum -= self.virtual_loss
             child = node._children[a]
             if child is None:
                 transition = self.env.step(node.state, node.actions[a])  # type: ignore[index]
                 terminal = bool(transition.terminal)
-                child = Node(transition.state, is_terminal=terminal)
-                child._reward = float(transition.reward)
-                node._children[a] = child
-                return path, child, (_TERMINAL if terminal else _EXPAND)
+                child = node._add_child(a, transition.state, float(transition.reward), terminal)
+                path.append(child)
+                if use_vl:
+                    self.add_virtual_loss(node, child)
+                return path, (_TERMINAL if terminal else _EXPAND)
+            path.append(child)
+            if use_vl:
+                self.add_virtual_loss(node, child)
             if child.is_terminal:
-                return path, child, _TERMINAL
+                return path, _TERMINAL
             actions = child.actions
             if actions is None:
-                return path, child, (_COLLIDE if child._pending else _EXPAND)
+                return path, (_COLLIDE if child._pending else _EXPAND)
             if not actions:
-                return path, child, _DEADEND
+                return path, _DEADEND
             node = child
             if not node._allocated:
                 node._alloc_stats()
             a = policy.select(tree, node)
 
-    def revert_virtual_loss(self, path: list[tuple[Node, int]]) -> None:
+    def add_virtual_loss(self, node: Node, child: Node) -> None:
         virtual_loss = self.virtual_loss
-        for node, a in path:
-            node._set_edge(a, node._n[a] - 1, node._w[a] + virtual_loss)
+        node._set_edge(child, child._edge_visits + 1, child._edge_sum - virtual_loss)
+        node.visit_count += 1
+        node.value_sum -= virtual_loss
+
+    def revert_virtual_loss(self, path: list[Node]) -> None:
+        virtual_loss = self.virtual_loss
+        for i in range(1, len(path)):
+            node, child = path[i - 1], path[i]
+            node._set_edge(child, child._edge_visits - 1, child._edge_sum + virtual_loss)
             node.visit_count -= 1
             node.value_sum += virtual_loss
 
-    def backup(self, tree: Tree, path: list[tuple[Node, int]], value: float) -> None:
+    def backup(self, tree: Tree, path: list[Node], value: float) -> None:
         """Add the return of one simulation along ``path`` (and to the tree's min-max range)."""
         sign_discount, track_min_max = self.sign_discount, self.track_min_max
         g = value
         q_min, q_max = tree.q_min, tree.q_max
-        for node, a in reversed(path):
-            child = node._children[a]
-            assert child is not None  # the descent created it
+        for i in range(len(path) - 1, 0, -1):
+            child = path[i]
+            node = path[i - 1]
             g = child._reward + sign_discount * g
-            n = node._n[a] + 1
-            s = node._w[a] + g
+            n = child._edge_visits + 1
+            s = child._edge_sum + g
             q = s / n
-            node._n[a] = n
-            node._w[a] = s
+            child._edge_visits = n
+            child._edge_sum = s
+            child._edge_q = q
+            child._edge_pu = pu = child._edge_prior / (1.0 + n)
             if n == 1:
-                node._visited.append(a)
+                node._visited.append(child)
             if n > node._most:
                 node._most = n
             node_q, node_pu = node._q, node._pu
             if node_q is not None and node_pu is not None:
-                node_q[a] = q
-                node_pu[a] = node._p[a] / (1.0 + n)
+                node_q[child._index] = q
+                node_pu[child._index] = pu
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:
@@ -253,8 +262,9 @@ class _Rounds:
                     q_max = q
         tree.q_min, tree.q_max = q_min, q_max
 
-    def finish(self, tree: Tree, path: list[tuple[Node, int]], leaf: Node, kind: int) -> None:
+    def finish(self, tree: Tree, path: list[Node], kind: int) -> None:
         """Back up a descent that ended without a new expansion (a terminal or a dead-end leaf)."""
+        leaf = path[-1]
         value = 0.0
         if kind != _TERMINAL:
             assert leaf.value is not None  # a dead end is an expanded node
@@ -271,24 +281,25 @@ class _Rounds:
         budget = min(num_simulations - tree.sims_done, self.leaves_per_round)
         while budget:
             budget -= 1
-            path, leaf, kind = self.descend(tree)
+            path, kind = self.descend(tree)
             if kind == _COLLIDE:  # another descent of this round already waits on this leaf
                 self.revert_virtual_loss(path)
                 return
             tree.sims_done += 1
             if kind == _EXPAND:
-                leaf._pending = True
-                pending.append((tree, path, leaf))
+                path[-1]._pending = True
+                pending.append((tree, path))
             else:
-                self.finish(tree, path, leaf, kind)
+                self.finish(tree, path, kind)
 
     def expand_pending(self, pending: list[_Pending]) -> None:
         """One batched ``env.expand`` for every leaf of this round, then their backups."""
-        expansions = self.env.expand([leaf.state for _, _, leaf in pending])
+        expansions = self.env.expand([path[-1].state for _, path in pending])
         if len(expansions) != len(pending):
             raise ValueError(f"env.expand returned {len(expansions)} expansions for {len(pending)} states")
         use_vl = self.use_vl
-        for (tree, path, leaf), expansion in zip(pending, expansions):
+        for (tree, path), expansion in zip(pending, expansions):
+            leaf = path[-1]
             value = attach_expansion(leaf, expansion)
             if use_vl:
                 leaf._pending = False
@@ -306,12 +317,12 @@ class _Rounds:
                 if self.use_vl:
                     self.collect_with_virtual_loss(tree, num_simulations, pending)
                     continue
-                path, leaf, kind = self.descend(tree)  # one descent per tree: no collision is possible
+                path, kind = self.descend(tree)  # one descent per tree: no collision is possible
                 tree.sims_done += 1
                 if kind == _EXPAND:
-                    pending.append((tree, path, leaf))
+                    pending.append((tree, path))
                 else:
-                    self.finish(tree, path, leaf, kind)
+                    self.finish(tree, path, kind)
             if pending:
                 self.expand_pending(pending)
             active = [t for t in active if t.sims_done < num_simulations]

@@ -162,7 +162,7 @@ class GumbelPolicy:
         if is_root:
             draw: _RootDraw = tree.extra
             scores = draw.gumbel_logits + sigma  # -inf where the prior is 0
-            allowed = np.asarray(node._n) == draw.schedule[tree.sims_done]
+            allowed = node._arrays()[1] == draw.schedule[tree.sims_done]
             return np.where(allowed, scores, -np.inf) if allowed.any() else scores
         prior, visits, _ = node._arrays()
         improved = _softmax(_logits(prior) + sigma)
@@ -199,13 +199,12 @@ class GumbelPolicy:
     def _visited_q(self, node: Node, any_unvisited: bool) -> tuple[list[float], float, float, float, float]:
         """One pass over the visited edges: ``(q per visited edge, v_mix, sum_{visited} pi, lo, scale)``, where
         ``[lo, lo + scale]`` is the range that rescales the completed Q to [0, 1]."""
-        visits, sums, prior = node._n, node._w, node._p
         qs: list[float] = []
         p_visited = weighted = 0.0
-        for a in node._visited:
-            q = sums[a] / visits[a]
+        for child in node._visited:
+            q = child._edge_q
             qs.append(q)
-            p = prior[a]
+            p = child._edge_prior
             p_visited += p
             weighted += p * q
         v_mix = self._mixed_value(node, p_visited, weighted)
@@ -230,11 +229,13 @@ class GumbelPolicy:
         """Sequential Halving: among the actions with the scheduled visit count, the best ``g + logits + sigma``."""
         draw: _RootDraw = tree.extra
         target = draw.schedule[tree.sims_done]
-        visits, sums = node._n, node._w
         if target == 0:  # unvisited actions share sigma(v_mix): the best g + logits among them
-            ranked = draw.ranked
+            ranked, children = draw.ranked, node._children
             i = draw.next
-            while i < len(ranked) and visits[ranked[i]] > 0:
+            while i < len(ranked):
+                child = children[ranked[i]]
+                if child is None or child._edge_visits == 0:
+                    break
                 i += 1
             draw.next = i
             if i < len(ranked):
@@ -247,11 +248,11 @@ class GumbelPolicy:
         gumbel_logits = draw.scores
         coef = (self._c_visit + float(node._most)) * self._c_scale
         best, best_score = -1, -math.inf
-        for a in node._visited:
-            n = visits[a]
-            if n != target:
+        for child in node._visited:
+            if child._edge_visits != target:
                 continue
-            x = (sums[a] / n - lo) / scale
+            a = child._index
+            x = (child._edge_q - lo) / scale
             score = gumbel_logits[a] + coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x))
             if score > best_score or (score == best_score and a < best):
                 best, best_score = a, score
@@ -266,7 +267,7 @@ class GumbelPolicy:
         candidate = node._best_unvisited()
         if not visited:
             return candidate
-        prior, visits, sums, exp = node._p, node._n, node._w, math.exp
+        exp = math.exp
         coef = (self._c_visit + float(node._most)) * self._c_scale
         # exp(coef * q̂) could overflow beyond ~700: then every weight is divided by exp(coef)
         shift = coef if coef > 600.0 else 0.0
@@ -275,9 +276,9 @@ class GumbelPolicy:
         if self._fixed:  # the range is known: one pass gives the weights and v_mix's sums
             lo, scale = self._lo, self._scale
             p_visited = weighted = 0.0
-            for a in visited:
-                q = sums[a] / visits[a]
-                p = prior[a]
+            for child in visited:
+                q = child._edge_q
+                p = child._edge_prior
                 p_visited += p
                 weighted += p * q
                 x = (q - lo) / scale
@@ -287,9 +288,9 @@ class GumbelPolicy:
             v_mix = self._mixed_value(node, p_visited, weighted)
         else:
             qs, v_mix, p_visited, lo, scale = self._visited_q(node, candidate >= 0)
-            for a, q in zip(visited, qs):
+            for child, q in zip(visited, qs):
                 x = (q - lo) / scale
-                w = prior[a] * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
+                w = child._edge_prior * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
                 weights.append(w)
                 normaliser += w
         unvisited_weight = 0.0
@@ -298,12 +299,13 @@ class GumbelPolicy:
             normaliser += max(0.0, 1.0 - p_visited) * unvisited_weight
         denominator = float(node.visit_count)  # 1 + sum N
         best, best_score = -1, -math.inf
-        for a, weight in zip(visited, weights):
-            score = weight / normaliser - visits[a] / denominator
+        for child, weight in zip(visited, weights):
+            a = child._index
+            score = weight / normaliser - child._edge_visits / denominator
             if score > best_score or (score == best_score and a < best):
                 best, best_score = a, score
         if candidate >= 0:
-            score = prior[candidate] * unvisited_weight / normaliser
+            score = node._p[candidate] * unvisited_weight / normaliser
             if score > best_score or (score == best_score and candidate < best):
                 best = candidate
         return best

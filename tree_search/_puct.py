@@ -22,19 +22,22 @@ tree's round early (no wasted evaluator slot).
 from __future__ import annotations
 
 import math
+import sys
+from typing import Final
 
 import numpy as np
 
 from tree_search._engine import Tree, completed_root_q
 from tree_search.config import PuctConfig
 from tree_search.select import select_action
-from tree_search.tree import Node
+from tree_search.tree import COMPILED, Node
 
 __all__ = ["PuctPolicy", "exploration", "normalise_q", "puct_scores", "unit_clip"]
 
 _EPS = 1e-8
-# Score up to this many visited edges in a Python loop, more with NumPy (the measured crossover).
-_LOOP_MAX = 12
+# Score up to this many visited edges in a Python loop, more with NumPy (the measured crossover). Compiled, the loop
+# is C and always wins.
+_LOOP_MAX: Final = sys.maxsize if COMPILED else 12
 # exploration(N) for N = 0, 1, ... by (c_init, c_base), shared by every search (the selection's only log and sqrt).
 _EXPLORATION: dict[tuple[float, float], list[float]] = {}
 
@@ -171,13 +174,11 @@ class PuctPolicy:
             scores += q
             best = int(scores.argmax())
             best_score = float(scores[best])
-        else:  # the same arithmetic as above, on the visited edges only
-            prior, visits, sums = node._p, node._n, node._w
-            for a in visited:
-                n = visits[a]
-                score = prior[a] / (1.0 + n) * coef + sums[a] / n
-                if score > best_score or (score == best_score and a < best):
-                    best, best_score = a, score
+        else:  # the same arithmetic as above, on the visited edges only: prior / (1 + n) * coef + q
+            for child in visited:
+                score = child._edge_pu * coef + child._edge_q
+                if score > best_score or (score == best_score and child._index < best):
+                    best, best_score = child._index, score
         candidate = node._best_unvisited()
         if candidate >= 0:
             score = (fpu_norm * scale + lo) + node._p[candidate] * coef

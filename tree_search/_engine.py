@@ -26,6 +26,7 @@ _EXPAND: Final = 0
 _TERMINAL: Final = 1
 _DEADEND: Final = 2
 _COLLIDE: Final = 3
+_NDARRAY: Final = np.ndarray
 _FLOAT64: Final = np.dtype(np.float64)
 
 
@@ -106,9 +107,9 @@ def attach_expansion(node: Node, expansion: Expansion) -> float:
         raise TypeError(f"env.expand must return Expansion objects, got {type(expansion).__name__}")
     actions = expansion.actions
     prior = expansion.prior
-    if type(prior) is not np.ndarray or prior.dtype is not _FLOAT64:  # native float64 (read via memoryview)
+    if type(prior) is not _NDARRAY or prior.dtype is not _FLOAT64:  # native float64 (read via memoryview)
         prior = np.asarray(prior, dtype=np.float64)
-    if prior.shape != (len(actions),):
+    if prior.ndim != 1 or len(prior) != len(actions):
         raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {len(actions)} actions")
     value = float(expansion.value)
     if not math.isfinite(value):
@@ -310,9 +311,10 @@ class _Rounds:
         """Rounds until every tree has had ``num_simulations`` simulations."""
         for t in trees:
             t.sims_done = 0
-        active = [t for t in trees if t.sims_done < num_simulations]
+        active = list(trees)
+        pending: list[_Pending] = []
         while active:
-            pending: list[_Pending] = []
+            pending.clear()
             for tree in active:
                 if self.use_vl:
                     self.collect_with_virtual_loss(tree, num_simulations, pending)
@@ -325,7 +327,8 @@ class _Rounds:
                     self.finish(tree, path, kind)
             if pending:
                 self.expand_pending(pending)
-            active = [t for t in active if t.sims_done < num_simulations]
+            if any(t.sims_done >= num_simulations for t in active):
+                active = [t for t in active if t.sims_done < num_simulations]
 
 
 def run_rounds(

@@ -29,7 +29,6 @@ import numpy as np
 __all__ = ["COMPILED", "Node", "advance"]
 
 _sum = np.add.reduce
-_min = np.minimum.reduce
 _PRIOR_TOLERANCE = 1e-3  # |sum(prior) - 1| above this is an error; below it the prior is renormalised
 
 
@@ -139,7 +138,7 @@ class Node:
     _p: Sequence[float]
     _sel_prior: np.ndarray
     _first: int
-    _order: list[int] | None
+    _order: Sequence[int] | None
     _next: int
     _q: np.ndarray | None
     _pu: np.ndarray | None
@@ -200,9 +199,12 @@ class Node:
         if self._allocated or actions is None or prior is None:
             return
         num_actions = len(actions)
+        values: Sequence[float] = memoryview(prior)
         if num_actions:
             total = float(_sum(prior))
-            if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or _min(prior) < 0.0:
+            # the smallest entry by argmin: a method call costs a third of np.minimum.reduce's ufunc machinery
+            lowest = values[int(prior.argmin())]
+            if not math.isfinite(total) or abs(total - 1.0) > _PRIOR_TOLERANCE or lowest < 0.0:
                 raise ValueError(
                     f"Expansion: prior must be non-negative and sum to 1, got sum {total}: {prior}"
                 )
@@ -212,13 +214,14 @@ class Node:
                 )
             if total != 1.0:
                 self.prior = prior = prior / total
+                values = memoryview(prior)
         self._children = [None] * num_actions
         self._visited = []
         self._most = 0  # the largest edge visit count (kept by the backup; a virtual loss does not count)
         self._q = None
         self._pu = None
         self._sel_prior = prior  # _set_prior, inlined: this runs for every node the search selects below
-        self._p = memoryview(prior)
+        self._p = values
         self._first = int(prior.argmax()) if num_actions else 0  # ties: the lowest index, as in the order
         self._order = None
         self._next = 0
@@ -247,10 +250,13 @@ class Node:
         if self._q is not None:
             self._build_caches()
 
-    def _build_order(self) -> list[int]:
-        """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited."""
+    def _build_order(self) -> Sequence[int]:
+        """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited (read
+        through a memoryview: a scan reads a few entries)."""
         prior = self._sel_prior
-        order: list[int] = (-prior).argsort(kind="stable")[: np.count_nonzero(prior)].tolist()  # prior >= 0
+        order: Sequence[int] = memoryview((-prior).argsort(kind="stable"))[
+            : np.count_nonzero(prior)
+        ]  # prior >= 0
         self._order = order
         self._next = 0
         return order

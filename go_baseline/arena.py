@@ -2,8 +2,11 @@
 intervals, Elo differences, and an SGF of every game.
 
 Colours alternate game by game. Games are played to the end under OpenSpiel's rules (two passes, a repeated
-position, or the move cap) and scored exactly by area (Tromp–Taylor: dead stones must be captured); a
-``resign`` from GnuGo or an illegal move by a player ends the game as a loss for that player.
+position, or the move cap) and counted under the match's ``rules`` (:mod:`go_baseline.rules`): ``chinese``
+(the default) removes the dead stones first — GnuGo's own ``final_status_list dead`` when GnuGo plays in the
+game, else the match's dead-stone judge — and ``tromp-taylor`` counts the board as it stands. A ``resign`` from
+GnuGo or an illegal move by a player ends the game as a loss for that player. Our network players follow the
+cleanup rule (no pass while dead stones distort the count against them), as in self-play.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from go_baseline.board import BLACK, Position, action_to_vertex, new_position, vertex_to_action
+from go_baseline.board import BLACK, Position, action_to_vertex, area_score, new_position, vertex_to_action
+from go_baseline.deadstones import DeadStoneJudge, PlayoutJudge, parse_vertex_list, remove_dead
 from go_baseline.gnugo import GnuGo, GtpClient
 from go_baseline.network import PolicyValueNet
+from go_baseline.rules import Rules, check_rules, replace_premature_pass
 from go_baseline.selfplay import GoSearchEnv, search_config
 from go_baseline.sgf import game_to_sgf, write_sgf
 from relabel_rl.report import wilson_interval
@@ -77,7 +82,8 @@ class NetPlayer:
 
     ``search="gumbel"``: Gumbel search without noise, playing the sequential-halving winner (strong with few
     simulations); ``"puct"``: PUCT, playing the most visited move. ``score_weight`` must match training (the
-    terminal rewards of the search are on the value net's scale).
+    terminal rewards of the search are on the value net's scale). ``cleanup``: follow the cleanup rule, with
+    ``judge`` deciding dead stones (default: a :class:`~go_baseline.deadstones.PlayoutJudge`).
     """
 
     def __init__(
@@ -91,9 +97,12 @@ class NetPlayer:
         search: str = "gumbel",
         max_considered: int = 16,
         score_weight: float = 0.0,
+        cleanup: bool = True,
+        judge: DeadStoneJudge | None = None,
     ) -> None:
         if search not in ("gumbel", "puct"):
             raise ValueError(f"search must be 'gumbel' or 'puct', got {search!r}")
+        self.judge = (judge or PlayoutJudge()) if cleanup else None
         self.net, self.history, self.num_simulations, self.name = net, history, num_simulations, name
         # the search, built once; None: play the raw policy
         self.config = (
@@ -115,9 +124,18 @@ class NetPlayer:
     def genmove(self, pos: Position) -> int:
         if self.config is None:
             exp = self.env.expand([pos])[0]
-            return int(exp.actions[int(np.argmax(exp.prior))])
+            chosen = replace_premature_pass(
+                pos, exp.actions, exp.prior, int(np.argmax(exp.prior)), self.judge
+            )
+            return int(exp.actions[chosen])
         (res,) = search([pos], self.env, self.config, two_player=True, value_bounds=(-1.0, 1.0), rng=0)
-        return int(res.selected_action)
+        return self._cleaned(pos, res, int(res.selected_index))
+
+    def _cleaned(self, pos: Position, res, index: int) -> int:
+        """The searched move, or the best-ranked alternative to a premature pass (:mod:`go_baseline.rules`)."""
+        return int(
+            res.actions[replace_premature_pass(pos, res.actions, res.improved_policy, index, self.judge)]
+        )
 
     def close(self) -> None:
         pass
@@ -146,6 +164,10 @@ class GtpPlayer:
 
     def final_score(self) -> str:
         return self.engine.send("final_score")
+
+    def dead_stones(self) -> np.ndarray:
+        """The engine's ``final_status_list dead`` for the game it was told, as a boolean ``[N, N]`` mask."""
+        return parse_vertex_list(self.engine.send("final_status_list dead"), self.board_size)
 
     def close(self) -> None:
         self.engine.close()
@@ -176,14 +198,14 @@ class GameOutcome:
     """One arena game.
 
     Attributes:
-      result: +1 black won / −1 white / 0 draw — by ``referee_score`` when a referee counted, else by ``score``.
-      score: the Tromp–Taylor area margin of the final board, black − white − komi (NaN after a resignation or
-        forfeit); stones left on the board count for their owner.
-      referee_score: GnuGo's ``final_score`` (Chinese counting *with dead stones removed*) when GnuGo played;
-        NaN otherwise. GnuGo passes as soon as it judges the game over, leaving dead stones on the board: under
-        pure Tromp–Taylor those would count as alive and hand GnuGo losses it did not deserve, so GnuGo matches
-        are decided by GnuGo's own count. When one side owns every point the two counts agree.
+      result: +1 black won / −1 white / 0 draw, by ``score``.
+      score: black − white − komi of the final board under ``rules`` (NaN after a resignation or forfeit).
       ended_by: ``score``, ``resign`` or ``illegal``.
+      referee_score: GnuGo's own ``final_score`` (Chinese counting, its dead stones removed) when GnuGo played;
+        NaN otherwise. Under ``chinese`` rules ``score`` uses GnuGo's dead stones, so the two agree (a check).
+      rules: ``chinese`` or ``tromp-taylor``.
+      tromp_taylor_score: the board counted as it stands (every stone alive); equals ``score`` once the dead
+        stones have been captured (NaN after a resignation or forfeit).
     """
 
     black: str
@@ -193,12 +215,26 @@ class GameOutcome:
     score: float
     ended_by: str
     referee_score: float = float("nan")
+    rules: str = "tromp-taylor"
+    tromp_taylor_score: float = float("nan")
 
 
 def play_game(
-    black: Player, white: Player, *, board_size: int, komi: float, max_game_length: int | None = None
+    black: Player,
+    white: Player,
+    *,
+    board_size: int,
+    komi: float,
+    max_game_length: int | None = None,
+    rules: Rules = "chinese",
+    judge: DeadStoneJudge | None = None,
 ) -> GameOutcome:
-    """Play one game to the end; both players are told every move."""
+    """Play one game to the end; both players are told every move.
+
+    Under ``chinese`` rules the dead stones are GnuGo's when GnuGo plays, else ``judge``'s (default: a
+    :class:`~go_baseline.deadstones.PlayoutJudge`).
+    """
+    check_rules(rules)
     pos = new_position(board_size, komi, history=16, max_game_length=max_game_length)
     for p in (black, white):
         p.new_game(board_size, komi)
@@ -208,17 +244,22 @@ def play_game(
         action = mover.genmove(pos)
         if action is None or not pos.is_legal(action):
             ended = "resign" if action is None else "illegal"
-            return GameOutcome(black.name, white.name, tuple(moves), -pos.to_play, float("nan"), ended)
+            nan = float("nan")
+            return GameOutcome(black.name, white.name, tuple(moves), -pos.to_play, nan, ended, rules=rules)
         color = pos.to_play
         pos = pos.play(action)
         moves.append(action)
         other.observe(color, action)
-    referee = next((p for p in (black, white) if isinstance(p, GnuGoPlayer)), None)
-    if referee is not None:
-        counted = _parse_score(referee.final_score())
-        result = 0 if counted == 0 else (1 if counted > 0 else -1)
-        return GameOutcome(black.name, white.name, tuple(moves), result, pos.score(), "score", counted)
-    return GameOutcome(black.name, white.name, tuple(moves), pos.result(), pos.score(), "score")
+    gnugo = next((p for p in (black, white) if isinstance(p, GnuGoPlayer)), None)
+    referee = _parse_score(gnugo.final_score()) if gnugo is not None else float("nan")
+    score = tromp_taylor = pos.score()
+    if rules == "chinese":
+        dead = gnugo.dead_stones() if gnugo is not None else (judge or PlayoutJudge()).dead_stones(pos)
+        score = area_score(remove_dead(pos.board, dead), komi)
+    result = 0 if score == 0 else (1 if score > 0 else -1)
+    return GameOutcome(
+        black.name, white.name, tuple(moves), result, score, "score", referee, rules, tromp_taylor
+    )
 
 
 def _parse_score(text: str) -> float:
@@ -281,7 +322,9 @@ class MatchResult:
             "ci95": [lo, hi],
             "elo": self.elo,
             "elo_ci95": [elo_from_rate(lo, self.n), elo_from_rate(hi, self.n)],
+            "rules": self.games[0].rules if self.games else None,
             "scores": [g.score for g in self.games],
+            "tromp_taylor_scores": [g.tromp_taylor_score for g in self.games],
             "referee_scores": [g.referee_score for g in self.games],
             "distinct_games": len({g.moves for g in self.games}),
             **self._by_colour(),
@@ -308,13 +351,24 @@ def play_match(
     sgf_prefix: str = "eval",
     max_game_length: int | None = None,
     player_colors: str = "alternate",
+    rules: Rules = "chinese",
+    judge: DeadStoneJudge | None = None,
 ) -> MatchResult:
-    """``games`` games, colours alternating (``player`` black first) or fixed (``"black"`` / ``"white"``)."""
+    """``games`` games, colours alternating (``player`` black first) or fixed (``"black"`` / ``"white"``),
+    counted under ``rules`` (see :func:`play_game`)."""
     out = MatchResult(player.name, opponent.name)
     for g in range(games):
         player_black = {"alternate": g % 2 == 0, "black": True, "white": False}[player_colors]
         black, white = (player, opponent) if player_black else (opponent, player)
-        game = play_game(black, white, board_size=board_size, komi=komi, max_game_length=max_game_length)
+        game = play_game(
+            black,
+            white,
+            board_size=board_size,
+            komi=komi,
+            max_game_length=max_game_length,
+            rules=rules,
+            judge=judge,
+        )
         out.games.append(game)
         out.player_was_black.append(player_black)
         mine = game.result * (1 if player_black else -1)
@@ -335,6 +389,7 @@ def play_match(
                 black=black.name,
                 white=white.name,
                 comment=f"ended by {game.ended_by}",
+                rules=rules,
             )
             write_sgf(Path(sgf_dir) / f"{sgf_prefix}_{g:04d}.sgf", sgf)
     return out

@@ -187,6 +187,8 @@ def action_to_vertex(action: int, board_size: int) -> str:
 
 def vertex_to_action(vertex: str, board_size: int) -> int:
     """GTP vertex (case-insensitive, ``"pass"``) → OpenSpiel action; ValueError for anything malformed."""
+    if not vertex.isascii():  # "C٣" or "paſs" must not become C3 or PASS through isdigit() / upper()
+        raise ValueError(f"invalid vertex {vertex!r}: not ASCII")
     v = vertex.strip().upper()
     if v == "PASS":
         return board_size * board_size

@@ -91,13 +91,62 @@ def _cmd_selfplay(a: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_strength(a: argparse.Namespace) -> int:
+    """``eval --run RUN``: the strength curve against GnuGo levels (go_baseline.strength)."""
+    import torch
+
+    from go_baseline.strength import strength_curve, write_strength_report
+
+    torch.set_num_threads(1)
+    run = Path(a.run)
+
+    def redraw(rec: dict) -> None:
+        print(
+            f"it {rec['iteration']:>5} ({rec['selfplay_games']} games) vs GnuGo L{rec['gnugo_level']}: "
+            f"{rec['win_rate']:.0%} [{rec['ci95_low']:.0%}, {rec['ci95_high']:.0%}] of {rec['games']}",
+            flush=True,
+        )
+        write_strength_report(run)
+
+    try:
+        strength_curve(
+            run,
+            levels=a.gnugo_levels,
+            games=a.games or 10,
+            num_simulations=a.simulations,
+            every=a.every,
+            seed=a.seed,
+            on_match=redraw,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in write_strength_report(run):
+        print(p)
+    return 0
+
+
 def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
     import torch
 
     from go_baseline.arena import GnuGoPlayer, NetPlayer, RandomPlayer, play_match
+    from go_baseline.deadstones import make_judge
     from go_baseline.train import load_net
 
+    if (a.run is None) == (a.checkpoint is None):
+        print(
+            "error: eval needs exactly one of --checkpoint (one match) and --run (the strength curve)",
+            file=sys.stderr,
+        )
+        return 2
+    if a.run is not None:
+        return _cmd_strength(a)
+    if a.recipe is None:
+        print("error: eval --checkpoint needs the recipe the checkpoint was trained with", file=sys.stderr)
+        return 2
     cfg = _load(a.recipe, overrides)
+    rules = a.rules or cfg.eval.rules
+    judge = make_judge(a.dead_stones or cfg.eval.dead_stones)
     torch.set_num_threads(cfg.threads)
     net, _meta = load_net(a.checkpoint)
     sims = cfg.eval.num_simulations if a.simulations is None else a.simulations
@@ -136,11 +185,14 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
             sgf_prefix=f"{me.name}_vs_{opp.name}",
             player_colors=a.colors,
             max_game_length=cfg.board.max_game_length,
+            rules=rules,
+            judge=judge,
         )
     finally:
         opp.close()
+        judge.close()
     summary = res.summary()
-    scores = [g.score for g in res.games]  # Tromp–Taylor: the 17.5 target means every point captured
+    scores = [g.score for g in res.games]  # counted under `rules`: 17.5 at komi 7.5 means all 25 points
     summary["scores_black_minus_white"] = scores
     summary["ended_by"] = [g.ended_by for g in res.games]
     summary["num_simulations"] = sims
@@ -158,8 +210,21 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_gtp(a: argparse.Namespace, overrides: list[str]) -> int:
     from go_baseline.gtp import GtpEngine
 
-    engine = GtpEngine.from_checkpoint(a.checkpoint, num_simulations=a.simulations, threads=a.threads)
-    engine.serve(sys.stdin, sys.stdout)
+    try:
+        engine = GtpEngine.from_checkpoint(
+            a.checkpoint,
+            num_simulations=a.simulations,
+            threads=a.threads,
+            rules=a.rules,
+            dead_stones=a.dead_stones,
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as e:  # one line, not a traceback, for a GUI's log
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        engine.serve(sys.stdin.buffer, sys.stdout.buffer)
+    finally:
+        engine.close()
     return 0
 
 
@@ -226,21 +291,57 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint")
     s.add_argument("--games", type=int, default=32)
     s.add_argument("--sgf-dir")
-    e = _recipe_command(sub, "eval", "a checkpoint against random, gnugo or another checkpoint")
-    e.add_argument("recipe")
-    e.add_argument("--checkpoint", required=True)
+    e = _recipe_command(
+        sub,
+        "eval",
+        "a checkpoint against random, gnugo or another checkpoint; or (--run) a run's strength curve",
+    )
+    e.add_argument("recipe", nargs="?", help="the recipe (with --checkpoint)")
+    e.add_argument("--checkpoint", help="one match: this checkpoint against --opponent")
+    e.add_argument(
+        "--run",
+        help="the strength curve of this run directory: its checkpoints against GnuGo --gnugo-levels, both "
+        "colours; writes strength.csv/.png/.pdf there (resumable)",
+    )
+    e.add_argument(
+        "--gnugo-levels", type=int, nargs="+", default=[1, 5, 10], help="with --run (default 1 5 10)"
+    )
+    e.add_argument("--every", type=int, default=1, help="with --run: every k-th checkpoint (and the last)")
+    e.add_argument(
+        "--seed", type=int, default=0, help="with --run: GnuGo's seed for the first game of a match"
+    )
     e.add_argument("--opponent", default="random", help="random | gnugo | PATH to a checkpoint")
-    e.add_argument("--games", type=int)
+    e.add_argument("--games", type=int, help="games per match (default: eval.games; 10 with --run)")
     e.add_argument("--gnugo-level", type=int)
-    e.add_argument("--simulations", type=int)
+    e.add_argument(
+        "--simulations", type=int, help="search simulations per move (default: eval.num_simulations)"
+    )
+    e.add_argument("--rules", choices=["chinese", "tromp-taylor"], help="how games are counted (eval.rules)")
+    e.add_argument(
+        "--dead-stones",
+        choices=["auto", "playout", "gnugo"],
+        help="dead-stone judge without GnuGo in the game",
+    )
     e.add_argument("--colors", choices=["alternate", "black", "white"], default="alternate")
     e.add_argument("--target-score", type=float, help="count games ending exactly at this score (e.g. 17.5)")
     e.add_argument("--sgf-dir")
     e.add_argument("--out")
     g = sub.add_parser("gtp", allow_abbrev=False, help="a GTP v2 engine on stdin/stdout")
     g.add_argument("--checkpoint", required=True)
-    g.add_argument("--simulations", type=int, default=32)
-    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--simulations", type=int, default=32, help="search simulations per move (>= 1)")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads (>= 1)")
+    g.add_argument(
+        "--rules",
+        choices=["chinese", "tromp-taylor"],
+        default="chinese",
+        help="how final_score counts: chinese removes dead stones (default), tromp-taylor counts every stone",
+    )
+    g.add_argument(
+        "--dead-stones",
+        choices=["auto", "gnugo", "playout"],
+        default="auto",
+        help="who decides dead stones: GnuGo's final_status_list (auto: when installed) or Benson + playouts",
+    )
     c = sub.add_parser("compare", allow_abbrev=False, help="AZ vs PG report from two run directories")
     c.add_argument("--az", nargs="+", required=True, help="AlphaZero run directories (one per seed)")
     c.add_argument("--pg", nargs="+", required=True, help="policy-gradient run directories (one per seed)")

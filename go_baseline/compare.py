@@ -89,6 +89,7 @@ def evaluate_curve(
                 sgf_dir=run / "sgf" / "compare",
                 sgf_prefix=f"{ckpt.stem}_{name}",
                 max_game_length=cfg.board.max_game_length,
+                rules=cfg.eval.rules,
             )
         finally:
             opp.close()
@@ -182,6 +183,27 @@ def _arm_rows(arm: str, runs: Sequence[Path], opponent: str) -> tuple[list[Any],
     return row, summary
 
 
+_HEADERS = [
+    "arm",
+    "runs",
+    "self-play games",
+    "win rate [95% CI]",
+    "as black / as white",
+    "Elo [95% CI]",
+    "games to 90%",
+]
+_INTRO = [
+    "# Go: AlphaZero targets vs outcome-only policy gradient",
+    "",
+    "Both arms train the same network on the same number of self-play games. **AZ** learns from the search's "
+    "visit distribution at every move; **PG** (REINFORCE) from one outcome per game. Win rates are against "
+    "fixed opponents, colours alternating, with 95 % Wilson intervals pooled over runs; Elo is relative to "
+    "the opponent. Games are counted under each run's `eval.rules` (Chinese by default: dead stones removed, "
+    "by GnuGo's own verdict in games against GnuGo).",
+    "",
+]
+
+
 def compare(
     az_runs: Sequence[str | Path],
     pg_runs: Sequence[str | Path],
@@ -219,112 +241,95 @@ def compare(
                 num_simulations=gnugo_simulations,
                 seed=seed,
             )
-    opponents = sorted({o for r in (*az, *pg) for o in _fixed_evals(r)})
     summary: dict[str, Any] = {
         "az_runs": [str(r) for r in az],
         "pg_runs": [str(r) for r in pg],
         "opponents": {},
     }
-    lines = [
-        "# Go: AlphaZero targets vs outcome-only policy gradient",
-        "",
-        "Both arms train the same network on the same number of self-play games. **AZ** learns from the search's "
-        "visit distribution at every move; **PG** (REINFORCE) from one outcome per game. Win rates are against "
-        "fixed opponents, colours alternating, with 95 % Wilson intervals pooled over runs; Elo is relative to "
-        "the opponent. Games against GnuGo are decided by GnuGo's own count (dead stones removed); all others by "
-        "Tromp–Taylor area scoring.",
-        "",
-    ]
-    headers = [
-        "arm",
-        "runs",
-        "self-play games",
-        "win rate [95% CI]",
-        "as black / as white",
-        "Elo [95% CI]",
-        "games to 90%",
-    ]
-    for opp in opponents:
-        rows, per_arm = [], {}
-        for arm, runs in (("AZ", az), ("PG", pg)):
-            row, s = _arm_rows(arm, runs, opp)
-            rows.append(row)
-            per_arm[arm] = s
-        summary["opponents"][opp] = per_arm
-        png = plot_mean_ci(
-            out / f"winrate_vs_games_{opp}.png",
-            {arm: s.get("curves", []) for arm, s in per_arm.items() if s.get("runs")},
-            xlabel="self-play games",
-            ylabel=f"win rate vs {opp}",
-            title=f"Go: win rate vs {opp} against self-play games",
-            markers=True,
-            ylim=(-0.02, 1.02),
-            clip=(0.0, 1.0),
-        )
-        png_black = plot_mean_ci(
-            out / f"winrate_as_black_vs_games_{opp}.png",
-            {arm: s.get("curves_as_black", []) for arm, s in per_arm.items() if s.get("runs")},
-            xlabel="self-play games",
-            ylabel=f"win rate as black vs {opp}",
-            title=f"Go: win rate as black vs {opp} against self-play games",
-            markers=True,
-            ylim=(-0.02, 1.02),
-            clip=(0.0, 1.0),
-        )
-        lines += [
-            f"## Against {opp}",
-            "",
-            markdown_table(headers, rows, align="lrrrrrr"),
-            "",
-            f"![]({png.name}) ![]({png_black.name})",
-            "",
-        ]
-    # gradient-variance probe at the AZ run's latest checkpoint
-    ckpt = latest_checkpoint(az[0] / "checkpoints")
-    if ckpt is not None:
-        net, meta = load_net(ckpt)
-        cfg = json.loads(json.dumps(read_yaml(az[0] / "config.yaml")))
-        replay = ReplayBuffer(az[0] / "games", int(cfg["train"]["window_games"]))
-        probe = gradient_variance_probe(
-            net,
-            replay,
-            num_positions=probe_positions,
-            num_games=probe_games,
-            komi=float(cfg["board"]["komi"]),
-            value_weight=float(cfg["train"]["value_weight"]),
-            seed=seed,
-        )
-        probe["checkpoint"] = str(ckpt)
-        summary["variance_probe"] = probe
-        rows = []
-        for arm in ("az", "pg"):
-            p = probe[arm]
-            for lab, b in p.get("by_game_length", {}).items():
-                rows.append([arm.upper(), p["unit"], lab, b["samples"], _fmt(b["relative_variance"])])
-            rows.append(
-                [
-                    arm.upper(),
-                    p.get("unit", "–"),
-                    "all",
-                    p["samples"],
-                    _fmt(p.get("relative_variance", math.nan)),
-                ]
-            )
-        lines += [
-            "## Gradient-variance probe",
-            "",
-            f"At `{ckpt}` (step {meta.get('step')}, {meta.get('games')} games): relative variance "
-            "E‖g − ḡ‖² / ‖ḡ‖² of single-sample gradients — one *position* for AZ (visit-count CE + value MSE), one "
-            "*game* for PG (−z Σ log π over its moves) — binned by game length (moves).",
-            "",
-            markdown_table(
-                ["arm", "sample", "game length", "samples", "relative variance"], rows, align="lllrr"
-            ),
-            "",
-        ]
+    lines = list(_INTRO)
+    for opp in sorted({o for r in (*az, *pg) for o in _fixed_evals(r)}):
+        section, summary["opponents"][opp] = _opponent_section(opp, {"AZ": az, "PG": pg}, out)
+        lines += section
+    probe = _probe_section(az[0], probe_positions=probe_positions, probe_games=probe_games, seed=seed)
+    if probe is not None:
+        lines += probe[0]
+        summary["variance_probe"] = probe[1]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     return out
+
+
+def _opponent_section(opp: str, arms: dict[str, list[Path]], out: Path) -> tuple[list[str], dict[str, Any]]:
+    """The report's table and the two win-rate plots for one fixed opponent, and its summary by arm."""
+    rows, per_arm = [], {}
+    for arm, runs in arms.items():
+        row, per_arm[arm] = _arm_rows(arm, runs, opp)
+        rows.append(row)
+    pngs = []
+    for key, what in (("curves", "win rate"), ("curves_as_black", "win rate as black")):
+        stem = "winrate" if key == "curves" else "winrate_as_black"
+        pngs.append(
+            plot_mean_ci(
+                out / f"{stem}_vs_games_{opp}.png",
+                {arm: s.get(key, []) for arm, s in per_arm.items() if s.get("runs")},
+                xlabel="self-play games",
+                ylabel=f"{what} vs {opp}",
+                title=f"Go: {what} vs {opp} against self-play games",
+                markers=True,
+                ylim=(-0.02, 1.02),
+                clip=(0.0, 1.0),
+            )
+        )
+    lines = [
+        f"## Against {opp}",
+        "",
+        markdown_table(_HEADERS, rows, align="lrrrrrr"),
+        "",
+        " ".join(f"![]({p.name})" for p in pngs),
+        "",
+    ]
+    return lines, per_arm
+
+
+def _probe_section(
+    run: Path, *, probe_positions: int, probe_games: int, seed: int
+) -> tuple[list[str], dict[str, Any]] | None:
+    """The gradient-variance probe at ``run``'s latest checkpoint: report lines and numbers (None: no checkpoint)."""
+    ckpt = latest_checkpoint(run / "checkpoints")
+    if ckpt is None:
+        return None
+    net, meta = load_net(ckpt)
+    cfg = json.loads(json.dumps(read_yaml(run / "config.yaml")))
+    replay = ReplayBuffer(run / "games", int(cfg["train"]["window_games"]))
+    probe = gradient_variance_probe(
+        net,
+        replay,
+        num_positions=probe_positions,
+        num_games=probe_games,
+        komi=float(cfg["board"]["komi"]),
+        value_weight=float(cfg["train"]["value_weight"]),
+        seed=seed,
+    )
+    probe["checkpoint"] = str(ckpt)
+    rows = []
+    for arm in ("az", "pg"):
+        p = probe[arm]
+        for lab, b in p.get("by_game_length", {}).items():
+            rows.append([arm.upper(), p["unit"], lab, b["samples"], _fmt(b["relative_variance"])])
+        rows.append(
+            [arm.upper(), p.get("unit", "–"), "all", p["samples"], _fmt(p.get("relative_variance", math.nan))]
+        )
+    lines = [
+        "## Gradient-variance probe",
+        "",
+        f"At `{ckpt}` (step {meta.get('step')}, {meta.get('games')} games): relative variance "
+        "E‖g − ḡ‖² / ‖ḡ‖² of single-sample gradients — one *position* for AZ (visit-count CE + value MSE), one "
+        "*game* for PG (−z Σ log π over its moves) — binned by game length (moves).",
+        "",
+        markdown_table(["arm", "sample", "game length", "samples", "relative variance"], rows, align="lllrr"),
+        "",
+    ]
+    return lines, probe
 
 
 def _fmt(v: float) -> str:

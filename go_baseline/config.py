@@ -35,7 +35,9 @@ class BoardSection:
 
 @dataclass(frozen=True)
 class NetSection:
-    """history: boards in the input. blocks / filters: ResNet depth and width. value_hidden: value-head width."""
+    """history: boards in the input. blocks / filters: ResNet depth and width. value_hidden: value-head width.
+    aux_heads: KataGo's ownership and score heads, trained on ``train.ownership_weight`` /
+    ``train.score_target_weight`` (see :mod:`go_baseline.network`)."""
 
     history: int = knob(
         4, ge=1, help="board positions in the network's input (this one and the previous ones)"
@@ -43,9 +45,14 @@ class NetSection:
     blocks: int = knob(4, ge=1, help="residual blocks of the ResNet")
     filters: int = knob(32, ge=1, help="convolution channels of the ResNet")
     value_hidden: int = knob(64, ge=1, help="width of the value head's hidden layer")
+    aux_heads: bool = knob(
+        False, help="KataGo's auxiliary ownership and score heads (trained only; the search never reads them)"
+    )
 
     def net_config(self, board_size: int) -> NetConfig:
-        return NetConfig(board_size, self.history, self.blocks, self.filters, self.value_hidden)
+        return NetConfig(
+            board_size, self.history, self.blocks, self.filters, self.value_hidden, aux_heads=self.aux_heads
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ class SelfPlaySection:
         schedule needs a fresh root).
       score_weight: weight ``w`` of the score margin in the game's utility (see
         :func:`go_baseline.selfplay.game_utility`); 0 = pure win/loss (AlphaZero).
+      cleanup: the cleanup rule (:mod:`go_baseline.rules`): no pass while dead stones on the board make the
+        Tromp–Taylor count disagree with the dead-stones-removed count against the mover (dead stones judged by
+        Benson's analysis + random playouts, :class:`go_baseline.deadstones.PlayoutJudge`). Off: plain
+        Tromp–Taylor self-play, as before issue 14.
     """
 
     games_in_flight: int = knob(
@@ -110,6 +121,9 @@ class SelfPlaySection:
     score_weight: float = knob(
         0.0, ge=0.0, le=1.0, help="weight of the score margin in the game's utility; 0 = win/loss (AlphaZero)"
     )
+    cleanup: bool = knob(
+        True, help="never pass while dead opponent stones can be captured or the counted score would lose"
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,8 @@ class TrainSection:
       augment: a random board symmetry per sample.
       max_grad_norm: gradient clipping.
       pg_baseline: subtract the value head's prediction in the PG arm (still one scalar outcome per game).
+      ownership_weight / score_target_weight: weights of the auxiliary ownership and score losses (used when
+        ``net.aux_heads``; KataGo weighs ownership 1.5 per point-averaged cross-entropy).
       micro_batches: each optimiser step's batch is cut into this many equal micro-batches, spread over the
         processes of an ``accelerate launch`` (a multiple of their number; null = one per process). The net has
         BatchNorm, whose batch statistics are per micro-batch, so a run's numbers depend on this knob and not on
@@ -146,6 +162,8 @@ class TrainSection:
     micro_batches: int | None = knob(
         None, ge=1, help="micro-batches per optimiser step, spread over processes (null: one per process)"
     )
+    ownership_weight: float = knob(1.5, ge=0.0, help="weight of the ownership loss (with net.aux_heads)")
+    score_target_weight: float = knob(0.5, ge=0.0, help="weight of the score loss (with net.aux_heads)")
 
     def __post_init__(self) -> None:
         if self.micro_batches is not None and self.micro_batches > self.batch_size:
@@ -165,6 +183,10 @@ class EvalSection:
         search is Gumbel without noise (the halving winner) or PUCT (most visited), as ``selfplay.search``.
       opponents: any of ``random``, ``previous`` (the checkpoint from the last evaluation), ``gnugo``.
       gnugo_level: GnuGo's level for the ``gnugo`` opponent.
+      rules: how games are counted (:mod:`go_baseline.rules`): ``chinese`` (dead stones removed: GnuGo's own
+        verdict in games GnuGo plays, else ``dead_stones``'s) or ``tromp-taylor`` (every stone on the board).
+      dead_stones: the judge of games without GnuGo: ``playout`` (Benson + random playouts; the same on every
+        machine), ``gnugo`` (GnuGo's ``final_status_list dead``) or ``auto`` (GnuGo when installed).
     """
 
     every_iterations: int = knob(2, ge=1, help="evaluate after every this many iterations (and at the end)")
@@ -179,6 +201,13 @@ class EvalSection:
         help="opponents to evaluate against: random, previous (the last evaluated checkpoint), gnugo",
     )
     gnugo_level: int = knob(1, ge=0, le=10, help="GnuGo's level for the gnugo opponent")
+    rules: Literal["chinese", "tromp-taylor"] = knob(
+        "chinese",
+        help="how matches are counted: chinese (dead stones removed) or tromp-taylor (as they stand)",
+    )
+    dead_stones: Literal["auto", "playout", "gnugo"] = knob(
+        "playout", help="who decides dead stones: playout (our judge), gnugo, or auto (gnugo when installed)"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,23 @@
 """A GTP v2 engine around a checkpoint: ``go-baseline gtp --checkpoint PATH`` (Sabaki, GoGui, GnuGo matches).
 
 Commands: protocol_version, name, version, known_command, list_commands, quit, boardsize, clear_board, komi,
-play, genmove, final_score, showboard. Every malformed, unknown or illegal command gets a ``?`` reply and the
-engine keeps running; only ``quit`` (or end of input) stops it. Command ids (``12 genmove b``) are echoed.
+play, genmove, final_score, final_status_list, showboard. Every malformed, unknown or illegal command gets a
+``?`` reply and the engine keeps running; only ``quit`` (or end of input) stops it. Command ids (``12 genmove
+b``) are echoed. Input is read as bytes: a line that is not valid UTF-8 gets ``? invalid UTF-8``, whatever the
+locale or ``PYTHONIOENCODING``; numbers and vertices take ASCII digits only (``boardsize ٥`` is an error).
 
 The network is trained for one board size; ``boardsize`` to another size is refused with ``? unacceptable size``
 (what GTP prescribes). ``genmove`` runs the checkpoint's search (Gumbel or PUCT, as trained) and never
-resigns: the engine passes when its best move is to pass; ``final_score`` is the exact area score of the
-current board (Tromp–Taylor: stones left on the board count).
+resigns; it follows the cleanup rule of :mod:`go_baseline.rules` (no pass while dead stones make the two counts
+disagree against it). ``final_score`` counts under the engine's ``rules``: ``chinese`` (the default: dead stones
+removed, decided by the engine's dead-stone judge — GnuGo's ``final_status_list dead`` when GnuGo is installed,
+else Benson + random playouts; see :mod:`go_baseline.deadstones`) or ``tromp-taylor`` (every stone counts).
+``final_status_list dead|alive|seki`` reports that judge's verdict (it marks no seki).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import IO
 
@@ -28,11 +34,15 @@ from go_baseline.board import (
     new_position,
     vertex_to_action,
 )
+from go_baseline.deadstones import DeadStoneJudge, PlayoutJudge, make_judge
 from go_baseline.network import PolicyValueNet
+from go_baseline.rules import Rules, check_rules, counted_score
 
 __all__ = ["GtpEngine", "GtpFailure"]
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
+_ASCII_INT = re.compile(r"[0-9]+")
+_ASCII_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class GtpFailure(Exception):
@@ -49,7 +59,11 @@ def _color(arg: str) -> int:
 
 
 class GtpEngine:
-    """The engine's state: one game, the net, and the search budget per move."""
+    """The engine's state: one game, the net, the search budget per move, the rules and the dead-stone judge.
+
+    ``judge`` (default: a :class:`~go_baseline.deadstones.PlayoutJudge`) decides dead stones for ``final_score``
+    under ``chinese`` rules and for the cleanup rule; the engine closes it on :meth:`close`.
+    """
 
     def __init__(
         self,
@@ -60,7 +74,13 @@ class GtpEngine:
         search: str = "gumbel",
         max_considered: int = 16,
         score_weight: float = 0.0,
+        rules: Rules = "chinese",
+        judge: DeadStoneJudge | None = None,
     ) -> None:
+        if num_simulations < 1:
+            raise ValueError(f"num_simulations must be >= 1, got {num_simulations}")
+        self.rules = check_rules(rules)
+        self.judge = judge if judge is not None else PlayoutJudge()
         self.net = net
         self.history = net.cfg.history
         self.board_size = net.cfg.board_size
@@ -73,6 +93,7 @@ class GtpEngine:
             search=search,
             max_considered=max_considered,
             score_weight=score_weight,
+            judge=self.judge,
         )
         self.pos = new_position(self.board_size, komi, history=self.history)
         self.moves: list[int] = []
@@ -89,24 +110,45 @@ class GtpEngine:
             "komi": self._komi,
             "play": self._play,
             "genmove": self._genmove,
-            "final_score": lambda a: format_score(self.pos.score()),
+            "final_score": lambda a: format_score(counted_score(self.pos, self.rules, self.judge)),
+            "final_status_list": self._final_status_list,
             "showboard": self._showboard,
         }
 
     @classmethod
-    def from_checkpoint(cls, path: str, *, num_simulations: int = 32, threads: int = 1) -> GtpEngine:
+    def from_checkpoint(
+        cls,
+        path: str,
+        *,
+        num_simulations: int = 32,
+        threads: int = 1,
+        rules: Rules = "chinese",
+        dead_stones: str = "auto",
+    ) -> GtpEngine:
+        """The engine for a checkpoint file. Raises ValueError (with a one-line message) for bad arguments,
+        FileNotFoundError for a missing checkpoint, before any heavy work."""
         import torch
 
         from go_baseline.train import load_net
 
+        if num_simulations < 1:
+            raise ValueError(f"--simulations must be >= 1, got {num_simulations}")
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        check_rules(rules)
         torch.set_num_threads(threads)
         net, meta = load_net(path)
         return cls(
             net,
             num_simulations=num_simulations,
             komi=float(meta.get("board", {}).get("komi", 7.5)),
+            rules=rules,
+            judge=make_judge(dead_stones),  # type: ignore[arg-type]
             **meta.get("search", {}),
         )
+
+    def close(self) -> None:
+        self.judge.close()
 
     # -- commands ---------------------------------------------------------------------------------------------
     def _known_command(self, args: list[str]) -> str:
@@ -117,7 +159,7 @@ class GtpEngine:
         return ""
 
     def _boardsize(self, args: list[str]) -> str:
-        if len(args) != 1 or not args[0].isdigit():
+        if len(args) != 1 or not _ASCII_INT.fullmatch(args[0]):
             raise GtpFailure("syntax error")
         if int(args[0]) != self.board_size:
             raise GtpFailure("unacceptable size")
@@ -130,10 +172,9 @@ class GtpEngine:
         return ""
 
     def _komi(self, args: list[str]) -> str:
-        try:
-            komi = float(args[0])
-        except (IndexError, ValueError):
-            raise GtpFailure("syntax error") from None
+        if len(args) != 1 or not _ASCII_FLOAT.fullmatch(args[0]):
+            raise GtpFailure("syntax error")
+        komi = float(args[0])
         if not np.isfinite(komi) or abs(komi) > 1000:
             raise GtpFailure("syntax error")
         self.komi = komi
@@ -197,6 +238,15 @@ class GtpEngine:
     def best_move(self, pos: Position) -> int:
         return self.player.genmove(pos)
 
+    def _final_status_list(self, args: list[str]) -> str:
+        if len(args) != 1 or args[0].lower() not in ("dead", "alive", "seki"):
+            raise GtpFailure("syntax error")
+        if args[0].lower() == "seki":
+            return ""
+        dead = self.judge.dead_stones(self.pos)
+        stones = (self.pos.board != 0) & (dead if args[0].lower() == "dead" else ~dead)
+        return " ".join(action_to_vertex(int(a), self.board_size) for a in np.flatnonzero(stones.reshape(-1)))
+
     def _showboard(self, args: list[str]) -> str:
         n = self.board_size
         rows = []
@@ -215,12 +265,12 @@ class GtpEngine:
             return None
         parts = line.split()
         cmd_id = ""
-        if parts[0].isdigit():
+        if _ASCII_INT.fullmatch(parts[0]):
             cmd_id, parts = parts[0], parts[1:]
             if not parts:
                 return f"?{cmd_id} syntax error\n\n"
         name, args = parts[0].lower(), parts[1:]
-        handler = self.commands.get(name)
+        handler = self.commands.get(name) if parts[0].isascii() else None
         if handler is None:
             return f"?{cmd_id} unknown command\n\n"
         try:
@@ -231,13 +281,26 @@ class GtpEngine:
             return f"?{cmd_id} internal error: {type(e).__name__}: {e}\n\n"
         return f"={cmd_id} {text}\n\n" if text else f"={cmd_id}\n\n"
 
-    def serve(self, stdin: IO[str], stdout: IO[str]) -> None:
-        """Read commands until ``quit`` or end of input."""
+    def handle_bytes(self, raw: bytes) -> str | None:
+        """:meth:`handle` for one raw input line: invalid UTF-8 gets ``? invalid UTF-8`` (its id echoed)."""
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            head = raw.lstrip(b" \t")
+            digits = re.match(rb"[0-9]+", head)
+            has_id = digits is not None and head[digits.end() : digits.end() + 1] in (b" ", b"\t")
+            cmd_id = digits.group().decode("ascii") if has_id and digits is not None else ""
+            return f"?{cmd_id} invalid UTF-8\n\n"
+        return self.handle(line)
+
+    def serve(self, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        """Read command lines as bytes until ``quit`` or end of input; replies go out as UTF-8 bytes, so neither
+        the locale nor ``PYTHONIOENCODING`` can make a line undecodable or a reply unwritable."""
         for raw in stdin:
-            reply = self.handle(raw)
+            reply = self.handle_bytes(raw)
             if reply is None:
                 continue
-            stdout.write(reply)
+            stdout.write(reply.encode("utf-8", errors="replace"))
             stdout.flush()
             if self.done:
                 break

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from go_baseline.arena import GnuGoPlayer, NetPlayer, Player, RandomPlayer, play_match
 from go_baseline.config import GoConfig
+from go_baseline.deadstones import make_judge
 from go_baseline.gnugo import find_gnugo
 from go_baseline.pg import pg_parts, play_policy_games, records_to_batch
 from go_baseline.replay import ReplayBuffer
@@ -84,6 +85,7 @@ def games_summary(replay: ReplayBuffer, numbers: range) -> dict[str, Any]:
     if not games:
         return {}
     no_resign = [g for g in games if bool(g["no_resign"]) and int(g["would_have_resigned"]) != 0]
+    counted = [g for g in games if np.isfinite(g.get("counted_score", np.nan)) and np.isfinite(g["score"])]
     return {
         "iteration_games": len(games),
         "black_win_rate": float(np.mean([int(g["result"]) > 0 for g in games])),
@@ -91,6 +93,9 @@ def games_summary(replay: ReplayBuffer, numbers: range) -> dict[str, Any]:
         "resigned_fraction": float(np.mean([int(g["resigned"]) != 0 for g in games])),
         "false_resignations": sum(int(g["would_have_resigned"]) == int(g["result"]) for g in no_resign),
         "would_resign_checked": len(no_resign),
+        # games whose Tromp–Taylor count differs from the count with dead stones removed (0 when cleaned up)
+        "counts_disagree": sum(float(g["counted_score"]) != float(g["score"]) for g in counted),
+        "counts_compared": len(counted),
     }
 
 
@@ -133,6 +138,7 @@ def evaluate_checkpoint(
         score_weight=cfg.selfplay.score_weight,
     )
     out = []
+    judge = make_judge(cfg.eval.dead_stones)
     for opp in _opponents(cfg, run, iteration):
         try:
             res = play_match(
@@ -144,12 +150,15 @@ def evaluate_checkpoint(
                 sgf_dir=run.path / "sgf" / "eval",
                 sgf_prefix=f"it{iteration:05d}_{opp.name}",
                 max_game_length=cfg.board.max_game_length,
+                rules=cfg.eval.rules,
+                judge=judge,
             )
         finally:
             opp.close()
         rec = {"kind": "eval", "iteration": iteration, "selfplay_games": games_played, **res.summary()}
         run.log(rec)
         out.append(rec)
+    judge.close()
     return out
 
 
@@ -182,6 +191,7 @@ def _self_play(
             games_in_flight=cfg.selfplay.games_in_flight,
             temperature=cfg.selfplay.temperature,
             score_weight=cfg.selfplay.score_weight,
+            cleanup=cfg.selfplay.cleanup,
             **common,
         )[1]
     acc.wait_for_everyone()  # every process's games are on disk

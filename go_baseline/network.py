@@ -7,6 +7,12 @@ the same targets whatever the legality.
 
 :meth:`PolicyValueNet.predict` (the search's evaluator, called once per search round) runs an inference copy:
 batch norm folded into the convolution before it, a functional forward without module calls.
+
+``aux_heads`` adds KataGo's auxiliary heads (Wu 2019, §3.2–3.3), trained only, never used by the search: an
+**ownership** head (1x1 conv: a logit per point for "the player to move owns it at the end") and a **score**
+head (from the value head's features: the final margin / N² from the mover's view, tanh). They give every
+position ~N² extra targets where the value head gets one, which is what KataGo credits for much of its
+sample efficiency on small nets; ``forward(planes, aux=True)`` returns them.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class NetConfig:
       blocks: residual blocks.
       filters: channels per conv.
       value_hidden: width of the value head's hidden layer.
+      aux_heads: add the ownership and score heads (auxiliary training targets; see the module docstring).
     """
 
     board_size: int = 5
@@ -39,6 +46,7 @@ class NetConfig:
     blocks: int = 4
     filters: int = 32
     value_hidden: int = 64
+    aux_heads: bool = False
 
     def __post_init__(self) -> None:
         if not 5 <= self.board_size <= 19:
@@ -62,7 +70,10 @@ class _Block(nn.Module):
 
 
 class PolicyValueNet(nn.Module):
-    """``forward(planes [B, C, N, N]) -> (policy_logits [B, N*N+1], value [B])``."""
+    """``forward(planes [B, C, N, N]) -> (policy_logits [B, N*N+1], value [B])``.
+
+    With ``aux=True`` (only for ``aux_heads``): ``(policy_logits, value, ownership_logits [B, N, N], score [B])``.
+    """
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
@@ -80,12 +91,24 @@ class PolicyValueNet(nn.Module):
         )
         self._inference: tuple[list, dict] | None = None  # (weights' versions, folded weights) for predict
         self._tensors: list[torch.Tensor] = []
+        if cfg.aux_heads:
+            self.ownership_conv = nn.Conv2d(c, 1, 1)
+            self.score_fc = nn.Sequential(
+                nn.Linear(n * n, cfg.value_hidden), nn.ReLU(), nn.Linear(cfg.value_hidden, 1)
+            )
 
-    def forward(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, planes: torch.Tensor, aux: bool = False) -> tuple[torch.Tensor, ...]:
         h = self.blocks(self.stem(planes))
         logits = self.policy_fc(self.policy_conv(h).flatten(1))
-        value = torch.tanh(self.value_fc(self.value_conv(h).flatten(1))).squeeze(-1)
-        return logits, value
+        features = self.value_conv(h).flatten(1)
+        value = torch.tanh(self.value_fc(features)).squeeze(-1)
+        if not aux:
+            return logits, value
+        if not self.cfg.aux_heads:
+            raise ValueError("forward(aux=True) needs a net built with aux_heads=True")
+        ownership = self.ownership_conv(h).squeeze(1)  # [B, N, N] logits
+        score = torch.tanh(self.score_fc(features)).squeeze(-1)  # [B]
+        return logits, value, ownership, score
 
     @torch.inference_mode()
     def predict(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

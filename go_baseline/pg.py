@@ -11,6 +11,10 @@ Read top to bottom, this is the whole algorithm:
    (``b`` = 0, or the value head's prediction with ``train.pg_baseline``), plus the same value loss as the
    AlphaZero arm so that both nets have a value head of the same kind when evaluated with search.
 
+Both arms follow the cleanup rule (:mod:`go_baseline.rules`): a sampled pass that would leave dead stones
+distorting the count is resampled from the policy restricted to the rule's alternatives, and that restricted
+set is what the move's log-probability is taken over (so the estimator stays exactly on-policy).
+
 The games are on-policy: each batch is used for exactly one step, then discarded from training (they stay on
 disk as records and SGFs). The AlphaZero arm, given the same number of games, gets a visit-count target for
 every move instead of one outcome per game — that is the comparison.
@@ -26,10 +30,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from go_baseline.board import new_position
+from go_baseline.board import Position, new_position
+from go_baseline.deadstones import DeadStoneJudge, PlayoutJudge
 from go_baseline.features import encode_batch
 from go_baseline.network import PolicyValueNet
 from go_baseline.replay import Batch
+from go_baseline.rules import counted_score, pass_alternatives
 from go_baseline.selfplay import GameRecord, SelfPlayStats, game_generators, game_utility
 
 __all__ = ["per_sample_reinforce_loss", "pg_parts", "play_policy_games", "records_to_batch"]
@@ -47,13 +53,16 @@ def play_policy_games(
     rng: np.random.Generator | Sequence[np.random.Generator],
     max_game_length: int | None = None,
     score_weight: float = 0.0,
+    cleanup: bool = True,
     on_game: Callable[[GameRecord], None] | None = None,
 ) -> tuple[list[GameRecord], SelfPlayStats]:
-    """Self-play with moves sampled from the policy. Records store the legal-move mask as ``policy_targets``.
+    """Self-play with moves sampled from the policy. Records store the mask of the moves the policy was
+    sampled over (the legal moves; the cleanup alternatives after a premature pass) as ``policy_targets``.
 
     ``rng``: one generator (spawned per game) or one per game (see :func:`go_baseline.selfplay.game_generators`).
     """
     rngs = game_generators(rng, num_games)
+    judge = PlayoutJudge() if cleanup else None
     stats = SelfPlayStats()
     start = time.perf_counter()
     n_actions = board_size * board_size + 1
@@ -75,10 +84,10 @@ def play_policy_games(
         keep = []
         for (pos, rec, g), lg in zip(games, logits):
             legal = np.asarray(pos.legal_actions(), dtype=np.int64)
-            z = lg[legal] / temperature
-            p = np.exp(z - z.max())
-            p /= p.sum()
-            action = int(legal[g.choice(len(legal), p=p)])
+            action = _sample(lg, legal, temperature, g)
+            if action == pos.pass_action and (allowed := _cleanup_moves(pos, judge)) is not None:
+                legal = allowed
+                action = _sample(lg, legal, temperature, g)
             mask = np.zeros(n_actions, dtype=np.float64)
             mask[legal] = 1.0
             rec.add(pos, history, mask, action)
@@ -87,6 +96,8 @@ def play_policy_games(
             pos = pos.play(action)
             if pos.is_terminal:
                 rec.result, rec.score = pos.result(), pos.score()
+                if judge is not None:
+                    rec.counted_score = counted_score(pos, "chinese", judge)
                 rec.utility = game_utility(rec.result, rec.score, board_size, score_weight)
                 finished.append(rec)
                 stats.games += 1
@@ -97,6 +108,18 @@ def play_policy_games(
         games = keep
     stats.seconds = time.perf_counter() - start
     return finished, stats
+
+
+def _sample(logits: np.ndarray, moves: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    z = logits[moves] / temperature
+    p = np.exp(z - z.max())
+    return int(moves[rng.choice(len(moves), p=p / p.sum())])
+
+
+def _cleanup_moves(pos: Position, judge: DeadStoneJudge | None) -> np.ndarray | None:
+    """The moves to sample from instead of a premature pass (:func:`go_baseline.rules.pass_alternatives`)."""
+    found = None if judge is None else pass_alternatives(pos, judge)
+    return None if found is None else np.asarray(found[1], dtype=np.int64)
 
 
 def records_to_batch(records: list[GameRecord]) -> Batch:

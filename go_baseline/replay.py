@@ -27,13 +27,25 @@ _NAME = re.compile(r"^game_(\d{8})\.npz$")
 class Batch:
     """Training samples: planes ``[B, C, N, N]`` float32, policy targets ``[B, A]``, played moves ``[B]``,
     outcomes ``[B]`` (the game's utility from the mover's view: ±1 for win/loss, plus the score term when
-    ``selfplay.score_weight`` > 0), and the game each sample came from."""
+    ``selfplay.score_weight`` > 0), and the game each sample came from.
+
+    The auxiliary targets (KataGo's; None unless asked for): ``ownership`` ``[B, N, N]`` the final owner of every
+    point from the mover's view (+1 / −1 / 0), ``score`` ``[B]`` the final margin / N² from the mover's view
+    (clipped to [−1, 1]), and ``aux_mask`` ``[B]`` 1 where the game was counted (0 after a resignation).
+    """
 
     planes: np.ndarray
     policy: np.ndarray
     played: np.ndarray
     outcome: np.ndarray
     game: np.ndarray
+    ownership: np.ndarray | None = None
+    score: np.ndarray | None = None
+    aux_mask: np.ndarray | None = None
+
+    def take(self, index: np.ndarray) -> Batch:
+        """The samples at ``index`` (the optional fields follow when present)."""
+        return Batch(**{k: None if v is None else v[index] for k, v in self.__dict__.items()})
 
 
 class ReplayBuffer:
@@ -80,6 +92,8 @@ class ReplayBuffer:
             result=np.int64(rec.result),
             utility=np.float64(rec.utility),
             score=np.float64(rec.score),
+            counted_score=np.float64(rec.counted_score),
+            ownership=np.zeros((0,), np.int8) if rec.ownership is None else rec.ownership.astype(np.int8),
             resigned=np.int64(rec.resigned),
             no_resign=np.bool_(rec.no_resign),
             would_have_resigned=np.int64(rec.would_have_resigned),
@@ -107,8 +121,9 @@ class ReplayBuffer:
                 del self._cache[k]
         return idx
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """``batch_size`` positions drawn uniformly from all recorded positions of the window's games."""
+    def sample(self, batch_size: int, rng: np.random.Generator, *, aux: bool = False) -> Batch:
+        """``batch_size`` positions drawn uniformly from all recorded positions of the window's games; with
+        ``aux``, the ownership and score targets too (see :class:`Batch`)."""
         games = [g for g in self.window() if len(self.load(g)["played"]) > 0]
         if not games:
             raise ValueError(f"the replay buffer under {self.directory} has no positions to train on")
@@ -117,20 +132,39 @@ class ReplayBuffer:
         bounds = np.cumsum(sizes)
         which = np.searchsorted(bounds, flat, side="right")
         offsets = flat - (bounds[which] - sizes[which])
-        planes, policy, played, outcome = [], [], [], []
+        planes, policy, played, outcome, targets = [], [], [], [], []
         for w, o in zip(which, offsets):
             d = self.load(games[w])
             planes.append(d["planes"][o])
             policy.append(d["policy"][o])
             played.append(d["played"][o])
             outcome.append(d["outcome"][o])
-        return Batch(
+            if aux:
+                targets.append(_aux_targets(d, o))
+        batch = Batch(
             planes=np.stack(planes).astype(np.float32),
             policy=np.stack(policy).astype(np.float32),
             played=np.asarray(played, dtype=np.int64),
             outcome=np.asarray(outcome, dtype=np.float32),
             game=np.asarray([games[w] for w in which], dtype=np.int64),
         )
+        if not aux:
+            return batch
+        own, score, mask = zip(*targets)
+        extra = {"ownership": np.stack(own), "score": np.asarray(score, np.float32)}
+        return Batch(**{**batch.__dict__, **extra, "aux_mask": np.asarray(mask, np.float32)})
 
     def games(self, numbers: list[int]) -> list[dict[str, np.ndarray]]:
         return [self.load(n) for n in numbers]
+
+
+def _aux_targets(game: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, float, float]:
+    """``(ownership [N, N], score, valid)`` of position ``i`` from its mover's view (zeros, 0 when the game
+    has no count: a resignation, or a game written before these targets existed)."""
+    n = game["planes"].shape[-1]
+    own = game["ownership"] if "ownership" in game else np.zeros((0,), np.int8)
+    score = float(game["score"]) if "score" in game else float("nan")
+    if own.shape != (n, n) or not np.isfinite(score):
+        return np.zeros((n, n), np.float32), 0.0, 0.0
+    mover = float(game["to_play"][i])
+    return (own * mover).astype(np.float32), float(np.clip(score / (n * n), -1, 1) * mover), 1.0

@@ -14,6 +14,10 @@ and teach little; Danihelka et al. 2022 show the Gumbel target still improves th
 * Resignation below ``resign_threshold``; a ``no_resign_fraction`` of games never resign, and in those we record
   whether the player that *would* have resigned went on to win (a false resignation).
 * KataGo's playout-cap randomisation: most moves get a cheap search and are not trained on.
+* The cleanup rule (:mod:`go_baseline.rules`, ``cleanup``): a searched pass is replaced while dead stones would
+  make the Tromp–Taylor count disagree with the dead-stones-removed one against the mover (the pass leaves the
+  recorded target too). Both players follow it, so games end with the dead stones captured and their
+  Tromp–Taylor result is the one a Chinese-rules referee would give; ``counted_score`` records that count.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import numpy as np
 
 from go_baseline.board import Position, new_position
 from go_baseline.config import SelfPlaySection
+from go_baseline.deadstones import DeadStoneJudge, PlayoutJudge, area_ownership
 from go_baseline.features import encode, encode_batch
 from go_baseline.network import PolicyValueNet, masked_policy
+from go_baseline.rules import counted_score, replace_premature_pass
 from tree_search import Expansion, GumbelConfig, Node, PuctConfig, SearchConfig, Transition, advance, search
 
 __all__ = [
@@ -181,6 +187,10 @@ class GameRecord:
       utility: black's :func:`game_utility` of the game (the value target, from black's view; = result when
         ``score_weight`` is 0).
       score: the area score (black − white − komi) of the final board (NaN after a resignation).
+      counted_score: the same board counted with dead stones removed by the self-play judge (Chinese counting;
+        NaN after a resignation or with ``cleanup`` off). Equal to ``score`` when the game was cleaned up.
+      ownership: ``[N, N]`` int8 owner of every point of the final board (Tromp–Taylor: +1 black, −1 white, 0
+        neutral), the target of the ownership head; None after a resignation.
       resigned: the colour that resigned, or 0.
       no_resign: the game was in the no-resign set.
       would_have_resigned: in a no-resign game, the first colour whose root value fell below the threshold (0 if
@@ -199,6 +209,8 @@ class GameRecord:
     result: int = 0
     utility: float = 0.0
     score: float = float("nan")
+    counted_score: float = float("nan")
+    ownership: np.ndarray | None = None
     resigned: int = 0
     no_resign: bool = False
     would_have_resigned: int = 0
@@ -251,6 +263,21 @@ def game_generators(
     return rngs
 
 
+def apply_cleanup(
+    pos: Position, actions: Sequence[int], index: int, policy: np.ndarray, judge: DeadStoneJudge | None
+) -> tuple[int, np.ndarray]:
+    """The cleanup rule on a searched move: a premature pass becomes the best-ranked alternative (by ``policy``,
+    the search's target over ``actions``), and the pass is taken out of the target."""
+    new = replace_premature_pass(pos, actions, policy, index, judge)
+    if new == index:
+        return index, policy
+    policy = np.array(policy, dtype=np.float64)
+    policy[list(actions).index(pos.pass_action)] = 0.0
+    if policy.sum() <= 0:
+        policy[new] = 1.0
+    return new, policy / policy.sum()
+
+
 @dataclass
 class _Slot:
     pos: Position
@@ -278,6 +305,7 @@ def play_selfplay_games(
     no finished game). Returns the records (in finishing order) and throughput statistics.
     """
     env = GoSearchEnv(net, history, score_weight=cfg.score_weight)
+    judge = PlayoutJudge() if cfg.cleanup else None
     stats = SelfPlayStats()
     start = time.perf_counter()
     finished: list[GameRecord] = []
@@ -299,6 +327,10 @@ def play_selfplay_games(
         rec = slot.record
         rec.result, rec.resigned = result, resigned
         rec.score = float("nan") if resigned else slot.pos.score()
+        if not resigned:
+            rec.ownership = area_ownership(slot.pos.board)
+        if judge is not None and not resigned:
+            rec.counted_score = counted_score(slot.pos, "chinese", judge)
         rec.utility = game_utility(result, rec.score, board_size, cfg.score_weight)
         finished.append(rec)
         stats.games += 1
@@ -333,6 +365,7 @@ def play_selfplay_games(
                 if rec.would_have_resigned == 0:
                     rec.would_have_resigned = mover
             index, policy = int(res.selected_index), np.asarray(res.improved_policy, dtype=np.float64)
+            index, policy = apply_cleanup(pos, res.actions, index, policy, judge)
             action = int(res.actions[index])
             if is_full:
                 target = np.zeros(num_actions, dtype=np.float64)

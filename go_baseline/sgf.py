@@ -16,6 +16,7 @@ from go_baseline.board import format_score
 __all__ = ["game_to_sgf", "parse_sgf_moves", "write_sgf"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_RULES = {"chinese": "Chinese", "tromp-taylor": "Tromp-Taylor"}
 
 
 def _escape(text: str) -> str:
@@ -40,8 +41,10 @@ def game_to_sgf(
     black: str = "relabel-rl",
     white: str = "relabel-rl",
     comment: str = "",
+    rules: str = "chinese",
 ) -> str:
-    """The game as an SGF string. ``result``: +1 black won, −1 white, 0 draw; ``score`` the area margin."""
+    """The game as an SGF string. ``result``: +1 black won, −1 white, 0 draw; ``score`` the area margin;
+    ``rules``: ``chinese`` (``RU[Chinese]``) or ``tromp-taylor`` (``RU[Tromp-Taylor]``), how it was counted."""
     if resigned:
         res = "W+R" if resigned == 1 else "B+R"
     elif not math.isnan(score):
@@ -49,7 +52,7 @@ def game_to_sgf(
     else:
         res = {1: "B+", -1: "W+", 0: "0"}[int(result)]
     head = (
-        f"(;GM[1]FF[4]CA[UTF-8]AP[relabel-rl:go_baseline]RU[Chinese]SZ[{board_size}]KM[{komi:g}]"
+        f"(;GM[1]FF[4]CA[UTF-8]AP[relabel-rl:go_baseline]RU[{_RULES.get(rules, rules)}]SZ[{board_size}]KM[{komi:g}]"
         f"PB[{_escape(black)}]PW[{_escape(white)}]RE[{res}]"
     )
     if comment:

@@ -1,7 +1,10 @@
 """Training the policy/value net with `accelerate`, plus checkpoints a killed run resumes from.
 
 The AlphaZero loss per position is ``CE(visit distribution, policy) + value_weight * (z − v)²`` (L2 through the
-optimiser's weight decay), on samples drawn from the replay window, each under a random board symmetry. The
+optimiser's weight decay), on samples drawn from the replay window, each under a random board symmetry. A net
+with ``aux_heads`` also learns KataGo's auxiliary targets: ``ownership_weight`` × the mean over points of the
+binary cross-entropy of the final owner (from the mover's view), and ``score_target_weight`` × the squared error
+of the final margin / N² (KataGo predicts a score distribution; one number is enough for our score utility). The
 optimiser is SGD with momentum, as in AlphaZero. ``accelerate`` places the model and optimiser (CPU, one GPU,
 or several processes with ``accelerate launch``); on CPU it is a thin wrapper.
 
@@ -21,6 +24,7 @@ RNG state; they are written to a temp file and renamed, so a ``kill -9`` never l
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +65,10 @@ def augment_batch(batch: Batch, board_size: int, rng: np.random.Generator) -> Ba
     planes = np.stack([transform_planes(p, int(k)) for p, k in zip(batch.planes, ks)])
     policy = np.stack([transform_policy(p, board_size, int(k)) for p, k in zip(batch.policy, ks)])
     played = np.array([action_permutation(board_size, int(k))[a] for a, k in zip(batch.played, ks)])
-    return Batch(planes, policy, played, batch.outcome, batch.game)
+    own = batch.ownership
+    if own is not None:
+        own = np.stack([transform_planes(o, int(k)) for o, k in zip(own, ks)])
+    return Batch(planes, policy, played, batch.outcome, batch.game, own, batch.score, batch.aux_mask)
 
 
 def per_sample_az_loss(
@@ -79,17 +86,36 @@ def per_sample_az_loss(
 
 
 def az_parts(
-    net: nn.Module, batch: Batch, device: torch.device, *, value_weight: float
+    net: nn.Module,
+    batch: Batch,
+    device: torch.device,
+    *,
+    value_weight: float,
+    ownership_weight: float = 0.0,
+    score_target_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample AlphaZero loss (``loss``, optimised) and its parts (logged), for :meth:`Trainer.train_step`."""
-    total, ce, mse = per_sample_az_loss(
-        net,
-        torch.from_numpy(batch.planes).to(device),
-        torch.from_numpy(batch.policy).to(device),
-        torch.from_numpy(batch.outcome).to(device),
-        value_weight,
-    )
-    return {"loss": total, "policy_ce": ce, "value_mse": mse}
+    """Per-sample AlphaZero loss (``loss``, optimised) and its parts (logged), for :meth:`Trainer.train_step`.
+
+    With auxiliary targets in ``batch`` (``batch.ownership`` not None) the net's aux heads are trained too.
+    """
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(device)
+
+    if batch.ownership is None:
+        total, ce, mse = per_sample_az_loss(
+            net, t(batch.planes), t(batch.policy), t(batch.outcome), value_weight
+        )
+        return {"loss": total, "policy_ce": ce, "value_mse": mse}
+    logits, value, own_logits, score = net(t(batch.planes), aux=True)
+    ce = -(t(batch.policy) * F.log_softmax(logits, dim=-1)).sum(-1)
+    mse = (value - t(batch.outcome)) ** 2
+    mask = t(batch.aux_mask)
+    own = F.binary_cross_entropy_with_logits(own_logits, (1 + t(batch.ownership)) / 2, reduction="none")
+    own = own.flatten(1).mean(-1) * mask
+    score_mse = (score - t(batch.score)) ** 2 * mask
+    total = ce + value_weight * mse + ownership_weight * own + score_target_weight * score_mse
+    return {"loss": total, "policy_ce": ce, "value_mse": mse, "ownership_bce": own, "score_mse": score_mse}
 
 
 def split_batch(batch: Batch, parts: int) -> list[Batch]:
@@ -103,10 +129,7 @@ def split_batch(batch: Batch, parts: int) -> list[Batch]:
         raise ValueError(
             f"a batch of {n} positions cannot be cut into {parts} micro-batches (train.micro_batches)"
         )
-    return [
-        Batch(batch.planes[i], batch.policy[i], batch.played[i], batch.outcome[i], batch.game[i])
-        for i in np.array_split(np.arange(n), parts)
-    ]
+    return [batch.take(i) for i in np.array_split(np.arange(n), parts)]
 
 
 @dataclass(frozen=True)
@@ -132,9 +155,23 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 
 def load_net(path: str | Path, device: str = "cpu") -> tuple[PolicyValueNet, dict]:
-    """A network from a checkpoint file (in eval mode), and the checkpoint's metadata."""
-    blob = torch.load(Path(path), map_location=device, weights_only=False)
-    net = PolicyValueNet(NetConfig(**blob["net_config"])).to(device)
+    """A network from a checkpoint file (in eval mode), and the checkpoint's metadata.
+
+    Loaded with ``weights_only=True``: a checkpoint is tensors and plain data, never code to unpickle.
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: the file is not a readable go-baseline checkpoint.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(Path(path), map_location=device, weights_only=True)
+        cfg = NetConfig(**blob["net_config"])
+    except Exception as e:  # a torn, foreign or tampered file: say which, in one line
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
+    net = PolicyValueNet(cfg).to(device)
     net.load_state_dict(blob["model"])
     net.eval()
     return net, {k: blob[k] for k in ("iteration", "step", "games", "board", "algo", "search") if k in blob}
@@ -248,16 +285,19 @@ class Trainer:
         """
         logs: list[dict] = []
         parts = self.micro_batches()
-        vw = self.cfg.train.value_weight
+        tc = self.cfg.train
+        aux = self.net_config.aux_heads
+        loss = functools.partial(
+            az_parts,
+            value_weight=tc.value_weight,
+            ownership_weight=tc.ownership_weight,
+            score_target_weight=tc.score_target_weight,
+        )
         for _ in range(steps):
-            batch = sample(self.cfg.train.batch_size, rng)
-            if self.cfg.train.augment:
+            batch = sample(tc.batch_size, rng, aux=True) if aux else sample(tc.batch_size, rng)
+            if tc.augment:
                 batch = augment_batch(batch, self.cfg.board.size, rng)
-            logs.append(
-                self.train_step(
-                    split_batch(batch, parts), lambda net, b, d: az_parts(net, b, d, value_weight=vw)
-                )
-            )
+            logs.append(self.train_step(split_batch(batch, parts), loss))
         return {k: float(np.mean([d[k] for d in logs])) for k in logs[0]} if logs else {}
 
     def save(self, directory: str | Path, *, iteration: int, games: int, rng: np.random.Generator) -> Path:
@@ -289,7 +329,7 @@ class Trainer:
         return target
 
     def load(self, path: str | Path, rng: np.random.Generator) -> Checkpoint:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=False)  # load_state_dict places it
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)  # load_state_dict places it
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.step = int(blob["step"])

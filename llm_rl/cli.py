@@ -3,6 +3,7 @@
 llm-rl train RECIPE [--key value ...]       one arm
 llm-rl eval RUN_DIR_OR_MODEL [...]          held-out pass@1 / pass@k
 llm-rl compare RECIPE [--key value ...]     all arms x seeds at equal budget -> report.md
+llm-rl tune RECIPE [--key value ...]        per-arm hyper-parameters on the validation split -> tuned.yaml
 llm-rl probe-variance RECIPE [...]          gradient-variance probe binned by task length
 llm-rl tasks                                list verifiers (built-in and plugins)
 llm-rl make-dataset NAME --n N --seed S --out DIR
@@ -32,6 +33,12 @@ COMMANDS: dict[str, tuple[str, str, str, Mapping[str, bool] | None]] = {
         "run all arms x seeds at equal budget and write a report",
         {"report_only": False, "no_progress": False},
     ),
+    "tune": (
+        "llm_rl.tune",
+        "cmd_tune",
+        "pick per-arm hyper-parameters on the validation split (-> a tuned recipe for compare)",
+        {},
+    ),
     "probe-variance": (
         "llm_rl.compare",
         "cmd_probe_variance",
@@ -53,7 +60,7 @@ def _usage() -> str:
 
 
 # Commands whose flags include every recipe key: their --help lists the keys (type, default, range, help).
-RECIPE_COMMANDS = ("train", "eval", "compare", "probe-variance")
+RECIPE_COMMANDS = ("train", "eval", "compare", "tune", "probe-variance")
 
 
 def _recipe_help(handler) -> str:

@@ -6,7 +6,9 @@ second, before torch's model code, transformers or TRL load.
   ``--relabel.puct.num_simulations 8`` work on every command);
 * :func:`run_command` — a user error is one ``error: ...`` line and exit status 2, not a traceback;
 * :func:`config_argv` / :func:`module_main` — the ``python -m llm_rl.train --config R.yaml`` form that
-  ``accelerate launch`` needs.
+  ``accelerate launch`` needs;
+* :func:`recorded_recipe` — the recipe a model was trained with, when it lies inside a run directory (what
+  ``llm-rl eval MODEL`` uses without ``--recipe``).
 
 The commands themselves: `llm_rl.train` (``train``, ``eval``), `llm_rl.compare` (``compare``, ``probe-variance``).
 """
@@ -15,12 +17,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llm_rl.config import ExperimentConfig
 from relabel_rl.config import ConfigError, load_config
 
-__all__ = ["CommandError", "Help", "config_argv", "module_main", "parse_command", "run_command"]
+__all__ = [
+    "CommandError",
+    "Help",
+    "config_argv",
+    "module_main",
+    "parse_command",
+    "recorded_recipe",
+    "run_command",
+]
 
 
 class CommandError(Exception):
@@ -126,3 +139,26 @@ def module_main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | N
     """Run an `llm-rl` subcommand function with ``--config`` turned into its positional recipe (the form
     ``accelerate launch -m llm_rl.train --config R.yaml`` needs: `llm_rl.train`, `llm_rl.compare`)."""
     return int(command(config_argv(sys.argv[1:] if argv is None else argv)) or 0)
+
+
+def recorded_recipe(model: str | Path) -> Path | None:
+    """The ``config.yaml`` that records the task ``model`` was trained on: the nearest one in ``model`` or a
+    folder above it that holds a ``task`` section (a run directory's, a comparison's, a shared warm start's), or
+    None when the model lies inside none of them.
+
+    A run directory ``runs/<arm>-seed<k>/`` records its whole resolved recipe, so evaluating its ``final/`` or a
+    ``checkpoints/checkpoint-N/`` reads the task it trained on; ``OUTPUT_DIR/warm_start/model`` finds the warm
+    start's own record (model, task, warm-start settings).
+    """
+    here = Path(model).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "config.yaml"
+        if not candidate.is_file():
+            continue
+        try:
+            recorded = yaml.safe_load(candidate.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # not a recipe this toolkit wrote; keep looking
+        if isinstance(recorded, dict) and isinstance(recorded.get("task"), dict):
+            return candidate
+    return None

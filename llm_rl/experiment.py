@@ -30,21 +30,21 @@ from typing import Any
 import datasets
 import torch
 import transformers
-import yaml
 
 import verifiers
 from llm_rl.analysis.variance_probe import examples_for_length
 from llm_rl.arms import ARM_NAMES, Arm, arm_class
-from llm_rl.config import ExperimentConfig
-from llm_rl.harness.data import DATA_SEED
+from llm_rl.config import ExperimentConfig, arm_config
+from llm_rl.harness.data import DATA_SEED, check_task
 from llm_rl.harness.distributed import barrier, is_main, process_state
 from llm_rl.harness.evaluation import evaluate
 from llm_rl.harness.run import train_arm
 from llm_rl.harness.tracking import check_trackers
-from llm_rl.model import load_policy, resolve_model_path
+from llm_rl.harness.user_data import task_verifier
+from llm_rl.model import load_policy, lora_config, resolve_model_path
 from llm_rl.warm_start import warm_start
-from relabel_rl.config import ConfigError, config_to_dict
-from relabel_rl.rundir import RunDir, seed_everything
+from relabel_rl.config import ConfigError
+from relabel_rl.rundir import RunDir, check_same_config, seed_everything
 
 __all__ = [
     "FINAL_METRICS",
@@ -150,17 +150,17 @@ def validate_experiment(cfg: ExperimentConfig, *, arms: Sequence[str], probe: bo
         )
     if cfg.eval.pass_k < 1 or cfg.eval.num_examples < 1:
         raise ConfigError("'eval.pass_k' and 'eval.num_examples' must be >= 1")
-    try:
-        verifier = verifiers.load(cfg.task.verifier)
-    except Exception as e:  # registry errors, plugin import errors
-        raise ConfigError(f"'task.verifier': {e}") from None
+    verifier = task_verifier(cfg)  # ConfigError naming task.verifier or task.data.*
     try:
         verifier.generate(1, seed=0, split="train", **cfg.task.difficulty)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise ConfigError(f"'task.difficulty': {e}") from None
+    check_task(cfg, verifier)  # task.feedback: steps needs step checks; the eval split holds the rows
     for cls in classes.values():
         cls.validate(cfg)
     check_trackers(list(cfg.logging.report_to))
+    if cfg.model.lora.enabled:
+        lora_config(cfg.model.lora)  # PEFT validates the whole LoraConfig now, not at the first model load
     if probe:
         if cfg.probe.repeats < 2:
             raise ConfigError(f"'probe.repeats' must be >= 2 to estimate a variance, got {cfg.probe.repeats}")
@@ -226,9 +226,11 @@ def run_dir_for(output_dir: Path, arm: str, seed: int, warm_target: float | None
 def child_config(
     cfg: ExperimentConfig, arm: str, seed: int, run_path: Path, warm_target: float | None = None
 ) -> ExperimentConfig:
-    """The resolved config of one run: the recipe with ``arm``, ``seed``, its own output dir, and a ``compare``
-    section narrowed to itself (so adding a seed to the recipe does not invalidate the runs already done)."""
+    """The resolved config of one run: the recipe with ``arm``, ``seed``, its own output dir, the arm's tuned
+    values (``tune.chosen[arm]``, `llm_rl.config.arm_config`), and ``compare``/``tune`` sections narrowed to itself
+    (so adding a seed to the recipe does not invalidate the runs already done)."""
     sub = _with_target(cfg, warm_target) if warm_target is not None else cfg
+    sub = arm_config(sub, arm)
     return dataclasses.replace(
         sub,
         arm=arm,
@@ -274,10 +276,8 @@ def run_arm(
 def check_resumable(run_path: Path, cfg: ExperimentConfig) -> None:
     """Fail early (before the warm start) when ``run_path`` holds a run of a different config."""
     cfg_file = run_path / "config.yaml"
-    if cfg_file.exists() and yaml.safe_load(cfg_file.read_text()) != config_to_dict(cfg):
-        raise ConfigError(
-            f"{run_path} holds a run with a different config; change 'output_dir' to start a different experiment"
-        )
+    if cfg_file.exists():  # the error names every key that differs, with both values
+        check_same_config(cfg_file, cfg, what=f"{run_path} holds a run")
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str = "test") -> dict[str, Any]:
@@ -286,7 +286,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: Path, *, split: str =
     policy = load_policy(checkpoint, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden)
     policy.eval()
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
-    contained = verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
+    contained = verifiers.ContainedVerifier(task_verifier(cfg), timeout=timeout)
     # the rows and sampling seed the training loop evaluates with (llm_rl.harness), so a run's final pass@1 reproduces
     data = contained.generate(cfg.eval.num_examples, seed=DATA_SEED, split=split, **cfg.task.difficulty)
     result = evaluate(

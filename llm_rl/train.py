@@ -17,7 +17,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm_rl.commands import CommandError, Help, config_argv, module_main, parse_command, run_command
+from llm_rl.commands import (
+    CommandError,
+    Help,
+    config_argv,
+    module_main,
+    parse_command,
+    recorded_recipe,
+    run_command,
+)
 from llm_rl.config import ExperimentConfig
 from llm_rl.experiment import (
     check_resumable,
@@ -80,8 +88,10 @@ def cmd_eval(argv: Sequence[str]) -> int:
     """``llm-rl eval RUN_DIR_OR_MODEL [--recipe R] [--split test|train] [--out FILE] [--section.key value ...]``.
 
     Greedy pass@1 and sampled pass@k on the first ``eval.num_examples`` rows of the held-out split, drawn and
-    sampled exactly as the harness evaluates (`llm_rl.harness.session`), so a run's final pass@1 is reproduced. The
-    recipe defaults to the run directory's ``config.yaml``.
+    sampled exactly as the harness evaluates (`llm_rl.harness.session`), so a run's final pass@1 is reproduced.
+    Without ``--recipe`` the task and settings are the ones recorded in the nearest ``config.yaml`` at or above
+    RUN_DIR_OR_MODEL (a run directory's, a comparison's, a warm start's); a model outside every run directory is
+    evaluated on the built-in defaults, and the command says which task and how many rows it used.
     """
 
     def body() -> int:
@@ -110,8 +120,9 @@ def cmd_eval(argv: Sequence[str]) -> int:
                 recipe_args.append(rest[j])
                 j += 1
         recipe = own.get("recipe")
-        if recipe is None and (target / "config.yaml").exists():
-            recipe = str(target / "config.yaml")
+        if recipe is None:
+            found = recorded_recipe(target)
+            recipe = str(found) if found is not None else None
         cfg = load_config(ExperimentConfig, recipe, recipe_args)
         quiet_libraries()
         split = own.get("split", "test")
@@ -119,7 +130,12 @@ def cmd_eval(argv: Sequence[str]) -> int:
             raise CommandError(f"--split must be test or train, got {split!r}")
         validate_experiment(cfg, arms=[cfg.arm])
         checkpoint = resolve_checkpoint(target)
-        result = evaluate_checkpoint(cfg, checkpoint, split=split)
+        print(_eval_source(cfg, recipe, own.get("recipe") is not None, split), file=sys.stderr)
+        result = {
+            "recipe": recipe,
+            "task": cfg.task.verifier,
+            **evaluate_checkpoint(cfg, checkpoint, split=split),
+        }
         text = json.dumps(result, indent=2)
         print(text)
         if own.get("out"):
@@ -127,6 +143,26 @@ def cmd_eval(argv: Sequence[str]) -> int:
         return 0
 
     return run_command(body)
+
+
+def _eval_source(cfg: ExperimentConfig, recipe: str | None, given: bool, split: str) -> str:
+    """One line saying which task, rows and settings `llm-rl eval` uses, and where they come from."""
+    rows = (
+        f"task.data.path {cfg.task.data.path}"
+        if cfg.task.data.path
+        else f"difficulty {cfg.task.difficulty or '{}'}"
+    )
+    what = (
+        f"task {cfg.task.verifier} ({rows}), the first {cfg.eval.num_examples} {split} rows, greedy pass@1 and "
+        f"pass@{cfg.eval.pass_k} at temperature {cfg.eval.temperature:g}"
+    )
+    if recipe is None:
+        return (
+            f"[llm-rl eval] the model is inside no run directory (no config.yaml with a task above it) and no "
+            f"--recipe was given: evaluating on the built-in defaults, {what}; pass --recipe R (or "
+            "--task.* overrides) for the task it was trained on"
+        )
+    return f"[llm-rl eval] {what}, from {'--recipe ' if given else 'the run directory: '}{recipe}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -112,8 +112,8 @@ def test_parse_command_splits_own_flags_from_overrides():
     ],
 )
 def test_validate_experiment_names_the_key(overrides, match):
-    cfg = load_config(ExperimentConfig, QUICKSTART, overrides)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match):  # at load (declared ranges) or in validate_experiment
+        cfg = load_config(ExperimentConfig, QUICKSTART, overrides)
         validate_experiment(cfg, arms=["relabel"], probe=True)
 
 

@@ -186,3 +186,124 @@ def test_short_game_against_gnugo_through_gtp(checkpoint):
     finally:
         ours.close()
         gnugo.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input robustness (issue 14): bytes in, any locale; ASCII numbers only; bad arguments refused at start
+
+
+def _fuzz_lines(rng: np.random.Generator, count: int) -> list[bytes]:
+    words = [
+        b"play",
+        b"genmove",
+        b"komi",
+        b"boardsize",
+        b"final_score",
+        b"b",
+        b"w",
+        b"C3",
+        b"pass",
+        b"5",
+        b"7",
+    ]
+    odd = [b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc3\xa9", "٥".encode(), b"\x00", b"\t", b"#"]
+    out = []
+    for _ in range(count):
+        parts = [words[i] if i < len(words) else odd[i - len(words)] for i in rng.integers(0, 20, size=4)]
+        line = b" ".join(parts)
+        if rng.random() < 0.3:
+            line = bytes(rng.integers(1, 256, size=int(rng.integers(1, 12))).tolist()).replace(b"\n", b"")
+        if line.strip().lower().startswith(b"quit"):
+            continue
+        out.append(line)
+    return out
+
+
+def test_fuzz_bytes_never_crash_and_invalid_utf8_gets_a_failure():
+    e = _engine(sims=1)
+    for line in _fuzz_lines(np.random.default_rng(1), 300):
+        reply = e.handle_bytes(line + b"\n")
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            assert reply is not None and reply.startswith("?") and "invalid UTF-8" in reply, (line, reply)
+            continue
+        if reply is not None:
+            assert reply[0] in "=?" and reply.endswith("\n\n") and "internal error" not in reply, (
+                line,
+                reply,
+            )
+    assert e.handle_bytes(b"12 \xff\n") == "?12 invalid UTF-8\n\n"
+    assert e.handle("protocol_version") == "= 2\n\n"
+
+
+def test_non_ascii_digits_are_not_numbers():
+    e = _engine()
+    assert e.handle("boardsize ٥") == "? syntax error\n\n"  # an Arabic-Indic five is not 5
+    assert e.handle("komi ٥.٥") == "? syntax error\n\n"
+    assert e.handle("play b C٣").startswith("? syntax error")
+    assert e.handle("play b paſs").startswith("? syntax error")  # 'ſ'.upper() == 'S'
+    assert e.handle("١ name") == "? unknown command\n\n"
+    assert e.handle("\u212anown_command name") == "? unknown command\n\n"  # KELVIN SIGN lowercases to k
+    assert e.handle("komi 6.5") == "=\n\n" and e.handle("boardsize 5") == "=\n\n"
+
+
+def test_gtp_process_survives_fuzz_under_a_strict_ascii_locale(checkpoint):
+    import os
+    import subprocess
+
+    lines = _fuzz_lines(np.random.default_rng(2), 300)
+    data = b"\n".join([*lines, b"protocol_version", b"quit"]) + b"\n"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C", "LANG": "C"}
+    argv = [sys.executable, "-m", "go_baseline.cli", "gtp", "--checkpoint", str(checkpoint)]
+    for extra in ([], ["--simulations", "1"]):
+        env_used = env if extra else {**env, "PYTHONIOENCODING": "ascii:strict"}
+        proc = subprocess.run(
+            [*argv, *extra, "--dead-stones", "playout"],
+            input=data,
+            capture_output=True,
+            env=env_used,
+            timeout=300,
+        )
+        assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
+        replies = [r for r in proc.stdout.split(b"\n\n") if r.strip()]
+        assert all(r.lstrip()[:1] in (b"=", b"?") for r in replies)
+        invalid = sum(1 for ln in lines if not _utf8(ln))
+        assert sum(r.count(b"invalid UTF-8") for r in replies) == invalid > 20
+        assert replies[-2:] == [b"= 2", b"="]
+
+
+def _utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--simulations", "0"], "--simulations must be >= 1"),
+        (["--simulations", "-3"], "--simulations must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+    ],
+)
+def test_bad_gtp_arguments_get_one_line(checkpoint, capsys, args, message):
+    from go_baseline.cli import main
+
+    assert main(["gtp", "--checkpoint", str(checkpoint), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {message}, got {args[1]}"
+
+
+def test_missing_or_broken_checkpoint_gets_one_line(tmp_path, capsys):
+    from go_baseline.cli import main
+
+    assert main(["gtp", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert capsys.readouterr().err == f"error: checkpoint not found: {tmp_path / 'nope.pt'}\n"
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    assert main(["gtp", "--checkpoint", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read checkpoint {broken}") and err.count("\n") == 1

@@ -4,7 +4,7 @@ process with the same global batch.
 One launch (process start-up dominates: ~20 s on 2 shared cores) runs every check in ``_worker`` below; the
 single-process references are computed in the pytest process while the launch runs. Checked:
 
-* **the hand-written arms end to end** (relabel, mc_value, and relabel with LoRA, through the harness,
+* **the hand-written arms end to end** (relabel, mc_value, tree_grpo, rft, and relabel with LoRA, through the harness,
   `llm_rl.harness.run.train_arm`): two optimizer steps of a global batch of 4 prompts in ``optim.prompt_chunks: 2`` seeded
   chunks — one chunk per process vs both in one process. Every train/eval record (loss, every arm metric, every budget counter)
   matches; the final parameters agree to 1e-5 (float32 summation order differs: per-process partial gradients
@@ -87,6 +87,8 @@ class DigitChain(ChainArithmetic):
 ARMS = (
     "relabel",
     "mc_value",
+    "tree_grpo",
+    "rft",
     "relabel+lora",
 )  # "+lora": with a PEFT LoRA adapter (adapter + value head train)
 TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_s"}
@@ -95,6 +97,7 @@ TIMING_KEYS = {"wall_time", "grad_norm", "expand_tokens_per_s", "gen_tokens_per_
 def _train_cfg(arm: str, out: str, *, lora: bool = False):
     from llm_rl.arms.mc_value import McValueArmConfig
     from llm_rl.arms.relabel import RelabelArmConfig
+    from llm_rl.arms.rft import RftArmConfig
     from llm_rl.config import (
         BudgetConfig,
         EvalConfig,
@@ -131,6 +134,7 @@ def _train_cfg(arm: str, out: str, *, lora: bool = False):
             puct=PuctConfig(num_simulations=2, dirichlet_fraction=0.25), num_candidates=2
         ),
         mc_value=McValueArmConfig(num_samples=2, num_rollouts=1),
+        rft=RftArmConfig(num_samples=2, threshold=0.1),  # a tenth of digits: some samples are kept
     )
 
 

@@ -14,7 +14,10 @@ sampler would do); then, with the same global batch (2 processes x 2 rows vs 1 x
 * the budget counters are global and exact: the generated tokens every process holds equal the sum, over both
   processes, of the completion lengths TRL handed to each process's reward function (counted independently
   through the arm's test hook), and the verifier calls equal the number of completions scored;
-* both processes stop at the same step (no hang), and each record is written once (by the main process).
+* both processes stop at the same step (no hang), and each record is written once (by the main process);
+* process supervision (``task.feedback: steps``) with ONE group of 4 completions split over the two processes
+  (2 rows each): the step rewards are gathered, normalised over the whole group and handed back per process, so
+  the records (``rejected_step_fraction`` and ``step_verifier_calls`` included) and weights match one process.
 """
 
 from __future__ import annotations
@@ -42,7 +45,17 @@ class DigitChain(ChainArithmetic):
         return None
 
 
-def _cfg(out: str, per_device: int = 2):
+class DigitSteps(DigitChain):
+    """DigitChain whose steps are checked: a step is accepted when it holds a digit (a verdict an untrained model
+    gets both ways, so process advantages are not all zero)."""
+
+    name = "digit_steps_grpo"
+
+    def check_step(self, previous_steps, step, example):
+        return any(ch.isdigit() for ch in step)
+
+
+def _cfg(out: str, per_device: int = 2, steps: bool = False):
     from llm_rl.arms.grpo import GrpoArmConfig
     from llm_rl.config import BudgetConfig, EvalConfig, ExperimentConfig, TaskConfig, WarmStartConfig
 
@@ -50,7 +63,8 @@ def _cfg(out: str, per_device: int = 2):
         output_dir=out,
         arm="grpo",
         task=TaskConfig(
-            verifier="test_multiprocess_grpo:DigitChain",
+            verifier=f"test_multiprocess_grpo:{'DigitSteps' if steps else 'DigitChain'}",
+            feedback="steps" if steps else "outcome",
             train_size=16,
             test_size=4,
             difficulty={"min_steps": 1, "max_steps": 2},
@@ -61,7 +75,7 @@ def _cfg(out: str, per_device: int = 2):
         eval=EvalConfig(num_examples=2, pass_k=2),
         grpo=GrpoArmConfig(
             trl={
-                "num_generations": 2,
+                "num_generations": 4 if steps else 2,  # steps: one group spans both processes
                 "per_device_train_batch_size": per_device,
                 # SGD, not AdamW: Adam's first steps are ~lr*sign(g), which turns float-summation noise on
                 # near-zero gradient entries into differences of order lr, hiding what the test compares
@@ -74,8 +88,10 @@ def _cfg(out: str, per_device: int = 2):
     )
 
 
-def layout_free_generate(original):
-    """A ``generate`` that samples row by row, row seeds from (prompt tokens, draws of that prompt so far)."""
+def layout_free_generate(original, index=lambda k: k):
+    """A ``generate`` that samples row by row, row seeds from (prompt tokens, draws of that prompt so far). When
+    one group is split over processes, ``index`` maps this process's draw count to the draw's place in the group
+    as one process would draw it."""
     drawn: dict[tuple[int, ...], int] = {}
 
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
@@ -85,7 +101,7 @@ def layout_free_generate(original):
             key = tuple(prompt.tolist())
             k = drawn.get(key, 0)
             drawn[key] = k + 1
-            torch.manual_seed(hash((key, k)) % (2**31))
+            torch.manual_seed(hash((key, index(k))) % (2**31))
             out = original(
                 self, input_ids=prompt[None], attention_mask=torch.ones_like(prompt)[None], **kwargs
             )
@@ -100,13 +116,15 @@ def layout_free_generate(original):
     return generate
 
 
-def _patch_generate() -> None:
+def _patch_generate(index=lambda k: k) -> None:
     from transformers import LlamaForCausalLM
 
-    LlamaForCausalLM.generate = layout_free_generate(LlamaForCausalLM.generate)
+    original = getattr(LlamaForCausalLM, "_unpatched_generate", LlamaForCausalLM.generate)
+    LlamaForCausalLM._unpatched_generate = original
+    LlamaForCausalLM.generate = layout_free_generate(original, index)
 
 
-def _train(base: str, out: str, per_device: int, seen: list[int]):
+def _train(base: str, out: str, per_device: int, seen: list[int], steps: bool = False):
     import llm_rl.harness.trl_bridge as bridge
     from llm_rl.harness.run import train_arm
     from relabel_rl.rundir import RunDir
@@ -114,7 +132,7 @@ def _train(base: str, out: str, per_device: int, seen: list[int]):
     original = bridge._reward_function
     bridge._reward_function = lambda verifier, seen_=None: original(verifier, seen)  # count what TRL scores
     try:
-        cfg = _cfg(out, per_device)
+        cfg = _cfg(out, per_device, steps)
         run = RunDir.create(out, config=cfg, seeds={"seed": 0})
         final = train_arm(cfg, run, init_model=base)
     finally:
@@ -140,6 +158,12 @@ def _worker(base: str, out: str) -> None:
     final, params = _train(base, out, 2, seen)
     if state.is_main_process:
         torch.save(params, Path(out) / "params.pt")
+    # process r holds rows 2r, 2r+1 of each group of 4: its c-th draw of a prompt is draw 4(c//2) + 2r + c%2
+    rank = state.process_index
+    _patch_generate(lambda c: 4 * (c // 2) + 2 * rank + c % 2)
+    _, steps_params = _train(base, out + "_steps", 2, [], steps=True)
+    if state.is_main_process:
+        torch.save(steps_params, Path(out + "_steps") / "params.pt")
     gathered: list = [None] * state.num_processes
     dist.all_gather_object(gathered, {"seen": seen, "final": final})
     if state.is_main_process:
@@ -160,8 +184,11 @@ def test_grpo_two_processes_match_one_and_count_exactly(tmp_path, monkeypatch):
     out = tmp_path / "run"
     proc = launch([str(Path(__file__).resolve()), "--worker", base, str(out)])
     torch.set_num_threads(1)  # the reference, one process with the same global batch, while the launch runs
-    monkeypatch.setattr(LlamaForCausalLM, "generate", layout_free_generate(LlamaForCausalLM.generate))
+    original = LlamaForCausalLM.generate
+    monkeypatch.setattr(LlamaForCausalLM, "generate", layout_free_generate(original))
     ref_final, ref_params = _train(base, str(tmp_path / "one"), 4, [])
+    monkeypatch.setattr(LlamaForCausalLM, "generate", layout_free_generate(original))  # fresh draw counts
+    _, ref_steps_params = _train(base, str(tmp_path / "one_steps"), 4, [], steps=True)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-4000:]
     ranks = json.loads((out / "worker.json").read_text())
@@ -202,6 +229,34 @@ def test_grpo_two_processes_match_one_and_count_exactly(tmp_path, monkeypatch):
     for n, p in ref_params.items():
         assert torch.allclose(params[n], p, atol=1e-5, rtol=0), n
     assert any(r["loss"] != 0.0 for r in trains)  # the comparison is not of a run that learnt nothing
+    _assert_same_run(tmp_path / "run_steps", tmp_path / "one_steps", ref_steps_params)
+    steps = [r for r in read_metrics(tmp_path / "run_steps" / "metrics.jsonl") if r["kind"] == "train"]
+    assert all(r["step_verifier_calls"] > 0 and "rejected_step_fraction" in r for r in steps)
+    assert any(0.0 < r["rejected_step_fraction"] < 1.0 and r["loss"] != 0.0 for r in steps)  # it learnt
+
+
+def _assert_same_run(got_dir: Path, want_dir: Path, want_params: dict) -> None:
+    """Records (timing aside) and final weights of a 2-process run equal those of the 1-process reference."""
+    from relabel_rl.rundir import read_metrics
+
+    got, want = (
+        [r for r in read_metrics(d / "metrics.jsonl") if r["kind"] in ("train", "eval")]
+        for d in (got_dir, want_dir)
+    )
+    assert [(r["kind"], r["step"]) for r in got] == [(r["kind"], r["step"]) for r in want]
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys(), g.keys() ^ w.keys()
+        for k, v in w.items():
+            if k in TIMING_KEYS:
+                continue
+            if isinstance(v, float):
+                rel = 1e-3 if k == "entropy" else 1e-5
+                assert g[k] == pytest.approx(v, rel=rel, abs=1e-6), (w["kind"], w["step"], k)
+            else:
+                assert g[k] == v, (w["kind"], w["step"], k, g[k], v)
+    params = torch.load(got_dir / "params.pt")
+    for n, p in want_params.items():
+        assert torch.allclose(params[n], p, atol=1e-5, rtol=0), n
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":

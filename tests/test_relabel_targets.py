@@ -62,7 +62,11 @@ def make_env(examples, script, *, k, prune=True, budget=None) -> tuple[ConstantV
     backend = ScriptedBackend(script)
     env = ConstantValueEnv(
         examples,
-        verifier=MeteredVerifier(verifiers.ContainedVerifier(verifiers.load("chain_arithmetic")), budget),
+        verifier=MeteredVerifier(
+            verifiers.ContainedVerifier(verifiers.load("chain_arithmetic")),
+            budget,
+            feedback="steps" if prune else "outcome",  # pruning is what step feedback gives the relabeller
+        ),
         backend=backend,
         num_candidates=k,
         max_step_tokens=16,

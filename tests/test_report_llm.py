@@ -205,3 +205,35 @@ def test_performance_sentence_direct():
     }
     text, v = performance_sentence("a", "b", stats, budget_text="10 tokens")
     assert v["verdict"] == "a better" and "10 tokens" in text
+
+
+def test_contrast_sentences_read_the_ingredient_in_plain_words(tmp_path):
+    finals = {
+        "grpo": [0.4, 0.5, 0.45],
+        "relabel": [0.6, 0.7, 0.65],
+        "mc_value": [0.2, 0.3, 0.25],
+        "tree_grpo": [0.2, 0.3, 0.25],
+        "rft": [0.6, 0.7, 0.65],
+    }
+    for arm, values in finals.items():
+        for seed, f in enumerate(values):
+            _write_run(tmp_path, arm, seed, [0.1, (0.1 + f) / 2, f])
+    s = write_report(tmp_path, axis="generated_tokens", limit=200, threshold=0.5, task="t", plots=False)
+    said = {(x["a"], x["b"]): (x["verdict"], x["text"]) for x in s["sentences"]}
+    # tree vs AlphaZero target, and the tree against GRPO's independent completions
+    assert said["relabel", "tree_grpo"][0] == "relabel better"
+    assert "the AlphaZero target adds to the tree" in said["relabel", "tree_grpo"][1]
+    assert "the tree alone does not help" in said["tree_grpo", "grpo"][1]
+    # credit vs none: every credit-assigning arm against RFT, in either order
+    assert "imitating verified samples beats MC value" in said["mc_value", "rft"][1]
+    assert (
+        "data do not separate" in said["relabel", "rft"][1]
+        and "the data, not the credit" in said["relabel", "rft"][1]
+    )
+    assert "imitating verified samples beats GRPO" in said["rft", "grpo"][1]
+    assert ("mc_value", "tree_grpo") not in said and (
+        "tree_grpo",
+        "mc_value",
+    ) not in said  # no ingredient isolated
+    md = (tmp_path / "report.md").read_text()
+    assert "tree GRPO (TreeRL)" in md and "RFT (rejection sampling)" in md

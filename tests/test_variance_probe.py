@@ -142,7 +142,8 @@ def test_probe_pipeline_recovers_known_trends(monkeypatch, tmp_path):
 
 
 def test_probe_variance_command_on_real_arms(tmp_path, capsys):
-    """`llm-rl probe-variance --checkpoint` with the real GRPO and relabel estimators on an untrained tiny model."""
+    """`llm-rl probe-variance --checkpoint` with the real estimators of every arm that defines one (GRPO, relabel,
+    MC values, tree GRPO, RFT) on an untrained tiny model."""
     import yaml
 
     from llm_rl.cli import main
@@ -157,6 +158,8 @@ def test_probe_variance_command_on_real_arms(tmp_path, capsys):
                 "task": {"max_step_tokens": 8, "max_completion_tokens": 24, "max_steps": 3},
                 "grpo": {"trl": {"num_generations": 2, "per_device_train_batch_size": 2, "beta": 0.0}},
                 "relabel": {"puct": {"num_simulations": 2}, "num_candidates": 2},
+                "mc_value": {"num_samples": 2, "num_rollouts": 1},
+                "rft": {"num_samples": 2, "threshold": 0.0},
                 "probe": {"lengths": [1, 2], "prompts_per_length": 1, "repeats": 2},
             }
         )
@@ -168,15 +171,16 @@ def test_probe_variance_command_on_real_arms(tmp_path, capsys):
         "--checkpoint",
         str(model),
         "--arms",
-        "grpo,relabel",
+        "grpo,relabel,mc_value,tree_grpo,rft",
         "--out",
         str(out),
     ]
     assert main(argv) == 0
     assert "variance probe written to" in capsys.readouterr().out
     result = json.loads((out / "variance.json").read_text())
-    assert set(result["arms"]) == {"grpo", "relabel"} and result["num_parameters"] > 0
-    for arm in ("grpo", "relabel"):
+    arms = ("grpo", "relabel", "mc_value", "tree_grpo", "rft")
+    assert set(result["arms"]) == set(arms) and result["num_parameters"] > 0
+    for arm in arms:
         recs = result["arms"][arm]["per_prompt"]
         assert [r["length"] for r in recs] == [1, 2] and all(r["num_samples"] == 2 for r in recs)
     with Image.open(out / "variance_vs_length.png") as im:

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from llm_rl.analysis.variance_report import markdown_section
-from llm_rl.analysis.verdicts import ARM_LABELS, SEED_CLAIM, ci_dict, performance_sentence, variance_sentence
+from llm_rl.analysis.verdicts import (
+    ARM_LABELS,
+    CONTRASTS,
+    SEED_CLAIM,
+    ci_dict,
+    contrast_reading,
+    performance_sentence,
+    variance_sentence,
+)
 from llm_rl.harness.budget import AXES
 from relabel_rl.report import MeanCI, first_crossing, format_ci, markdown_table, mean_ci, plot_mean_ci
 from relabel_rl.rundir import jsonable, read_metrics
@@ -366,7 +374,8 @@ class _Report:
     def comparisons(
         self, stats: Mapping[str, Mapping[str, Any]], ws: float | None, summary: dict[str, Any]
     ) -> tuple[list[str], list[str]]:
-        """The verdict sentences (each arm against the baseline; relabel against MC values) and the ratio table."""
+        """The verdict sentences (each arm against the baseline; relabel against MC values; the `CONTRASTS` that
+        isolate an ingredient) and the ratio table."""
         sentences: list[str] = []
         ratio_lines: list[str] = []
         baseline = self.baseline
@@ -379,6 +388,8 @@ class _Report:
                 sentence, verdict = performance_sentence(arm, baseline, stats, budget_text=self.budget_text)
                 if arm == "relabel" and baseline == "grpo":
                     sentence += " " + SEED_CLAIM[verdict["verdict"]]
+                if reading := contrast_reading(verdict):
+                    sentence += " " + reading
                 sentences.append(sentence)
                 summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
             headers = ["arms", "final pass@1", f"budget to {self.threshold:g}", "wall time", "verifier calls"]
@@ -394,6 +405,13 @@ class _Report:
             )
             sentences.append(sentence + " (If MC values match the tree, the tree is not what helps.)")
             summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
+        for a, b in CONTRASTS:  # the pairs that differ in one ingredient (the baseline's are above)
+            if a in stats and b in stats and baseline not in (a, b):
+                sentence, verdict = performance_sentence(a, b, stats, budget_text=self.budget_text)
+                if reading := contrast_reading(verdict):
+                    sentence += " " + reading
+                sentences.append(sentence)
+                summary["sentences"].append({"warm_start": ws, **verdict, "text": sentence})
         return sentences, ratio_lines
 
     def curve_plots(self, ws: float | None, by_arm: Mapping[str, Sequence[RunRecord]]) -> list[str]:

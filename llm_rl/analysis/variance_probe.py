@@ -45,6 +45,7 @@ from llm_rl.analysis.variance_report import on_log_scale, plot_variance
 from llm_rl.arms import arm_class
 from llm_rl.generation import make_backend
 from llm_rl.harness.metering import MeteredVerifier, StepContext
+from llm_rl.harness.user_data import task_verifier
 from llm_rl.model import load_policy
 from relabel_rl.report import linear_trend, mean_ci
 from relabel_rl.rundir import jsonable, seed_everything
@@ -218,7 +219,7 @@ def probe_gradient_variance(
         if isinstance(verifier, verifiers.ContainedVerifier)
         else verifiers.ContainedVerifier(verifier)
     )
-    unmetered = MeteredVerifier(contained, None)
+    unmetered = MeteredVerifier(contained, None, feedback=cfg.task.feedback)
     sampler = make_backend(cfg.model.generation_backend, policy, None)
     policy.train()
     records: list[dict[str, Any]] = []
@@ -320,7 +321,7 @@ def run_probe(
         checkpoint, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
-    verifier = verifiers.ContainedVerifier(verifiers.load(cfg.task.verifier), timeout=timeout)
+    verifier = verifiers.ContainedVerifier(task_verifier(cfg), timeout=timeout)
     raw = probe_gradient_variance(cfg, policy, verifier, arms=arms, seed=cfg.seed, progress=progress)
     result = {"checkpoint": str(checkpoint), "task": cfg.task.verifier, **summarise_probe(raw)}
     result["verifier_stats"] = verifier.stats.as_dict()

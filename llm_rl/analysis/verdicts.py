@@ -3,6 +3,8 @@
 * :func:`performance_sentence` compares two arms' final held-out pass@1 over seeds: a difference is claimed only
   when the 95 % Welch interval of the difference of means excludes 0 (whether the two per-arm 95 % intervals
   overlap is stated too, since readers look for it; it is the more conservative test).
+* :func:`contrast_reading` says in plain words what a verdict between two arms that differ in one ingredient means
+  (`CONTRASTS`: tree vs AlphaZero target, tree vs independent completions, credit assignment vs none).
 * :func:`variance_sentence` reads the variance probe's per-arm trends (slope of log10 relative gradient variance
   on task length, 95 % interval) against the seed's prediction: GRPO's grows, the relabeller's does not.
 """
@@ -15,9 +17,65 @@ from typing import Any
 
 from relabel_rl.report import MeanCI, difference_ci, format_ci
 
-__all__ = ["ARM_LABELS", "SEED_CLAIM", "ci_dict", "performance_sentence", "variance_sentence"]
+__all__ = [
+    "ARM_LABELS",
+    "CONTRASTS",
+    "SEED_CLAIM",
+    "ci_dict",
+    "contrast_reading",
+    "performance_sentence",
+    "variance_sentence",
+]
 
-ARM_LABELS = {"grpo": "GRPO", "relabel": "relabel (tree search)", "mc_value": "MC value (VinePPO-style)"}
+ARM_LABELS = {
+    "grpo": "GRPO",
+    "relabel": "relabel (tree search)",
+    "mc_value": "MC value (VinePPO-style)",
+    "tree_grpo": "tree GRPO (TreeRL)",
+    "rft": "RFT (rejection sampling)",
+}
+
+# Pairs of arms that differ in one ingredient, compared beside "each arm against the baseline" (`contrast_reading`
+# says what their verdict means): the same step-boundary tree with and without the AlphaZero target; imitation of
+# verified samples against each arm that assigns credit.
+CONTRASTS = (("relabel", "tree_grpo"), ("relabel", "rft"), ("mc_value", "rft"), ("tree_grpo", "rft"))
+
+
+def contrast_reading(verdict: Mapping[str, Any]) -> str:
+    """What a `performance_sentence` verdict between two arms means for the ingredient they differ in ("" when the
+    pair isolates none, or the verdict is undetermined). Either order of the pair is read the same way."""
+    a, b, v = verdict["a"], verdict["b"], verdict["verdict"]
+    pair = {a, b}
+    if pair == {"relabel", "tree_grpo"}:
+        return {
+            "relabel better": "Tree vs AlphaZero target: on the same kind of step-boundary tree, training on the "
+            "search's targets beats TreeRL's leaf-backed advantages: the AlphaZero target adds to the tree.",
+            "tree_grpo better": "Tree vs AlphaZero target: the tree's own leaf-backed advantages beat the search's "
+            "targets: the AlphaZero target is not what helps.",
+            "no detectable difference": "Tree vs AlphaZero target: the data do not separate the AlphaZero target "
+            "from the tree's own advantages.",
+        }.get(v, "")
+    if pair == {"tree_grpo", "grpo"}:
+        return {
+            "tree_grpo better": "Tree vs independent completions: sampling a tree and crediting each step from the "
+            "leaves below it beats GRPO's independent completions.",
+            "grpo better": "Tree vs independent completions: GRPO's independent completions beat the tree: the "
+            "tree alone does not help.",
+            "no detectable difference": "Tree vs independent completions: the tree alone is not shown to help.",
+        }.get(v, "")
+    if "rft" in pair and len(pair) == 2:
+        name = (pair - {"rft"}).pop()
+        other = ARM_LABELS.get(name, name)
+        return {
+            f"{name} better": f"Credit vs none: {other} beats imitating its own verified samples: its credit "
+            "assignment helps.",
+            "rft better": f"Credit vs none: imitating verified samples beats {other}: its credit assignment does "
+            "not help here.",
+            "no detectable difference": f"Credit vs none: {other} does not beat imitating verified samples: at "
+            "this budget the data, not the credit, may be what helps.",
+        }.get(v, "")
+    return ""
+
 
 SEED_CLAIM = {
     "relabel better": "The seed's prediction (relabelling beats GRPO at equal budget) is supported here.",

@@ -10,10 +10,14 @@ from llm_rl.arms.base import Arm, ArmContext, Batch, TrlArm
 from llm_rl.arms.grpo import GrpoArm
 from llm_rl.arms.mc_value import McValueArm
 from llm_rl.arms.relabel import RelabelArm
+from llm_rl.arms.rft import RftArm
+from llm_rl.arms.tree_grpo import TreeGrpoArm
 
 __all__ = ["ARMS", "ARM_NAMES", "Arm", "ArmContext", "Batch", "TrlArm", "arm_class"]
 
-ARMS: dict[str, type[Arm] | type[TrlArm]] = {arm.name: arm for arm in (GrpoArm, RelabelArm, McValueArm)}
+ARMS: dict[str, type[Arm] | type[TrlArm]] = {
+    arm.name: arm for arm in (GrpoArm, RelabelArm, McValueArm, TreeGrpoArm, RftArm)
+}
 ARM_NAMES: tuple[str, ...] = tuple(ARMS)
 
 

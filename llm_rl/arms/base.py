@@ -139,6 +139,12 @@ class TrlArm(_ArmBase):
     """An arm run by a TRL trainer (GRPO); the harness's TRL bridge runs it (module docstring)."""
 
     @abstractmethod
+    def trainer_class(self) -> type:
+        """The TRL trainer class to run (e.g. `trl.GRPOTrainer` or a subclass of it). The bridge subclasses it to
+        meter generation, and sets ``verifier`` (the metered `ArmVerifier`) on the instance before the trainer's
+        ``__init__`` runs, for a subclass that checks steps itself (GRPO's process supervision)."""
+
+    @abstractmethod
     def trainer_args(self, output_dir: str, *, max_steps: int) -> Any:
         """The TRL trainer's config (e.g. `trl.GRPOConfig`) for this recipe, checkpoints written to
         ``output_dir``, at most ``max_steps`` optimizer steps (the harness's bound: it stops the trainer itself

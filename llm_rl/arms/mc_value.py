@@ -19,6 +19,15 @@ The algorithm, for each batch of ``optim.prompts_per_step`` prompts (``collect``
    prefixes (the prompt, shared first steps) are rolled out once. ``V(s_T)`` is the sample's own score.
 4. **Per-step advantages.** ``A_t = V(s_{t+1}) - V(s_t)``: the step's Monte-Carlo estimate of how much it raised
    the chance of a correct answer.
+
+   Under ``task.feedback: steps`` (step checks for every arm) each sample's steps are checked in order with
+   ``verifier.check_step`` up to the first one it rejects, and the episode ends there, as in an environment that
+   terminates at a wrong step with reward 0 (this arm's natural use of a step check: it replaces the Monte-Carlo
+   estimate the arm would otherwise pay rollouts for): the boundary after the rejected step has value 0 and no
+   rollouts are spent on it or on any later boundary; the sample is not scored (its outcome is 0); its training
+   row ends with the rejected step's tokens (advantage ``0 - V(s_t)``). Boundary values before it are still
+   Monte-Carlo estimates of the chance of a correct final answer (the rollouts themselves are scored by outcome
+   only, as in VinePPO). Under ``outcome`` (the default) ``check_step`` is never called.
 5. **Loss.** Per-token PPO-clip (`llm_rl.arms.losses.pg_token_loss`, token mean over the batch) with ``A_t`` on every
    token of segment ``t`` (each completion's sampled tokens are divided among its steps exactly, and the whole
    completion is scored in one forward pass). With one update per batch (``optim.epochs = optim.minibatches =
@@ -43,6 +52,7 @@ rollouts; minibatches are cut over completions (a completion's steps stay togeth
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,7 +61,7 @@ import torch
 
 from llm_rl.arms.base import Arm, ArmContext, Batch
 from llm_rl.arms.losses import pg_token_loss
-from relabel_rl.config import ConfigError
+from relabel_rl.config import ConfigError, knob
 
 if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for McValueArmConfig)
     from llm_rl.config import ExperimentConfig
@@ -63,6 +73,7 @@ __all__ = [
     "SampledSteps",
     "build_rows",
     "estimate_step_advantages",
+    "first_rejected_segment",
     "pg_loss",
     "segment_token_ids",
     "step_segments",
@@ -73,10 +84,10 @@ __all__ = [
 class McValueArmConfig:
     """The ``mc_value:`` recipe section (updates per batch: ``optim.epochs`` x ``optim.minibatches``)."""
 
-    num_samples: int = 4  # completions sampled per prompt
-    num_rollouts: int = 4  # fresh rollouts per step boundary to estimate its value
-    temperature: float = 1.0
-    clip_epsilon: float = 0.2
+    num_samples: int = knob(4, ge=1, help="completions sampled per prompt")
+    num_rollouts: int = knob(4, ge=1, help="fresh rollouts per step boundary to estimate its value")
+    temperature: float = knob(1.0, gt=0.0, help="sampling temperature of the samples and rollouts")
+    clip_epsilon: float = knob(0.2, gt=0.0, help="PPO clip range (acts from the second update of a batch)")
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_rollouts"):
@@ -92,8 +103,11 @@ class SampledSteps:
       prompt: the prompt it continues.
       segments: the completion text, one segment per step (they concatenate to the completion text).
       ends_with_eos: whether the completion's last token was EOS (it is then scored as part of the last step).
-      values: ``[T+1]`` ``V(s_0) .. V(s_T)``: Monte-Carlo boundary values, ``V(s_T)`` the completion's own score.
-      advantages: ``[T]`` ``A_t = V(s_{t+1}) - V(s_t)``.
+      values: ``[T'+1]`` ``V(s_0) .. V(s_T')``: Monte-Carlo boundary values, ``V(s_T')`` the completion's own
+        score (``T' = T``), or 0 when the episode ended at a rejected step (``T' = rejected_step + 1``).
+      advantages: ``[T']`` ``A_t = V(s_{t+1}) - V(s_t)``: one per step of the episode.
+      rejected_step: the index of the segment whose step ``check_step`` rejected (the episode ends there), or
+        None (no step rejected, or no step checked: ``task.feedback: outcome``).
     """
 
     prompt: str
@@ -101,6 +115,7 @@ class SampledSteps:
     ends_with_eos: bool
     values: tuple[float, ...]
     advantages: tuple[float, ...]
+    rejected_step: int | None = None
 
     @property
     def score(self) -> float:
@@ -162,6 +177,43 @@ def step_segments(completion: str, verifier: Any, *, max_steps: int) -> list[str
     return segments
 
 
+def first_rejected_segment(segments: Sequence[str], verifier: Any, example: dict) -> int | None:
+    """The index of the first segment holding a step ``verifier.check_step`` rejects (its steps checked in order,
+    each against the steps before it; one check per step, none after the first rejection), or None."""
+    previous: list[str] = []
+    for index, segment in enumerate(segments):
+        for step in verifier.split_steps(segment):
+            if verifier.check_step(list(previous), step, example) is False:
+                return index
+            previous.append(step)
+    return None
+
+
+def _episode(
+    prompt: str, segments: list[str], finished: bool, score: float, rejected: int | None, value_at: dict
+) -> SampledSteps:
+    """A sample's boundary values ``V(s_0) .. V(s_T')`` (``value_at[completion so far]``, then its outcome) and
+    advantages ``A_t = V(s_{t+1}) - V(s_t)`` over the steps of its episode."""
+    values, done = [], ""
+    for segment in segments[: None if rejected is None else rejected + 1]:
+        values.append(value_at[done])
+        done += segment
+    values.append(score)
+    advantages = tuple(b - a for a, b in itertools.pairwise(values))
+    return SampledSteps(prompt, tuple(segments), finished, tuple(values), advantages, rejected)
+
+
+def _cut(
+    text: str, example: dict, verifier: Any, max_steps: int, check_steps: bool
+) -> tuple[list[str], float, int | None]:
+    """A sample's segments, its outcome, and the segment its episode ended at (``check_steps``: the first one
+    holding a rejected step; the outcome of such an episode is 0, unscored)."""
+    segments = step_segments(text, verifier, max_steps=max_steps)
+    rejected = first_rejected_segment(segments, verifier, example) if check_steps else None
+    score = float(verifier.score(text, example)) if rejected is None else 0.0
+    return segments, score, rejected
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Monte-Carlo values and advantages
 
@@ -177,6 +229,7 @@ def estimate_step_advantages(
     temperature: float,
     max_steps: int,
     generator: torch.Generator | None = None,
+    check_steps: bool = False,
 ) -> list[list[SampledSteps]]:
     """Steps 2-4 of the module docstring for already-sampled completions.
 
@@ -189,6 +242,7 @@ def estimate_step_advantages(
       max_new_tokens / temperature: of the rollouts.
       max_steps: cap on steps per completion (see `step_segments`).
       generator: RNG of the rollouts.
+      check_steps: end each episode at its first step ``check_step`` rejects (``task.feedback: steps``).
 
     Returns:
       ``out[i][j]``: the `SampledSteps` of completion j of example i.
@@ -198,17 +252,16 @@ def estimate_step_advantages(
     if len(examples) != len(completions):
         raise ValueError(f"{len(examples)} examples but {len(completions)} completion lists")
     # Cut every completion into segments and list the boundaries s_0 .. s_{T-1} that need rollouts.
-    cut: list[list[tuple[list[str], bool, float]]] = []
+    cut: list[list[tuple[list[str], bool, float, int | None]]] = []
     boundary_index: dict[tuple[int, str], int] = {}  # (example, completion-so-far) -> rollout slot
     boundaries: list[tuple[int, str]] = []
     for i, (example, samples) in enumerate(zip(examples, completions)):
         row = []
         for sample in samples:
-            segments = step_segments(sample.text, verifier, max_steps=max_steps)
-            score = float(verifier.score(sample.text, dict(example)))
-            row.append((segments, bool(sample.finished), score))
+            segments, score, rejected = _cut(sample.text, dict(example), verifier, max_steps, check_steps)
+            row.append((segments, bool(sample.finished), score, rejected))
             done = ""
-            for segment in segments:
+            for segment in segments[: None if rejected is None else rejected + 1]:
                 key = (i, done)
                 if key not in boundary_index:
                     boundary_index[key] = len(boundaries)
@@ -225,25 +278,11 @@ def estimate_step_advantages(
         if prefixes
         else []
     )  # fmt: skip
-    boundary_value = []
+    value_at: list[dict[str, float]] = [{} for _ in examples]  # per example: completion so far -> V
     for (i, done), outs in zip(boundaries, rollouts):
         scores = [float(verifier.score(done + out.text, dict(examples[i]))) for out in outs]
-        boundary_value.append(sum(scores) / len(scores))
-    # Assemble values and advantages.
-    result: list[list[SampledSteps]] = []
-    for i, row in enumerate(cut):
-        prompt = examples[i]["prompt"]
-        out_row = []
-        for segments, finished, score in row:
-            values, done = [], ""
-            for segment in segments:
-                values.append(boundary_value[boundary_index[(i, done)]])
-                done += segment
-            values.append(score)
-            advantages = tuple(values[t + 1] - values[t] for t in range(len(segments)))
-            out_row.append(SampledSteps(prompt, tuple(segments), finished, tuple(values), advantages))
-        result.append(out_row)
-    return result
+        value_at[i][done] = sum(scores) / len(scores)
+    return [[_episode(examples[i]["prompt"], *c, value_at[i]) for c in row] for i, row in enumerate(cut)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,6 +330,7 @@ def build_rows(
         per_segment = segment_token_ids(
             completion.token_ids, sample.segments, tokenizer, eos_token_id=eos_token_id
         )
+        per_segment = per_segment[: len(sample.advantages)]  # an episode ended at a rejected step: up to it
         token_ids = tuple(t for ids in per_segment for t in ids)
         if token_ids:
             advantages = tuple(float(a) for ids, a in zip(per_segment, sample.advantages) for _ in ids)
@@ -394,7 +434,7 @@ class McValueArm(Arm):
         valued = estimate_step_advantages(
             examples, completions, ctx.sampler, ctx.verifier, num_rollouts=self.knobs.num_rollouts,
             max_new_tokens=task.max_completion_tokens, temperature=self.knobs.temperature, max_steps=task.max_steps,
-            generator=ctx.generator,
+            generator=ctx.generator, check_steps=task.feedback == "steps",
         )  # fmt: skip
         return [s for row in valued for s in row], [c for row in completions for c in row]
 
@@ -409,4 +449,5 @@ def _batch_stats(samples: Sequence[SampledSteps], num_samples: int) -> dict[str,
         "frac_zero_advantage": sum(a == 0 for a in advantages) / m,
         "prompt_value": sum(s.values[0] for s in samples) / n,
         "num_prompts": len(samples) // num_samples,
+        "rejected_episode_fraction": sum(s.rejected_step is not None for s in samples) / n,
     }

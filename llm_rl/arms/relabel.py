@@ -9,7 +9,8 @@ The algorithm, top to bottom (one batch of B prompts; every search call below se
    ONE batched call: the policy samples K candidate next steps per leaf (the prefix is prefilled once, its KV
    cache repeated K times), the distinct steps become the leaf's actions with the Sampled-MuZero prior (their
    empirical frequency), and the value head values the leaf. A step that ends the solution is scored by the
-   verifier (the terminal reward); with ``prune_rejected_steps`` a step that ``check_step`` rejects gets prior 0.
+   verifier (the terminal reward); under ``task.feedback: steps`` a step that ``check_step`` rejects gets prior 0
+   (pruning; under ``outcome``, the default, no step is checked).
 3. Relabel. The root's search result is a decision point: ``(prefix, candidate steps, improved_policy,
    root_value)``. PUCT's improved policy is the normalised visit counts; Gumbel's is ``softmax(log prior +
    sigma(completed Q))``.
@@ -36,7 +37,10 @@ Where it departs from AlphaZero, and why:
 * Single agent, verifier-grounded: there is no opponent; the only reward is the contained verifier's score of the
   finished completion, in [0, 1], so values are bounded by (0, 1) rather than min-max normalised, and the value
   head ends in a sigmoid. Non-terminal steps earn nothing.
-* Pruning by ``check_step``: a step the verifier can already reject is never searched; having no visits it gets
+* Pruning by ``check_step`` (only under ``task.feedback: steps``, where every arm gets step checks: this is the
+  relabeller's natural use of them, as GRPO's is process supervision and the MC arm's is ending an episode at
+  its first rejected step; ``relabel.prune_rejected_steps`` follows the setting and may only restate it): a step
+  the verifier can already reject is never searched; having no visits it gets
   target 0, so the step check acts as a dense per-step signal (under ``candidate`` it is pushed down explicitly).
   If every candidate is rejected the search still needs a move, so nothing is pruned for the search, but the
   decision gets no policy target (none of its candidates deserves imitation); its value target still trains.
@@ -61,6 +65,7 @@ import torch
 from llm_rl.arms.base import Arm, ArmContext, Batch, numpy_rng
 from llm_rl.arms.losses import candidate_cross_entropy, value_loss
 from llm_rl.arms.step_env import StepSearchEnv
+from relabel_rl.config import ConfigError, knob
 from tree_search import GumbelConfig, Node, PuctConfig, SearchConfig, SearchResult, advance, search
 
 if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RelabelArmConfig)
@@ -72,6 +77,7 @@ __all__ = [
     "RelabelArm",
     "RelabelArmConfig",
     "decision_point",
+    "prune_rejected_steps",
     "relabel_episodes",
     "relabel_loss",
     "value_targets",
@@ -85,21 +91,33 @@ VALUE_BOUNDS = (0.0, 1.0)  # verifier scores are in [0, 1]
 class RelabelArmConfig:
     """The ``relabel:`` recipe section."""
 
-    root: Literal["puct", "gumbel"] = "puct"  # which search (and which sub-section below) the relabeller runs
+    root: Literal["puct", "gumbel"] = knob(
+        "puct", help="which search (and which sub-section below) the relabeller runs"
+    )
     # PUCT: 8 simulations, Dirichlet noise on a quarter of the root prior, the committed step sampled from the
     # visit counts at temperature 1 (AlphaZero's self-play settings)
     puct: PuctConfig = field(default_factory=lambda: PuctConfig(num_simulations=8, dirichlet_fraction=0.25))
     gumbel: GumbelConfig = field(
         default_factory=lambda: GumbelConfig(num_simulations=8, max_num_considered_actions=4)
     )
-    num_candidates: int = 4  # K steps sampled per expansion
-    candidate_temperature: float = 1.0
-    value_target: Literal["outcome", "search", "mix"] = "outcome"
-    value_loss_coef: float = 0.5
-    prune_rejected_steps: bool = True
+    num_candidates: int = knob(4, ge=1, help="K: candidate steps sampled per expansion")
+    candidate_temperature: float = knob(1.0, gt=0.0, help="sampling temperature of the candidate steps")
+    value_target: Literal["outcome", "search", "mix"] = knob(
+        "outcome", help="the value head's target: the outcome z, the search's root value, or their mean"
+    )
+    value_loss_coef: float = knob(0.5, ge=0.0, help="weight of the value loss beside the policy loss")
+    # prune candidates check_step rejects: follows `task.feedback` (on under `steps`, off under `outcome`);
+    # null = follow it, an explicit value must agree with it (see `prune_rejected_steps`)
+    prune_rejected_steps: bool | None = knob(
+        None,
+        help="prune candidates check_step rejects; null: follow task.feedback (an explicit value must agree)",
+    )
     # "sampled": Sampled MuZero's -sum target * log pi(step) (unbiased); "candidate": pi renormalised over the
     # candidate set (biased towards flattening the policy; see llm_rl/arms/losses.py)
-    policy_loss: Literal["sampled", "candidate"] = "sampled"
+    policy_loss: Literal["sampled", "candidate"] = knob(
+        "sampled",
+        help="sampled (Sampled MuZero, unbiased) or candidate (pi renormalised over the candidates)",
+    )
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:
@@ -109,6 +127,23 @@ class RelabelArmConfig:
     def search(self) -> SearchConfig:
         """The search the relabeller runs: ``puct`` or ``gumbel``, per ``root``."""
         return self.puct if self.root == "puct" else self.gumbel
+
+
+def prune_rejected_steps(cfg: ExperimentConfig) -> bool:
+    """Whether the relabeller prunes rejected candidates: exactly when ``task.feedback`` is ``steps``.
+
+    Raises:
+      ConfigError: ``relabel.prune_rejected_steps`` set to a value that contradicts ``task.feedback``.
+    """
+    wanted = cfg.task.feedback == "steps"
+    given = cfg.relabel.prune_rejected_steps
+    if given is not None and given != wanted:
+        raise ConfigError(
+            f"'relabel.prune_rejected_steps: {str(given).lower()}' contradicts 'task.feedback: {cfg.task.feedback}' "
+            "(pruning uses check_step, which every arm gets under 'steps' and none under 'outcome'): drop "
+            "'relabel.prune_rejected_steps' (it follows task.feedback) or change 'task.feedback'"
+        )
+    return wanted
 
 
 # --- records ----------------------------------------------------------------------------------------------------
@@ -304,6 +339,11 @@ class RelabelArm(Arm):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         self.knobs = cfg.relabel
+        self.prune = prune_rejected_steps(cfg)
+
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        prune_rejected_steps(cfg)
 
     def collect(self, examples: Sequence[dict], ctx: ArmContext) -> Batch:
         env = StepSearchEnv(
@@ -314,7 +354,7 @@ class RelabelArm(Arm):
             max_step_tokens=self.cfg.task.max_step_tokens,
             max_steps=self.cfg.task.max_steps,
             temperature=self.knobs.candidate_temperature,
-            prune_rejected_steps=self.knobs.prune_rejected_steps,
+            prune_rejected_steps=self.prune,
             generator=ctx.generator,
         )
         episodes = relabel_episodes(

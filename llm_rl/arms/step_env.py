@@ -8,7 +8,8 @@ steps)``. An action is one candidate next step, a :class:`StepAction`
   ``backend.sample(prefixes, n=K, stop=delimiter)`` for every leaf of every root (the backend prefills each
   prefix once and repeats its KV cache K times), and ONE value-head pass over the same prefixes. The K raw
   samples are merged into distinct actions with :func:`tree_search.sampled_prior` (Sampled MuZero: the prior is
-  their empirical frequency, since they were drawn from the policy itself). With ``prune_rejected_steps`` every
+  their empirical frequency, since they were drawn from the policy itself). With ``prune_rejected_steps`` (the
+  relabeller sets it exactly under ``task.feedback: steps``; under ``outcome`` no step is checked) every
   distinct candidate that ``verifier.check_step`` rejects gets prior 0: PUCT and Gumbel never select it, so it
   is never visited and its share of the search target is exactly 0 (if *every* candidate is rejected the prior
   is left unpruned: a node needs at least one move).
@@ -107,7 +108,8 @@ class StepSearchEnv:
       max_step_tokens: new tokens per step, at most.
       max_steps: steps per completion, at most (the step that reaches it is terminal).
       temperature: sampling temperature of the candidates.
-      prune_rejected_steps: give candidates that ``check_step`` rejects prior 0.
+      prune_rejected_steps: give candidates that ``check_step`` rejects prior 0 (needs a verifier that gives step
+        checks: ``task.feedback: steps``).
       generator: the torch generator the candidates are sampled with (reproducibility).
     """
 
@@ -121,7 +123,7 @@ class StepSearchEnv:
         max_step_tokens: int,
         max_steps: int,
         temperature: float = 1.0,
-        prune_rejected_steps: bool = True,
+        prune_rejected_steps: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         if num_candidates < 1 or max_step_tokens < 1 or max_steps < 1:

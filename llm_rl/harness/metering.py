@@ -7,7 +7,11 @@ every arm is counted the same way:
 * `MeteredVerifier`: one ``outcome_verifier_calls`` per score, one ``step_verifier_calls`` per ``check_step`` of a
   verifier that has step checks. This is the ONE count of verifier calls: the verifier records of a run take
   their ``calls``/``step_checks`` from the budget and only the failure counts from the contained verifier's
-  statistics. `metered_reward_function` is the same meter for TRL's reward-function convention (GRPO);
+  statistics. `metered_reward_function` is the same meter for TRL's reward-function convention (GRPO).
+  It also enforces the recipe's information setting, ``task.feedback``: under ``outcome`` an arm sees only the
+  scores of finished completions, so ``has_step_checks`` is False and ``check_step`` raises `StepFeedbackError`
+  (an arm that forgets the setting fails loudly instead of quietly receiving per-step ground truth the other arms
+  do not get); under ``steps`` it answers and charges as the verifier can;
 * `PromptBatch`: one ``prompts`` per training row the first time the arm reads it, so an arm that stops a batch
   part-way (the MC-value arm's last batch) is charged for the prompts it used.
 """
@@ -24,25 +28,51 @@ import torch
 import verifiers
 from llm_rl.harness.budget import Budget
 
-__all__ = ["MeteredVerifier", "PromptBatch", "StepContext", "metered_reward_function"]
+__all__ = [
+    "FEEDBACK",
+    "MeteredVerifier",
+    "PromptBatch",
+    "StepContext",
+    "StepFeedbackError",
+    "metered_reward_function",
+]
+
+FEEDBACK = ("outcome", "steps")  # the values of `task.feedback`
+
+
+class StepFeedbackError(RuntimeError):
+    """An arm called ``check_step`` in a run whose ``task.feedback`` is ``outcome`` (a bug in the arm: it must
+    use step checks only when the recipe gives them to every arm)."""
 
 
 class MeteredVerifier:
     """A contained verifier (`verifiers.ContainedVerifier`) whose calls are charged to ``budget`` (or to nothing,
-    when ``budget`` is None: the variance probe). It has the verifier methods an arm uses."""
+    when ``budget`` is None: the variance probe), and which gives an arm only the feedback of ``feedback`` (the
+    recipe's ``task.feedback``; module docstring). It has the verifier methods an arm uses."""
 
-    def __init__(self, contained: verifiers.ContainedVerifier, budget: Budget | None) -> None:
+    def __init__(
+        self, contained: verifiers.ContainedVerifier, budget: Budget | None, *, feedback: str = "outcome"
+    ) -> None:
+        if feedback not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
         self.contained = contained
         self.budget = budget
+        self.feedback = feedback
         self.name = contained.name
         self.step_delimiter = contained.step_delimiter
-        self.has_step_checks = contained.has_step_checks
+        # Under `outcome` the arm is told there are no step checks (an arm that asks first never calls them).
+        self.has_step_checks = contained.has_step_checks and feedback == "steps"
 
     def score(self, completion: str, example: dict) -> float:
         self.charge_outcomes(1)
         return self.contained.score(completion, example)
 
     def check_step(self, previous_steps: list[str], step: str, example: dict) -> bool | None:
+        if self.feedback == "outcome":
+            raise StepFeedbackError(
+                f"check_step was called under 'task.feedback: outcome' (verifier {self.name!r}): every arm sees "
+                "only the scores of finished completions; an arm uses step checks only under 'task.feedback: steps'"
+            )
         if not self.has_step_checks:  # nothing is asked of the verifier, nothing is charged
             return None
         if self.budget is not None:

@@ -61,9 +61,10 @@ class Session:
         self.task = task if task is not None else load_task(cfg)
         self.budget = Budget()
         self.sync = BudgetSync(self.budget)
-        self.verifier = MeteredVerifier(self.task.verifier, self.budget)
+        self.verifier = MeteredVerifier(self.task.verifier, self.budget, feedback=cfg.task.feedback)
         self.logger = RunLogger(run, cfg)
-        self.eval_rows = self.task.test[: cfg.eval.num_examples]
+        # the test rows, or the validation rows (`llm-rl tune`; llm_rl/harness/data.py)
+        self.eval_rows = self.task.split(cfg.eval.split)[: cfg.eval.num_examples]
         self.evals_done = 0
         self.show_progress = progress
         self._failures_before: dict[str, int] = {}

@@ -58,6 +58,7 @@ _TRAIN_LOG_KEYS = {
     "entropy": "entropy",
     "kl": "kl",
     "clip_ratio/region_mean": "clip_ratio",
+    "rejected_step_fraction": "rejected_step_fraction",  # process supervision (task.feedback: steps)
 }
 
 
@@ -71,7 +72,7 @@ def train_with_trl(arm: TrlArm, session: Session, policy: Any, args: Any) -> dic
         last_eval = session.evaluate(policy, 0)
     if not session.budget.exhausted(session.cfg.budget):
         callback = _HarnessCallback(session, policy)
-        trainer = _trainer_class()(
+        trainer = _trainer_class(arm.trainer_class())(
             model=policy.model,
             reward_funcs=_reward_function(session.verifier),
             args=args,
@@ -107,13 +108,14 @@ def _reward_function(verifier: MeteredVerifier, seen: list[int] | None = None) -
     return reward
 
 
-def _trainer_class() -> type:
-    """`GRPOTrainer` with metered generation (module docstring)."""
-    from trl import GRPOTrainer  # lazy: TRL takes seconds to import and only GRPO runs need it
+def _trainer_class(base: type) -> type:
+    """The arm's trainer class ``base`` (TRL's `GRPOTrainer` or a subclass) with metered generation (module
+    docstring); its instances get the metered verifier as ``verifier``."""
 
-    class _MeteredGRPOTrainer(GRPOTrainer):
+    class _MeteredGRPOTrainer(base):
         def __init__(self, *args: Any, session: Session, **kwargs: Any) -> None:
             self.session = session
+            self.verifier = session.verifier  # an arm's trainer that checks steps goes through the meter
             self.generation_seconds = 0.0
             self.generation_tokens = 0
             super().__init__(*args, **kwargs)

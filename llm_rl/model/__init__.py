@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llm_rl.model.load import build_char_tokenizer, build_tiny_model, load_policy, resolve_model_path
-from llm_rl.model.policy import Policy, TokenLogprobs, ValueHead
+from llm_rl.model.policy import Policy, TokenLogprobs, ValueHead, lora_config
 
 __all__ = [
     "Policy",
@@ -12,5 +12,6 @@ __all__ = [
     "build_char_tokenizer",
     "build_tiny_model",
     "load_policy",
+    "lora_config",
     "resolve_model_path",
 ]

@@ -30,6 +30,8 @@ from transformers import (
 )
 
 from llm_rl.model.policy import Policy, quiet_hf_progress
+from relabel_rl.config import ConfigError
+from relabel_rl.rundir import config_differences
 
 if TYPE_CHECKING:  # annotation only (see llm_rl/model/policy.py)
     from llm_rl.config import LoraSettings, ModelConfig
@@ -147,8 +149,12 @@ def build_tiny_model(
 
 def resolve_model_path(cfg: ModelConfig, run_dir: str | Path, *, seed: int = 0) -> str:
     """The ``from_pretrained`` path of ``cfg.name_or_path``: ``"tiny"`` builds the preset into
-    ``run_dir/base_model`` once (rebuilt only if the recorded tiny settings differ); anything else (a local
-    directory or a hub id) is returned unchanged."""
+    ``run_dir/base_model`` once; anything else (a local directory or a hub id) is returned unchanged.
+
+    Raises:
+      ConfigError: ``run_dir/base_model`` holds a tiny model built with other ``model.tiny_*`` settings (the warm
+        start and every LoRA adapter of the directory were made from it, so it is never rebuilt in place).
+    """
     if cfg.name_or_path != TINY_PRESET:
         return cfg.name_or_path
     target = Path(run_dir) / "base_model"
@@ -160,9 +166,24 @@ def resolve_model_path(cfg: ModelConfig, run_dir: str | Path, *, seed: int = 0) 
         "seed": seed,
     }
     marker = target / _TINY_MARKER
-    if not (marker.exists() and json.loads(marker.read_text()) == spec and (target / "config.json").exists()):
-        build_tiny_model(target, **spec)
+    if marker.exists() and (target / "config.json").exists():
+        built = json.loads(marker.read_text())
+        if built != spec:
+            differ = "; ".join(config_differences({"model": _tiny_keys(built)}, {"model": _tiny_keys(spec)}))
+            raise ConfigError(
+                f"{target} holds the tiny model this output directory's runs started from, built with other "
+                f"settings ({differ}); use another output_dir, or the recorded values"
+            )
+        return str(target)
+    build_tiny_model(target, **spec)
     return str(target)
+
+
+def _tiny_keys(spec: dict) -> dict:
+    """A recorded tiny spec under its recipe keys (``hidden_size`` -> ``tiny_hidden_size``)."""
+    keys = {"hidden_size": "tiny_hidden_size", "num_layers": "tiny_num_layers", "num_heads": "tiny_num_heads"}
+    keys["max_positions"] = "tiny_max_positions"
+    return {keys.get(k, f"base_model_{k}"): v for k, v in spec.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ include the delimiter/EOS token that ended the step).
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,10 +32,19 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from relabel_rl.config import ConfigError
+
 if TYPE_CHECKING:  # annotation only: the recipe module imports the arms, which use the policy
     from llm_rl.config import LoraSettings
 
-__all__ = ["Policy", "TokenLogprobs", "ValueHead", "position_ids_from_mask", "quiet_hf_progress"]
+__all__ = [
+    "Policy",
+    "TokenLogprobs",
+    "ValueHead",
+    "lora_config",
+    "position_ids_from_mask",
+    "quiet_hf_progress",
+]
 
 VALUE_HEAD_WEIGHTS = "value_head.safetensors"
 VALUE_HEAD_CONFIG = "value_head.json"
@@ -276,21 +287,15 @@ class Policy(nn.Module):
 
     # --- PEFT ---------------------------------------------------------------------------------------------
     def with_lora(self, settings: LoraSettings) -> Policy:
-        """A policy whose LM carries a fresh LoRA adapter (base weights frozen); the value head is kept.
+        """A policy whose LM carries a fresh LoRA adapter (`lora_config`; base weights frozen); the value head is
+        kept and trains beside the adapter.
 
         PEFT injects the adapter into the LM *in place*: this policy's ``.model`` becomes the new one's base, so
         use only the returned policy afterwards.
         """
         if self.is_peft:
             raise ValueError("this policy already has a PEFT adapter")
-        config = LoraConfig(
-            r=settings.r,
-            lora_alpha=settings.alpha,
-            lora_dropout=settings.dropout,
-            target_modules=list(settings.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        return Policy(get_peft_model(self.model, config), self.tokenizer, self.value_head)
+        return Policy(get_peft_model(self.model, lora_config(settings)), self.tokenizer, self.value_head)
 
     # --- saving -------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -328,3 +333,48 @@ class Policy(nn.Module):
         head = ValueHead(meta["hidden_size"], hidden=meta["hidden"])
         head.load_state_dict(load_file(str(d / VALUE_HEAD_WEIGHTS)))
         return cls(model, tokenizer, head)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The recipe's LoRA section -> peft.LoraConfig
+
+# LoraConfig fields the recipe sets under their own keys (or that the policy fixes), and where.
+LORA_OWN_KEYS = {
+    "r": "'model.lora.r'",
+    "lora_alpha": "'model.lora.alpha'",
+    "lora_dropout": "'model.lora.dropout'",
+    "target_modules": "'model.lora.target_modules'",
+    "task_type": "the policy (a causal LM: CAUSAL_LM)",
+}
+
+
+def lora_config(settings: LoraSettings) -> LoraConfig:
+    """The `peft.LoraConfig` of a recipe's ``model.lora``: ``r``, ``alpha``, ``dropout``, ``target_modules`` (a list,
+    a regex, or ``"all-linear"``) and every field of ``model.lora.peft``, validated by PEFT's own constructor.
+
+    Raises:
+      ConfigError: a ``peft`` key that has a key of its own (naming it), an unknown LoraConfig field (with the
+        nearest one), or PEFT's own error, each naming ``model.lora.peft``.
+    """
+    extra = dict(settings.peft)
+    for key in extra:
+        if key in LORA_OWN_KEYS:
+            raise ConfigError(f"'model.lora.peft.{key}' is set by {LORA_OWN_KEYS[key]}, not here")
+    valid = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
+    for key in extra:
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" (did you mean 'model.lora.peft.{near[0]}'?)" if near else ""
+            raise ConfigError(f"unknown peft.LoraConfig field 'model.lora.peft.{key}'{hint}")
+    targets = settings.target_modules
+    try:
+        return LoraConfig(
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=targets if isinstance(targets, str) else list(targets),
+            task_type="CAUSAL_LM",
+            **extra,
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"'model.lora.peft': peft.LoraConfig refused it: {e}") from None

@@ -52,7 +52,8 @@ class MathAnswer(Verifier):
     def generate(self, n: int, *, seed: int, split: str = "train", **difficulty: object):
         raise NotImplementedError(
             "the 'math' verifier has no task generator: bring a GSM8K/MATH-style dataset with a 'prompt' and an "
-            f"'answer' column (completions end with '{ANSWER_PREFIX} <answer>' or a \\boxed{{}} answer)"
+            f"'answer' column (completions end with '{ANSWER_PREFIX} <answer>' or a \\boxed{{}} answer); in an "
+            "llm-rl recipe: task.data.path and task.data.columns (docs/llm_rl.md, 'Your own data')"
         )
 
     @property

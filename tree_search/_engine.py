@@ -338,7 +338,7 @@ def run_rounds(
     _Rounds(env, policy, two_player=two_player, discount=discount).run(trees, num_simulations)
 
 
-def completed_root_q(root: Node) -> np.ndarray:
-    """Root Q per action, unvisited ones completed with the root's search value."""
-    _, visits, sums = root._arrays()
+def completed_root_q(root: Node, visits: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Root Q per action, unvisited ones completed with the root's search value (``visits`` and ``sums``: the
+    root's ``_arrays()``, which the caller already has)."""
     return np.where(visits > 0, sums / np.maximum(visits, 1), root.mean_value)

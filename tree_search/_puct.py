@@ -193,10 +193,11 @@ class PuctPolicy:
     def outcome(self, tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """``(improved_policy, q_values, prior, selected_index)``: normalised visits, completed Q, the noised
         prior, and a temperature draw from the visit counts."""
-        _, visits, _ = tree.root._arrays()
+        root = tree.root
+        _, visits, sums = root._arrays()
         prior = tree.root_prior
         assert prior is not None  # set by prepare()
         total = visits.sum()
         improved = visits / total if total > 0 else prior.copy()
         index = select_action(visits, temperature=self.config.temperature, rng=tree.rng)
-        return improved, completed_root_q(tree.root), prior, index
+        return improved, completed_root_q(root, visits, sums), prior, index

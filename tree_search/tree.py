@@ -189,7 +189,7 @@ class Node:
         Unvisited edges all look alike to a selection rule but for their prior, so the best of them is the one
         with the highest prior: ``_first`` is the highest-prior action; once it is visited, ``_order`` (built
         then, by _build_order) lists the non-zero-prior actions by decreasing prior and ``_next`` points at the
-        first unvisited one. Zero-prior actions are in neither, so they are never selected (pruning).
+        first unvisited one. Zero-prior actions come last in the order and are never returned (pruning).
 
         ``_q`` (mean Q, -inf if unvisited) and ``_pu`` (prior in use / (1 + n)) are NumPy caches that PUCT builds
         (_build_caches) for nodes with many visited edges when interpreted, where two vectorised operations beat
@@ -251,12 +251,9 @@ class Node:
             self._build_caches()
 
     def _build_order(self) -> Sequence[int]:
-        """The non-zero-prior actions by decreasing prior in use (stable), built once the first is visited (read
-        through a memoryview: a scan reads a few entries)."""
-        prior = self._sel_prior
-        order: Sequence[int] = memoryview((-prior).argsort(kind="stable"))[
-            : np.count_nonzero(prior)
-        ]  # prior >= 0
+        """The actions by decreasing prior in use (stable; zero priors last, as prior >= 0), built once the first
+        is visited (read through a memoryview: a scan reads a few entries)."""
+        order: Sequence[int] = memoryview((-self._sel_prior).argsort(kind="stable"))
         self._order = order
         self._next = 0
         return order
@@ -278,7 +275,11 @@ class Node:
                 break
             i += 1
         self._next = i
-        return order[i] if i < n_order else -1
+        if i == n_order:
+            return -1
+        a = order[i]
+        # the first unvisited action in the order has prior 0: so have all after it (and none was selected)
+        return a if self._p[a] > 0.0 else -1
 
     def _build_caches(self) -> tuple[np.ndarray, np.ndarray]:
         """The NumPy caches ``_q`` and ``_pu`` from the statistics (same arithmetic as the backup's updates)."""

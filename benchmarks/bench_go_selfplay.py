@@ -97,7 +97,17 @@ def worker(spec: dict) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     _, stats = play(spec["games"], seed=spec["seed"])
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return {"moves": stats.moves, "evaluations": stats.evaluations, "cpu": cpu, "wall": wall, **totals}
+    import tree_search
+
+    compiled = bool(getattr(tree_search, "compiled", False))  # the baseline has no compiled core
+    return {
+        "moves": stats.moves,
+        "evaluations": stats.evaluations,
+        "cpu": cpu,
+        "wall": wall,
+        "compiled": compiled,
+        **totals,
+    }
 
 
 # --------------------------------------------------------------------------------------------------- the parent
@@ -163,8 +173,8 @@ def main() -> None:
                 res = run_worker(__file__, code, spec)
                 rates[name].append(res["moves"] / res["cpu"])
                 line.append(
-                    f"{name}: {res['moves']} moves, {res['cpu']:.1f} s CPU ({res['wall']:.1f} s wall), "
-                    f"{rates[name][-1]:.0f} positions/s"
+                    f"{name}{' (compiled core)' if res['compiled'] else ''}: {res['moves']} moves, "
+                    f"{res['cpu']:.1f} s CPU ({res['wall']:.1f} s wall), {rates[name][-1]:.0f} positions/s"
                 )
             print(f"  round {r + 1}: " + " | ".join(line))
         if len(trees) == 2:

@@ -202,10 +202,13 @@ def bench_network(game, roots, sims: int, repeats: int, channels: int) -> dict:
 
 
 def worker(spec: dict) -> dict:
-    """Part 1 with whichever tree_search is on the path: ``{sims: [ours, OpenSpiel, ours batched]}``."""
+    """Part 1 with whichever tree_search is on the path: ``{sims: [ours, OpenSpiel, ours batched]}``, and
+    whether its compiled core ran."""
     game = pyspiel.load_game("go", {"board_size": 9})
     positions = go_positions(game, spec["positions"], seed=0)
-    return {str(sims): bench_uniform(game, positions, sims, spec["repeats"]) for sims in spec["sims"]}
+    out: dict = {str(sims): bench_uniform(game, positions, sims, spec["repeats"]) for sims in spec["sims"]}
+    out["compiled"] = bool(getattr(tree_search, "compiled", False))
+    return out
 
 
 def report_uniform(args: argparse.Namespace, spec: dict) -> None:
@@ -219,6 +222,9 @@ def report_uniform(args: argparse.Namespace, spec: dict) -> None:
             order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
             for name, code in order:
                 runs[name].append(run_worker(__file__, code, spec))
+    for name, results in runs.items():
+        kinds = sorted({"compiled core (mypyc)" if res["compiled"] else "pure Python" for res in results})
+        print(f"    {name}: tree_search ran as {' and '.join(kinds)}")
     for sims in map(str, args.sims):
         for name, results in runs.items():
             rates = [res[sims][0] for res in results]
@@ -267,7 +273,8 @@ def main() -> None:
 
     print(
         f"tree_search benchmark — python {platform.python_version()}, numpy {np.__version__}, "
-        f"{len(os.sched_getaffinity(0))} CPU cores available"
+        f"{len(os.sched_getaffinity(0))} CPU cores available; tree_search.compiled = {tree_search.compiled} "
+        f"({tree_search._native.status})"
     )
     spec = {"sims": args.sims, "positions": args.positions, "repeats": args.repeats}
     print(

@@ -287,11 +287,11 @@ def _check_invariants(node: Node) -> int:
     """Every expanded node: 1 + sum of edge visits == its visits, the visited list is the edges with visits, and
     the PUCT caches (where built) match the statistics."""
     checked = 0
-    if node.expanded and node.num_actions and node._n is not None:
+    if node.expanded and node.num_actions and node._allocated:
         visits, sums = node.visit_counts, node.value_sums
         assert node.visit_count == 1 + visits.sum()
-        assert sorted(node._visited) == np.flatnonzero(visits).tolist()
-        assert node._p == node._sel_prior.tolist()
+        assert sorted(child._index for child in node._visited) == np.flatnonzero(visits).tolist()
+        assert node._p.tolist() == node._sel_prior.tolist()
         if node._q is not None:
             expected_q = np.where(visits > 0, sums / np.maximum(visits, 1), -np.inf)
             np.testing.assert_allclose(node._q, expected_q)

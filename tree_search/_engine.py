@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
 from tree_search.tree import Node
 from tree_search.types import Expansion
 
-_EXPAND, _TERMINAL, _DEADEND, _COLLIDE = 0, 1, 2, 3
+# How a descent ended: at a leaf to expand, at a terminal child, at a node without actions, at a leaf already
+# queued this round (virtual loss).
+_EXPAND: Final = 0
+_TERMINAL: Final = 1
+_DEADEND: Final = 2
+_COLLIDE: Final = 3
+_NDARRAY: Final = np.ndarray
+_FLOAT64: Final = np.dtype(np.float64)
 
 
 class Tree:
@@ -32,8 +39,8 @@ class Tree:
         self.root = root
         self.rng = rng
         self.root_prior: np.ndarray | None = None
-        self.q_min = np.inf
-        self.q_max = -np.inf
+        self.q_min = math.inf
+        self.q_max = -math.inf
         self.sims_done = 0
         self.extra: Any = None  # the selection rule's per-root data (Gumbel noise, halving table)
 
@@ -41,12 +48,16 @@ class Tree:
         """MuZero-style min-max statistics, seeded with the root's value and its visited edges' Q (reuse)."""
         root = self.root
         self.q_min = self.q_max = root.mean_value
-        visits = root.visit_counts
+        _, visits, sums = root._arrays()
         visited = visits > 0
         if visited.any():
-            q = root.value_sums[visited] / visits[visited]
+            q = sums[visited] / visits[visited]
             self.q_min = min(self.q_min, float(q.min()))
             self.q_max = max(self.q_max, float(q.max()))
+
+
+# A descent whose leaf (its path's last node) waits for this round's batched expansion.
+_Pending = tuple[Tree, list[Node]]
 
 
 def make_rngs(rng: Any, num_roots: int) -> list[np.random.Generator]:
@@ -85,7 +96,7 @@ def as_root_nodes(roots: Sequence[Any]) -> list[Node]:
     return nodes
 
 
-def attach_expansion(node: Node, expansion: Expansion) -> None:
+def attach_expansion(node: Node, expansion: Expansion) -> float:
     """Check an evaluator answer's shape and value (clear errors) and expand ``node`` with it.
 
     The prior's content (non-negative, sums to 1, distinct actions) is checked by ``Node._alloc_stats`` when the
@@ -96,9 +107,9 @@ def attach_expansion(node: Node, expansion: Expansion) -> None:
         raise TypeError(f"env.expand must return Expansion objects, got {type(expansion).__name__}")
     actions = expansion.actions
     prior = expansion.prior
-    if type(prior) is not np.ndarray or prior.dtype.char != "d":
+    if type(prior) is not _NDARRAY or prior.dtype is not _FLOAT64:  # native float64 (read via memoryview)
         prior = np.asarray(prior, dtype=np.float64)
-    if prior.shape != (len(actions),):
+    if prior.ndim != 1 or len(prior) != len(actions):
         raise ValueError(f"Expansion: prior has shape {prior.shape} but there are {len(actions)} actions")
     value = float(expansion.value)
     if not math.isfinite(value):
@@ -109,6 +120,7 @@ def attach_expansion(node: Node, expansion: Expansion) -> None:
     node.value = value
     node.visit_count += 1
     node.value_sum += value
+    return value
 
 
 def expand_batch(env: Any, nodes: list[Node]) -> None:
@@ -160,77 +172,88 @@ class Policy(Protocol):
 class _Rounds:
     """One search's simulation loop over all trees: descend, expand in one batch, back up (see module doc).
 
-    The loop runs once per simulation and level, so it reads the nodes' private per-edge lists directly.
+    The loop runs once per simulation and level, so it reads the nodes' private fields directly. A descent's
+    path is its list of nodes, root first; each node after the first holds the statistics of the edge into it.
     """
 
     def __init__(self, env: Any, policy: Policy, *, two_player: bool, discount: float) -> None:
-        self.step = env.step
-        self.expand = env.expand
-        self.select_root = policy.select_root
-        self.select = policy.select
-        self.sign_discount = -discount if two_player else discount
-        self.leaves_per_round = policy.leaves_per_round
+        self.env = env
+        self.policy = policy
+        self.sign_discount: float = -discount if two_player else discount
+        self.leaves_per_round: int = policy.leaves_per_round
         self.use_vl = policy.leaves_per_round > 1
-        self.virtual_loss = policy.virtual_loss
-        self.track_min_max = policy.track_min_max
+        self.virtual_loss: float = policy.virtual_loss
+        self.track_min_max: bool = policy.track_min_max
 
-    def descend(self, tree: Tree) -> tuple[list, Node, int]:
+    def descend(self, tree: Tree) -> tuple[list[Node], int]:
         """Select from the root to a leaf; create the leaf's ``Node`` with ``env.step`` on first traversal."""
-        use_vl = self.use_vl
+        use_vl, policy = self.use_vl, self.policy
         node = tree.root
-        a = self.select_root(tree, node)
-        path: list[tuple[Node, int]] = []
+        a = policy.select_root(tree, node)
+        path = [node]
         while True:
-            path.append((node, a))
-            if use_vl:
-                node._set_edge(a, node._n[a] + 1, node._w[a] - self.virtual_loss)
-                node.visit_count += 1
-                node.value_sum -= self.virtual_loss
             child = node._children[a]
             if child is None:
-                transition = self.step(node.state, node.actions[a])
+                transition = self.env.step(node.state, node.actions[a])  # type: ignore[index]
                 terminal = bool(transition.terminal)
-                child = Node(transition.state, is_terminal=terminal)
-                child._reward = float(transition.reward)
-                node._children[a] = child
-                return path, child, (_TERMINAL if terminal else _EXPAND)
+                child = node._add_child(a, transition.state, float(transition.reward), terminal)
+                path.append(child)
+                if use_vl:
+                    self.add_virtual_loss(node, child)
+                return path, (_TERMINAL if terminal else _EXPAND)
+            path.append(child)
+            if use_vl:
+                self.add_virtual_loss(node, child)
             if child.is_terminal:
-                return path, child, _TERMINAL
-            if child.actions is None:
-                return path, child, (_COLLIDE if child._pending else _EXPAND)
-            if not child.actions:
-                return path, child, _DEADEND
+                return path, _TERMINAL
+            actions = child.actions
+            if actions is None:
+                return path, (_COLLIDE if child._pending else _EXPAND)
+            if not actions:
+                return path, _DEADEND
             node = child
-            if node._n is None:
+            if not node._allocated:
                 node._alloc_stats()
-            a = self.select(tree, node)
+            a = policy.select(tree, node)
 
-    def revert_virtual_loss(self, path: list) -> None:
+    def add_virtual_loss(self, node: Node, child: Node) -> None:
         virtual_loss = self.virtual_loss
-        for node, a in path:
-            node._set_edge(a, node._n[a] - 1, node._w[a] + virtual_loss)
+        node._set_edge(child, child._edge_visits + 1, child._edge_sum - virtual_loss)
+        node.visit_count += 1
+        node.value_sum -= virtual_loss
+
+    def revert_virtual_loss(self, path: list[Node]) -> None:
+        virtual_loss = self.virtual_loss
+        for i in range(1, len(path)):
+            node, child = path[i - 1], path[i]
+            node._set_edge(child, child._edge_visits - 1, child._edge_sum + virtual_loss)
             node.visit_count -= 1
             node.value_sum += virtual_loss
 
-    def backup(self, tree: Tree, path: list, value: float) -> None:
+    def backup(self, tree: Tree, path: list[Node], value: float) -> None:
         """Add the return of one simulation along ``path`` (and to the tree's min-max range)."""
         sign_discount, track_min_max = self.sign_discount, self.track_min_max
         g = value
         q_min, q_max = tree.q_min, tree.q_max
-        for node, a in reversed(path):
-            g = node._children[a]._reward + sign_discount * g
-            n = node._n[a] + 1
-            s = node._w[a] + g
+        for i in range(len(path) - 1, 0, -1):
+            child = path[i]
+            node = path[i - 1]
+            g = child._reward + sign_discount * g
+            n = child._edge_visits + 1
+            s = child._edge_sum + g
             q = s / n
-            node._n[a] = n
-            node._w[a] = s
+            child._edge_visits = n
+            child._edge_sum = s
+            child._edge_q = q
+            child._edge_pu = pu = child._edge_prior / (1.0 + n)
             if n == 1:
-                node._visited.append(a)
+                node._visited.append(child)
             if n > node._most:
                 node._most = n
-            if node._q is not None:
-                node._q[a] = q
-                node._pu[a] = node._p[a] / (1.0 + n)
+            node_q, node_pu = node._q, node._pu
+            if node_q is not None and node_pu is not None:
+                node_q[child._index] = q
+                node_pu[child._index] = pu
             node.visit_count += 1
             node.value_sum += g
             if track_min_max:
@@ -240,66 +263,72 @@ class _Rounds:
                     q_max = q
         tree.q_min, tree.q_max = q_min, q_max
 
-    def finish(self, tree: Tree, path: list, leaf: Node, kind: int) -> None:
+    def finish(self, tree: Tree, path: list[Node], kind: int) -> None:
         """Back up a descent that ended without a new expansion (a terminal or a dead-end leaf)."""
-        value = 0.0 if kind == _TERMINAL else leaf.value
+        leaf = path[-1]
+        value = 0.0
+        if kind != _TERMINAL:
+            assert leaf.value is not None  # a dead end is an expanded node
+            value = leaf.value
         leaf.visit_count += 1
         leaf.value_sum += value
         if self.use_vl:
             self.revert_virtual_loss(path)
         self.backup(tree, path, value)
 
-    def collect_with_virtual_loss(self, tree: Tree, num_simulations: int, pending: list) -> None:
+    def collect_with_virtual_loss(self, tree: Tree, num_simulations: int, pending: list[_Pending]) -> None:
         """Up to ``leaves_per_round`` descents of one tree, spread by virtual loss; leaves to expand go to
         ``pending`` (marked, so that a later descent of this round that meets one stops there)."""
         budget = min(num_simulations - tree.sims_done, self.leaves_per_round)
         while budget:
             budget -= 1
-            path, leaf, kind = self.descend(tree)
+            path, kind = self.descend(tree)
             if kind == _COLLIDE:  # another descent of this round already waits on this leaf
                 self.revert_virtual_loss(path)
                 return
             tree.sims_done += 1
             if kind == _EXPAND:
-                leaf._pending = True
-                pending.append((tree, path, leaf))
+                path[-1]._pending = True
+                pending.append((tree, path))
             else:
-                self.finish(tree, path, leaf, kind)
+                self.finish(tree, path, kind)
 
-    def expand_pending(self, pending: list) -> None:
+    def expand_pending(self, pending: list[_Pending]) -> None:
         """One batched ``env.expand`` for every leaf of this round, then their backups."""
-        expansions = self.expand([leaf.state for _, _, leaf in pending])
+        expansions = self.env.expand([path[-1].state for _, path in pending])
         if len(expansions) != len(pending):
             raise ValueError(f"env.expand returned {len(expansions)} expansions for {len(pending)} states")
-        backup, use_vl = self.backup, self.use_vl
-        for (tree, path, leaf), expansion in zip(pending, expansions):
-            attach_expansion(leaf, expansion)
+        use_vl = self.use_vl
+        for (tree, path), expansion in zip(pending, expansions):
+            leaf = path[-1]
+            value = attach_expansion(leaf, expansion)
             if use_vl:
                 leaf._pending = False
                 self.revert_virtual_loss(path)
-            backup(tree, path, leaf.value)
+            self.backup(tree, path, value)
 
     def run(self, trees: list[Tree], num_simulations: int) -> None:
         """Rounds until every tree has had ``num_simulations`` simulations."""
-        descend = self.descend
         for t in trees:
             t.sims_done = 0
-        active = [t for t in trees if t.sims_done < num_simulations]
+        active = list(trees)
+        pending: list[_Pending] = []
         while active:
-            pending: list[tuple[Tree, list, Node]] = []
+            pending.clear()
             for tree in active:
                 if self.use_vl:
                     self.collect_with_virtual_loss(tree, num_simulations, pending)
                     continue
-                path, leaf, kind = descend(tree)  # one descent per tree: no collision is possible
+                path, kind = self.descend(tree)  # one descent per tree: no collision is possible
                 tree.sims_done += 1
                 if kind == _EXPAND:
-                    pending.append((tree, path, leaf))
+                    pending.append((tree, path))
                 else:
-                    self.finish(tree, path, leaf, kind)
+                    self.finish(tree, path, kind)
             if pending:
                 self.expand_pending(pending)
-            active = [t for t in active if t.sims_done < num_simulations]
+            if any(t.sims_done >= num_simulations for t in active):
+                active = [t for t in active if t.sims_done < num_simulations]
 
 
 def run_rounds(
@@ -309,7 +338,7 @@ def run_rounds(
     _Rounds(env, policy, two_player=two_player, discount=discount).run(trees, num_simulations)
 
 
-def completed_root_q(root: Node) -> np.ndarray:
-    """Root Q per action, unvisited ones completed with the root's search value."""
-    visits = root.visit_counts
-    return np.where(visits > 0, root.value_sums / np.maximum(visits, 1), root.mean_value)
+def completed_root_q(root: Node, visits: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Root Q per action, unvisited ones completed with the root's search value (``visits`` and ``sums``: the
+    root's ``_arrays()``, which the caller already has)."""
+    return np.where(visits > 0, sums / np.maximum(visits, 1), root.mean_value)

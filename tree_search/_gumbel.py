@@ -66,17 +66,20 @@ def mixed_completed_q(node: Node, visits: np.ndarray | None = None) -> np.ndarra
     ``v_mix = (v̂ + sum_b N(b) * sum_{visited} pi(a) q(a) / sum_{visited} pi(a)) / (1 + sum_b N(b))`` where
     ``v̂`` is the evaluator's value of the node (paper eq. 33). ``visits``: ``node.visit_counts`` if known.
     """
+    prior, counts, sums = node._arrays()
+    value = node.value
+    assert value is not None  # the node is expanded
     if visits is None:
-        visits = node.visit_counts
+        visits = counts
     total = visits.sum()
     visited = visits > 0
-    q = node.value_sums / np.maximum(visits, 1)
+    q = sums / np.maximum(visits, 1)
     if total > 0:
-        p_visited = float(node.prior[visited].sum())
-        weighted_q = float((node.prior[visited] * q[visited]).sum()) / p_visited if p_visited > 0 else 0.0
-        v_mix = (node.value + total * weighted_q) / (1.0 + total)
+        p_visited = float(prior[visited].sum())
+        weighted_q = float((prior[visited] * q[visited]).sum()) / p_visited if p_visited > 0 else 0.0
+        v_mix = (value + total * weighted_q) / (1.0 + total)
     else:
-        v_mix = node.value
+        v_mix = value
     return np.where(visited, q, v_mix)
 
 
@@ -89,6 +92,24 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max()
     w = np.exp(z)
     return w / w.sum()
+
+
+class _RootDraw:
+    """A Gumbel root's draw, kept in ``Tree.extra``: the noise, the halving schedule, and the phase-1 order."""
+
+    __slots__ = ("gumbel_logits", "logits", "next", "ranked", "schedule", "scores")
+
+    def __init__(
+        self, gumbel_logits: np.ndarray, logits: np.ndarray, schedule: tuple[int, ...], num_valid: int
+    ) -> None:
+        self.gumbel_logits = gumbel_logits  # [A] g + logits (-inf where the prior is 0)
+        self.logits = logits  # [A] log prior
+        self.schedule = schedule  # the visit count each simulation extends (considered_visit_sequence)
+        self.scores: list[float] = gumbel_logits.tolist()  # g + logits as floats
+        # the valid actions, best g + logits first, and the position in it of the first action that may be
+        # unvisited (visits only grow: the phase-1 scan resumes there)
+        self.ranked: list[int] = (-gumbel_logits).argsort(kind="stable")[:num_valid].tolist()
+        self.next = 0
 
 
 class GumbelPolicy:
@@ -109,7 +130,14 @@ class GumbelPolicy:
     def __init__(self, config: GumbelConfig, value_bounds: tuple[float, float] | None) -> None:
         self.config = config
         self.q_bounds = None if value_bounds is None else (float(value_bounds[0]), float(value_bounds[1]))
-        self.q_scale = None if value_bounds is None else max(self.q_bounds[1] - self.q_bounds[0], _EPS)
+        # the same, typed for the selection rules: with fixed bounds, [lo, lo + scale] rescales Q to [0, 1]
+        self._fixed = value_bounds is not None
+        self._lo = self._scale = 0.0
+        if self.q_bounds is not None:
+            self._lo = self.q_bounds[0]
+            self._scale = max(self.q_bounds[1] - self.q_bounds[0], _EPS)
+        self._c_visit: float = config.c_visit
+        self._c_scale: float = config.c_scale
 
     # -- the dense formula (NumPy over all actions): the root's result, and the reference ------------------------
     def _completed_q(self, node: Node) -> np.ndarray:
@@ -119,100 +147,112 @@ class GumbelPolicy:
     def _normalised(self, node: Node, completed: np.ndarray) -> np.ndarray:
         if self.q_bounds is not None:
             return normalise_q(completed, self.q_bounds[0], self.q_bounds[1])
-        valid = node.prior > 0.0
+        prior, _, _ = node._arrays()
+        valid = prior > 0.0
         return normalise_q(completed, float(completed[valid].min()), float(completed[valid].max()))
 
     def _sigma(self, node: Node, q_hat: np.ndarray, visits: np.ndarray | None = None) -> np.ndarray:
         cfg = self.config
-        most = float((node.visit_counts if visits is None else visits).max())
+        most = float((node._arrays()[1] if visits is None else visits).max())
         return (cfg.c_visit + most) * cfg.c_scale * q_hat
 
     def dense_scores(self, tree: Tree, node: Node, is_root: bool) -> np.ndarray:
         """``[A]`` the selection scores of the paper's formula (``-inf`` = not selectable); argmax = the choice."""
         sigma = self._sigma(node, self._completed_q(node))
         if is_root:
-            gumbel_logits, schedule = tree.extra[0], tree.extra[2]
-            scores = gumbel_logits + sigma  # -inf where the prior is 0
-            allowed = np.asarray(node._n) == schedule[tree.sims_done]
+            draw: _RootDraw = tree.extra
+            scores = draw.gumbel_logits + sigma  # -inf where the prior is 0
+            allowed = node._arrays()[1] == draw.schedule[tree.sims_done]
             return np.where(allowed, scores, -np.inf) if allowed.any() else scores
-        improved = _softmax(_logits(node.prior) + sigma)
-        visits = node.visit_counts
+        prior, visits, _ = node._arrays()
+        improved = _softmax(_logits(prior) + sigma)
         scores = improved - visits / (1.0 + visits.sum())
-        return np.where(node.prior > 0.0, scores, -np.inf)
+        return np.where(prior > 0.0, scores, -np.inf)
 
     # -- the search -----------------------------------------------------------------------------------------------
     def prepare(self, tree: Tree) -> None:
         """Draw the root's Gumbel noise and its Sequential Halving schedule (kept in ``tree.extra``)."""
         cfg = self.config
         root = tree.root
-        if root._sel_prior is not root.prior:  # a reused PUCT root: select with its own prior again
-            root._use_prior(root.prior)
-        tree.root_prior = root.prior
-        logits = _logits(root.prior)
+        prior, _, _ = root._arrays()
+        if root._sel_prior is not prior:  # a reused PUCT root: select with its own prior again
+            root._use_prior(prior)
+        tree.root_prior = prior
+        logits = _logits(prior)
         gumbel = cfg.gumbel_scale * tree.rng.gumbel(size=root.num_actions)
-        num_valid = int((root.prior > 0.0).sum())
+        num_valid = int((prior > 0.0).sum())
         schedule = considered_visit_sequence(
             min(cfg.max_num_considered_actions, num_valid), cfg.num_simulations
         )
-        gumbel_logits = gumbel + logits
-        ranked = (
-            (-gumbel_logits).argsort(kind="stable")[:num_valid].tolist()
-        )  # valid actions, best g + logits first
-        # [dense g + logits, logits, schedule, g + logits as floats, ranked, position in ranked of the first
-        # action that may be unvisited (visits only grow: the phase-1 scan resumes there)]
-        tree.extra = [gumbel_logits, logits, schedule, gumbel_logits.tolist(), ranked, 0]
+        tree.extra = _RootDraw(gumbel + logits, logits, schedule, num_valid)
 
     @staticmethod
     def _mixed_value(node: Node, p_visited: float, weighted: float) -> float:
         """``v_mix`` from ``sum_{visited} pi`` and ``sum_{visited} pi q`` (paper eq. 33)."""
+        value = node.value
+        assert value is not None  # the node is expanded
         total = node.visit_count - 1  # = sum of the edge visits (the expansion is the node's first visit)
         if total == 0:
-            return node.value
-        return (node.value + total * (weighted / p_visited if p_visited > 0 else 0.0)) / (1.0 + total)
+            return value
+        return (value + total * (weighted / p_visited if p_visited > 0 else 0.0)) / (1.0 + total)
 
     def _visited_q(self, node: Node, any_unvisited: bool) -> tuple[list[float], float, float, float, float]:
         """One pass over the visited edges: ``(q per visited edge, v_mix, sum_{visited} pi, lo, scale)``, where
         ``[lo, lo + scale]`` is the range that rescales the completed Q to [0, 1]."""
-        visits, sums, prior = node._n, node._w, node._p
         qs: list[float] = []
         p_visited = weighted = 0.0
-        for a in node._visited:
-            q = sums[a] / visits[a]
+        for child in node._visited:
+            q = child._edge_q
             qs.append(q)
-            p = prior[a]
+            p = child._edge_prior
             p_visited += p
             weighted += p * q
         v_mix = self._mixed_value(node, p_visited, weighted)
-        if self.q_bounds is not None:
-            return qs, v_mix, p_visited, self.q_bounds[0], self.q_scale
-        completed = [*qs, v_mix] if any_unvisited else qs  # min-max over the valid actions' completed Q
-        lo = min(completed)
-        return qs, v_mix, p_visited, lo, max(max(completed) - lo, _EPS)
+        if self._fixed:
+            return qs, v_mix, p_visited, self._lo, self._scale
+        # min-max over the valid actions' completed Q: the visited edges' (never empty here), then v_mix, in the
+        # order and with the comparisons of min() and max() over [*qs, v_mix]
+        lo = hi = qs[0]
+        for q in qs:
+            if q < lo:
+                lo = q
+            if q > hi:
+                hi = q
+        if any_unvisited:
+            if v_mix < lo:
+                lo = v_mix
+            if v_mix > hi:
+                hi = v_mix
+        return qs, v_mix, p_visited, lo, max(hi - lo, _EPS)
 
     def select_root(self, tree: Tree, node: Node) -> int:
         """Sequential Halving: among the actions with the scheduled visit count, the best ``g + logits + sigma``."""
-        extra = tree.extra
-        _, _, schedule, gumbel_logits, ranked, i = extra
-        target = schedule[tree.sims_done]
-        visits, sums = node._n, node._w
+        draw: _RootDraw = tree.extra
+        target = draw.schedule[tree.sims_done]
         if target == 0:  # unvisited actions share sigma(v_mix): the best g + logits among them
-            while i < len(ranked) and visits[ranked[i]] > 0:
+            ranked, children = draw.ranked, node._children
+            i = draw.next
+            while i < len(ranked):
+                child = children[ranked[i]]
+                if child is None or child._edge_visits == 0:
+                    break
                 i += 1
-            extra[5] = i
+            draw.next = i
             if i < len(ranked):
                 return ranked[i]
             return int(self.dense_scores(tree, node, True).argmax())
-        if self.q_bounds is not None:
-            lo, scale = self.q_bounds[0], self.q_scale
+        if self._fixed:
+            lo, scale = self._lo, self._scale
         else:
-            lo, scale = self._visited_q(node, node._best_unvisited() >= 0)[3:]
-        coef = (self.config.c_visit + float(node._most)) * self.config.c_scale
+            _, _, _, lo, scale = self._visited_q(node, node._best_unvisited() >= 0)
+        gumbel_logits = draw.scores
+        coef = (self._c_visit + float(node._most)) * self._c_scale
         best, best_score = -1, -math.inf
-        for a in node._visited:
-            n = visits[a]
-            if n != target:
+        for child in node._visited:
+            if child._edge_visits != target:
                 continue
-            x = (sums[a] / n - lo) / scale
+            a = child._index
+            x = (child._edge_q - lo) / scale
             score = gumbel_logits[a] + coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x))
             if score > best_score or (score == best_score and a < best):
                 best, best_score = a, score
@@ -227,18 +267,18 @@ class GumbelPolicy:
         candidate = node._best_unvisited()
         if not visited:
             return candidate
-        prior, visits, sums, exp = node._p, node._n, node._w, math.exp
-        coef = (self.config.c_visit + float(node._most)) * self.config.c_scale
+        exp = math.exp
+        coef = (self._c_visit + float(node._most)) * self._c_scale
         # exp(coef * q̂) could overflow beyond ~700: then every weight is divided by exp(coef)
         shift = coef if coef > 600.0 else 0.0
-        weights = []
+        weights: list[float] = []
         normaliser = 0.0
-        if self.q_bounds is not None:  # the range is known: one pass gives the weights and v_mix's sums
-            lo, scale = self.q_bounds[0], self.q_scale
+        if self._fixed:  # the range is known: one pass gives the weights and v_mix's sums
+            lo, scale = self._lo, self._scale
             p_visited = weighted = 0.0
-            for a in visited:
-                q = sums[a] / visits[a]
-                p = prior[a]
+            for child in visited:
+                q = child._edge_q
+                p = child._edge_prior
                 p_visited += p
                 weighted += p * q
                 x = (q - lo) / scale
@@ -248,9 +288,9 @@ class GumbelPolicy:
             v_mix = self._mixed_value(node, p_visited, weighted)
         else:
             qs, v_mix, p_visited, lo, scale = self._visited_q(node, candidate >= 0)
-            for a, q in zip(visited, qs):
+            for child, q in zip(visited, qs):
                 x = (q - lo) / scale
-                w = prior[a] * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
+                w = child._edge_prior * exp(coef * (0.0 if x < 0.0 else (1.0 if x > 1.0 else x)) - shift)
                 weights.append(w)
                 normaliser += w
         unvisited_weight = 0.0
@@ -259,12 +299,13 @@ class GumbelPolicy:
             normaliser += max(0.0, 1.0 - p_visited) * unvisited_weight
         denominator = float(node.visit_count)  # 1 + sum N
         best, best_score = -1, -math.inf
-        for a, weight in zip(visited, weights):
-            score = weight / normaliser - visits[a] / denominator
+        for child, weight in zip(visited, weights):
+            a = child._index
+            score = weight / normaliser - child._edge_visits / denominator
             if score > best_score or (score == best_score and a < best):
                 best, best_score = a, score
         if candidate >= 0:
-            score = prior[candidate] * unvisited_weight / normaliser
+            score = node._p[candidate] * unvisited_weight / normaliser
             if score > best_score or (score == best_score and candidate < best):
                 best = candidate
         return best
@@ -273,11 +314,11 @@ class GumbelPolicy:
         """``(improved_policy, q_values, prior, selected_index)``: ``softmax(logits + sigma(q̂))``, the mixed
         completed Q, the root prior, and the Sequential Halving winner."""
         root = tree.root
-        gumbel_logits, logits = tree.extra[:2]
-        visits = root.visit_counts
+        draw: _RootDraw = tree.extra
+        prior, visits, _ = root._arrays()
         completed = mixed_completed_q(root, visits)
         sigma = self._sigma(root, self._normalised(root, completed), visits)
-        improved = _softmax(logits + sigma)
-        most_visited = (visits == visits.max()) & (root.prior > 0.0)
-        index = int(np.where(most_visited, gumbel_logits + sigma, -np.inf).argmax())
-        return improved, completed, root.prior, index
+        improved = _softmax(draw.logits + sigma)
+        most_visited = (visits == visits.max()) & (prior > 0.0)
+        index = int(np.where(most_visited, draw.gumbel_logits + sigma, -np.inf).argmax())
+        return improved, completed, prior, index

@@ -22,24 +22,27 @@ tree's round early (no wasted evaluator slot).
 from __future__ import annotations
 
 import math
+import sys
+from typing import Final
 
 import numpy as np
 
 from tree_search._engine import Tree, completed_root_q
 from tree_search.config import PuctConfig
 from tree_search.select import select_action
-from tree_search.tree import Node
+from tree_search.tree import COMPILED, Node
 
 __all__ = ["PuctPolicy", "exploration", "normalise_q", "puct_scores", "unit_clip"]
 
 _EPS = 1e-8
-# Score up to this many visited edges in a Python loop, more with NumPy (the measured crossover).
-_LOOP_MAX = 12
+# Score up to this many visited edges in a Python loop, more with NumPy (the measured crossover). Compiled, the loop
+# is C and always wins.
+_LOOP_MAX: Final = sys.maxsize if COMPILED else 12
 # exploration(N) for N = 0, 1, ... by (c_init, c_base), shared by every search (the selection's only log and sqrt).
 _EXPLORATION: dict[tuple[float, float], list[float]] = {}
 
 
-def exploration(parent_visit_count: int | float, c_puct_init: float, c_puct_base: float) -> float:
+def exploration(parent_visit_count: float, c_puct_init: float, c_puct_base: float) -> float:
     """``c(N) * sqrt(N)``: the factor of ``P(a) / (1 + n(a))`` in the score."""
     c = math.log((1.0 + parent_visit_count + c_puct_base) / c_puct_base) + c_puct_init
     return c * math.sqrt(parent_visit_count)
@@ -65,7 +68,7 @@ def puct_scores(
     visit_counts: np.ndarray,
     value_sums: np.ndarray,
     *,
-    parent_visit_count: int,
+    parent_visit_count: float,
     c_puct_init: float = 1.25,
     c_puct_base: float = 19652.0,
     fpu_value: float = 0.0,
@@ -111,14 +114,18 @@ class PuctPolicy:
 
     def __init__(self, config: PuctConfig, value_bounds: tuple[float, float] | None) -> None:
         self.config = config
-        self.leaves_per_round = config.leaves_per_round
-        self.virtual_loss = config.virtual_loss
+        self.leaves_per_round: int = config.leaves_per_round
+        self.virtual_loss: float = config.virtual_loss
         self.track_min_max = value_bounds is None
-        self.fixed = None
+        # fixed bounds: (lo, scale) of the normalisation; else the tree's min-max range at each selection
+        self._fixed = value_bounds is not None
+        self._fixed_lo = self._fixed_scale = 0.0
         if value_bounds is not None:
-            lo = float(value_bounds[0])
-            self.fixed = (lo, max(float(value_bounds[1]) - lo, _EPS))  # (lo, scale) of the normalisation
-        self._fpu, self._fpu_reduction = config.fpu, config.fpu_reduction
+            self._fixed_lo = lo = float(value_bounds[0])
+            self._fixed_scale = max(float(value_bounds[1]) - lo, _EPS)
+        self._parent_fpu = config.fpu is None
+        self._fpu: float = 0.0 if config.fpu is None else config.fpu
+        self._fpu_reduction: float = config.fpu_reduction
         self._explore = _EXPLORATION.setdefault((config.c_puct_init, config.c_puct_base), [])
 
     def _exploration(self, parent_visit_count: int) -> float:
@@ -131,7 +138,7 @@ class PuctPolicy:
     def prepare(self, tree: Tree) -> None:
         """Mix the Dirichlet noise into the root prior (non-zero-prior actions only); seed the min-max range."""
         cfg = self.config
-        prior = tree.root.prior
+        prior, _, _ = tree.root._arrays()
         if cfg.dirichlet_fraction > 0.0:
             support = prior > 0.0
             noise = tree.rng.dirichlet(np.full(int(support.sum()), cfg.dirichlet_alpha))
@@ -145,9 +152,9 @@ class PuctPolicy:
         n_parent = node.visit_count
         if n_parent == 1:  # only the node's own expansion: no edge visited yet, the top-prior action wins
             return node._first
-        fpu_value = node.value_sum / n_parent - self._fpu_reduction if self._fpu is None else self._fpu
-        if self.fixed is not None:
-            lo, scale = self.fixed
+        fpu_value = node.value_sum / n_parent - self._fpu_reduction if self._parent_fpu else self._fpu
+        if self._fixed:
+            lo, scale = self._fixed_lo, self._fixed_scale
         else:
             lo = tree.q_min
             scale = tree.q_max - lo
@@ -157,21 +164,21 @@ class PuctPolicy:
         explore = self._explore
         coef = (explore[n_parent] if n_parent < len(explore) else self._exploration(n_parent)) * scale
         visited = node._visited
+        best = -1
+        best_score = -math.inf
         if len(visited) > _LOOP_MAX:
-            if node._q is None:
-                node._build_caches()
-            scores = node._pu * coef
-            scores += node._q
+            q, pu = node._q, node._pu
+            if q is None or pu is None:
+                q, pu = node._build_caches()
+            scores = pu * coef
+            scores += q
             best = int(scores.argmax())
-            best_score = scores[best]
-        else:  # the same arithmetic as above, on the visited edges only
-            best, best_score = -1, -math.inf
-            prior, visits, sums = node._p, node._n, node._w
-            for a in visited:
-                n = visits[a]
-                score = prior[a] / (1.0 + n) * coef + sums[a] / n
-                if score > best_score or (score == best_score and a < best):
-                    best, best_score = a, score
+            best_score = float(scores[best])
+        else:  # the same arithmetic as above, on the visited edges only: prior / (1 + n) * coef + q
+            for child in visited:
+                score = child._edge_pu * coef + child._edge_q
+                if score > best_score or (score == best_score and child._index < best):
+                    best, best_score = child._index, score
         candidate = node._best_unvisited()
         if candidate >= 0:
             score = (fpu_norm * scale + lo) + node._p[candidate] * coef
@@ -179,13 +186,18 @@ class PuctPolicy:
                 return candidate
         return best
 
-    select_root = select  # the same rule at the root (its prior is the noised one)
+    def select_root(self, tree: Tree, node: Node) -> int:
+        """The same rule at the root (its prior is the noised one)."""
+        return self.select(tree, node)
 
     def outcome(self, tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """``(improved_policy, q_values, prior, selected_index)``: normalised visits, completed Q, the noised
         prior, and a temperature draw from the visit counts."""
-        visits = tree.root.visit_counts
+        root = tree.root
+        _, visits, sums = root._arrays()
+        prior = tree.root_prior
+        assert prior is not None  # set by prepare()
         total = visits.sum()
-        improved = visits / total if total > 0 else tree.root_prior.copy()
+        improved = visits / total if total > 0 else prior.copy()
         index = select_action(visits, temperature=self.config.temperature, rng=tree.rng)
-        return improved, completed_root_q(tree.root), tree.root_prior, index
+        return improved, completed_root_q(root, visits, sums), prior, index

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 __all__ = ["GumbelConfig", "PuctConfig", "SearchConfig"]
 
@@ -36,7 +37,7 @@ def _check_float(
         raise ValueError(f"{type(owner).__name__}.{name} must be {bound}, got {value!r}")
 
 
-def _integral_ints(owner: object) -> None:
+def _integral_ints(owner: Any) -> None:
     """Accept NumPy integers for the int fields (stored as Python ints)."""
     for f in fields(owner):
         value = getattr(owner, f.name)

@@ -100,18 +100,20 @@ def search(
     results = []
     for tree in trees:
         root = tree.root
+        actions = root.actions
+        assert actions is not None  # expanded by expand_roots
         improved, q_values, prior, index = policy.outcome(tree)
         results.append(
             SearchResult(
                 root=root,
-                actions=tuple(root.actions),
-                visit_counts=root.visit_counts,
+                actions=tuple(actions),
+                visit_counts=root._arrays()[1],
                 improved_policy=improved,
                 q_values=q_values,
                 prior=prior,
                 root_value=float(root.mean_value),
                 selected_index=index,
-                selected_action=root.actions[index],
+                selected_action=actions[index],
             )
         )
     return results

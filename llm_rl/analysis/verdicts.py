@@ -81,7 +81,12 @@ def difference_verdict(
     where = f" ({setting})" if setting else ""
     if est is None or math.isnan(est.estimate):
         return f"{la} − {lb}{where}: no paired runs (both need finished runs with the same seeds).", {
-            "verdict": "undetermined"
+            "a": a,
+            "b": b,
+            "verdict": "undetermined",
+            "difference": None,
+            "p_adjusted": p_adjusted,
+            "family_size": family,
         }
     design = (
         f"{est.num_seeds} seed{'s' if est.num_seeds != 1 else ''} x {est.num_items} items; "

@@ -62,7 +62,10 @@ def test_compare_bad_key_fails_fast_naming_it(tmp_path):
         "relabel.puct.num_simulation" in p.stderr
         and "did you mean 'relabel.puct.num_simulations'" in p.stderr
     )
-    assert seconds < 5.0, seconds
+    # "fast" = about as fast as the CLI can start at all on this machine (its imports, under whatever load the
+    # machine has), not a fixed number of seconds: a warm start or a model load would take many times longer
+    _, startup = _cli("compare", "--help")
+    assert seconds < max(5.0, 2.5 * startup), (seconds, startup)
     assert not (tmp_path / "out").exists()  # nothing was started
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from relabel_rl.config import ConfigError, load_config
+from relabel_rl.environment import quiet_broken_pipe
+from relabel_rl.rundir import jsonable
 
 __all__ = ["main"]
 
@@ -31,7 +33,7 @@ def _cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
     cfg = _load(a.recipe, overrides)
     last = run(cfg, progress=not a.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, once
-        print(json.dumps(last, indent=2))
+        print(json.dumps(jsonable(last), indent=2))
     return 0
 
 
@@ -87,7 +89,7 @@ def _cmd_selfplay(a: argparse.Namespace, overrides: list[str]) -> int:
         "board_size": cfg.board.size,
         "threads": cfg.threads,
     }
-    print(json.dumps(out, indent=2))
+    print(json.dumps(jsonable(out), indent=2))
     return 0
 
 
@@ -201,9 +203,9 @@ def _cmd_eval(a: argparse.Namespace, overrides: list[str]) -> int:
         hit = [abs(s - a.target_score) < 1e-9 for s in scores]
         summary["target_score"] = a.target_score
         summary["target_hits"] = int(sum(hit))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(jsonable(summary), indent=2))
     if a.out:
-        Path(a.out).write_text(json.dumps(summary, indent=2))
+        Path(a.out).write_text(json.dumps(jsonable(summary), indent=2))
     return 0
 
 
@@ -356,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_broken_pipe()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args, rest = _parser().parse_known_args(argv)
     try:

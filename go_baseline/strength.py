@@ -26,7 +26,7 @@ from typing import Any
 
 from go_baseline.train import list_checkpoints, load_net
 from relabel_rl.report import mean_ci, wilson_interval
-from relabel_rl.rundir import read_metrics
+from relabel_rl.rundir import jsonable, read_metrics
 
 __all__ = ["STRENGTH_CSV", "STRENGTH_JSONL", "choose_checkpoints", "strength_curve", "write_strength_report"]
 
@@ -151,7 +151,7 @@ def strength_curve(
                 **{k: s[k] for k in _CSV_FIELDS if k in s and k != "games"},
             }
             with open(run / STRENGTH_JSONL, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(json.dumps(jsonable(rec)) + "\n")
             if on_match is not None:
                 on_match(rec)
     return read_metrics(run / STRENGTH_JSONL)

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from relabel_rl.config import ConfigError, config_help, docstring_text
-from relabel_rl.environment import foreign_verifiers
+from relabel_rl.environment import foreign_verifiers, quiet_broken_pipe
 
 # subcommand -> (module, function, one-line help, the command's own flags when its first argument is a recipe)
 COMMANDS: dict[str, tuple[str, str, str, Mapping[str, bool] | None]] = {
@@ -69,6 +69,7 @@ def _recipe_help(handler) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_broken_pipe()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())

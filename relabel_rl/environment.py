@@ -24,10 +24,11 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import re
+import signal
 import sys
 from pathlib import Path
 
-__all__ = ["MARKER", "foreign_verifiers"]
+__all__ = ["MARKER", "foreign_verifiers", "quiet_broken_pipe"]
 
 MARKER = "__relabel_rl__"
 OWN_DISTRIBUTION = "relabel-rl"
@@ -101,3 +102,10 @@ def foreign_verifiers() -> str | None:
         f"another installed distribution, {names}, also provides the top-level package 'verifiers' "
         f"(relabel-rl's is at {where}; installed together, one overwrites the other's files). {FIX}"
     )
+
+
+def quiet_broken_pipe() -> None:
+    """Let a command piped into ``head`` end quietly, as Unix tools do: the default ``SIGPIPE`` action instead of
+    Python's ``BrokenPipeError`` traceback (Python ignores ``SIGPIPE`` at start-up). For CLI entry points only."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -91,3 +91,21 @@ def test_recipe_command_help_is_plain_text_with_every_key(capsys):
             "--model.lora.r int",
         ):
             assert key in out, (command, key)
+
+
+def test_a_cli_piped_into_head_ends_without_a_traceback():
+    """`llm-rl ... | head` (README): the entry points restore the default SIGPIPE action, so a reader that closes
+    the pipe early ends the writer quietly instead of a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    code = "import sys; {setup}\nfor _ in range(20000): print('x' * 500)\n"
+    for setup, expect_traceback in (("pass", True), ("from relabel_rl.environment import quiet_broken_pipe; "
+                                                     "quiet_broken_pipe()", False)):  # fmt: skip
+        p = subprocess.Popen([sys.executable, "-c", code.format(setup=setup)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # fmt: skip
+        p.stdout.readline()
+        p.stdout.close()  # the reader goes away, as `head -1` does
+        err = p.stderr.read().decode()
+        p.wait(timeout=60)
+        assert ("BrokenPipeError" in err) is expect_traceback, err

@@ -32,10 +32,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from llm_rl.analysis.report import write_report
-from llm_rl.analysis.variance_probe import probe_settings, run_probe
+from llm_rl.analysis.variance_probe import (
+    ProbeShard,
+    compute_shard,
+    pending_shards,
+    probe_settings,
+    run_probe,
+)
 from llm_rl.analysis.verdicts import variance_sentence
 from llm_rl.commands import CommandError, module_main, parse_command, run_command
 from llm_rl.config import ExperimentConfig
@@ -61,6 +68,7 @@ from llm_rl.grid import (
 from llm_rl.harness.data import DATA_SEED, load_task
 from llm_rl.harness.distributed import barrier, broadcast, is_main, main_print
 from llm_rl.harness.evaluation import items_digest
+from llm_rl.workers import Job, resolve_workers, run_jobs
 from relabel_rl.config import ConfigError, to_yaml
 from relabel_rl.rundir import RunDir, jsonable
 
@@ -87,13 +95,24 @@ def check_report_only(out: Path) -> None:
         )
 
 
-def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole comparison described by ``cfg`` and write its report; return the summary."""
+def run_compare(
+    cfg: ExperimentConfig,
+    *,
+    report_only: bool = False,
+    progress: bool = True,
+    workers: int | str | None = 1,
+) -> dict[str, Any]:
+    """Run (or resume) the whole comparison described by ``cfg`` and write its report; return the summary.
+
+    ``workers`` > 1 (or ``"auto"``, `llm_rl.workers.resolve_workers`) runs the runs and the probe's shards in that
+    many processes at once; the metrics are the same as with one.
+    """
     out = Path(cfg.output_dir)
     if report_only:
         check_report_only(out)
     validate_experiment(cfg, arms=_plain_arms(cfg), probe=cfg.compare.probe_variance)
     configure_threads(cfg)
+    n_workers = resolve_workers(workers, single_threaded=torch.get_num_threads() == 1)
     cells = grid(cfg)
     check_same_experiment(out, cfg)  # before the warm start: a different experiment is refused
     for cell in cells:
@@ -102,14 +121,19 @@ def run_compare(cfg: ExperimentConfig, *, report_only: bool = False, progress: b
     if is_main() and not report_only:  # under accelerate launch, only the main process writes the run's files
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))  # the grid may have grown: record the current one
-        RunDir.create(out, config=cfg, seeds={"seeds": cfg.compare.seeds}, extra_meta={"command": "compare"})
+        RunDir.create(
+            out,
+            config=cfg,
+            seeds={"seeds": cfg.compare.seeds},
+            extra_meta={"command": "compare", "workers": n_workers},
+        )
     barrier()
     warm_file = out / "warm_starts.json"
     if report_only:
         warm = json.loads(warm_file.read_text()) if warm_file.exists() else []
     else:
         warm = _warm_starts(cfg, out)
-        _run_grid(cfg, cells, warm, progress)
+        _run_grid(cfg, out, cells, warm, progress=progress, workers=n_workers)
     variance = _variance(cfg, out, warm, run=not report_only, progress=progress)
     summary = None
     if is_main():  # the main process writes the report; the others wait for its summary
@@ -140,35 +164,65 @@ def _warm_starts(cfg: ExperimentConfig, out: Path) -> list[dict[str, Any]]:
     return warm
 
 
-def _run_grid(cfg: ExperimentConfig, cells: list[Cell], warm: list[dict], progress: bool) -> None:
-    """Every cell's run, finished ones skipped, the interrupted one resumed."""
+def _run_grid(
+    cfg: ExperimentConfig, out: Path, cells: list[Cell], warm: list[dict], *, progress: bool, workers: int
+) -> None:
+    """Every cell's run, finished ones skipped, interrupted ones resumed; with several workers the variance
+    probe's unfinished shards run beside them (most expensive first), otherwise the probe runs after."""
     by_target = {w["target"]: w for w in warm}
-    bar = tqdm(
-        cells,
-        desc="compare runs",
-        unit="run",
-        disable=not (progress and is_main()),
-        file=sys.stderr,
-        position=0,
-    )
-    for cell in bar:
+    jobs: list[Job] = []
+    if workers > 1 and (plan := _probe_plan(cfg, out, warm)) is not None:
+        checkpoint, arms = plan
+        jobs += [
+            Job(s.name, _probe_job, (cfg, checkpoint, str(out), s, arms))
+            for s in pending_shards(cfg, checkpoint, out, arms)
+        ]
+    done: list[str] = []
+    for cell in cells:
         ws = by_target[cell.warm_target] if cell.warm_target is not None else warm[0]
-        path = _path(cfg, cell)
-        child = child_config(cfg, cell, path)
         where = f"{cell.variant.name} seed {cell.seed}" + (
             f" {group_name(cfg, cell)}" if group_name(cfg, cell) else ""
         )
-        bar.set_postfix_str(where)
-        done_before = (path / FINAL_METRICS).exists()
-        t_run = time.perf_counter()
-        final, _ = run_arm(child, path, init_model=ws["path"], warm_start=ws, cell=cell_meta(cfg, cell))
-        state = "done earlier" if done_before else f"{time.perf_counter() - t_run:.0f}s"
+        final_file = _path(cfg, cell) / FINAL_METRICS
+        if final_file.exists():
+            done.append(f"  {where}: {_scores(json.loads(final_file.read_text()))} (done earlier)")
+        else:
+            jobs.append(Job(where, _cell_job, (cfg, cell, ws), {"progress": progress and workers == 1}))
+    show = progress and is_main()
+    bar = tqdm(
+        total=len(jobs), desc="compare runs" if workers == 1 else f"compare jobs ({workers} workers)",
+        unit="job", disable=not show, file=sys.stderr, position=0,
+    )  # fmt: skip
+    for line in done:
+        main_print(line, file=sys.stderr)
+    for job, result, seconds in run_jobs(jobs, workers=workers, initializer=quiet_libraries):
+        bar.update(1)
         if is_main():
-            bar.write(
-                f"  {where}: pass@1 {_num(final.get('pass@1'))} pass@k {_num(final.get('pass@k'))} ({state})",
-                file=sys.stderr,
-            )
+            line = f"  {job.name}: {_scores(result) if job.fn is _cell_job else result} ({seconds:.0f}s)"
+            bar.write(line, file=sys.stderr)
     bar.close()
+
+
+def _cell_job(cfg: ExperimentConfig, cell: Cell, ws: dict[str, Any], *, progress: bool) -> dict[str, Any]:
+    """One run of the grid (in this process or a worker)."""
+    configure_threads(cfg)
+    path = _path(cfg, cell)
+    child = child_config(cfg, cell, path)
+    final, _ = run_arm(
+        child, path, init_model=ws["path"], warm_start=ws, cell=cell_meta(cfg, cell), progress=progress
+    )
+    return final
+
+
+def _probe_job(cfg: ExperimentConfig, checkpoint: str, out: str, shard: ProbeShard, arms: list[str]) -> str:
+    """One shard of the variance probe (in a worker)."""
+    configure_threads(cfg)
+    part = compute_shard(cfg, checkpoint, out, shard, arms)
+    return f"{len(part['records'])} prompts x {cfg.probe.repeats} gradient estimates"
+
+
+def _scores(final: dict[str, Any]) -> str:
+    return f"pass@1 {_num(final.get('pass@1'))} pass@k {_num(final.get('pass@k'))}"
 
 
 def eval_sets(cfg: ExperimentConfig, warm: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -196,23 +250,35 @@ def eval_sets(cfg: ExperimentConfig, warm: list[dict[str, Any]]) -> dict[str, di
     return out
 
 
+def _probe_plan(cfg: ExperimentConfig, out: Path, warm: list[dict]) -> tuple[str, list[str]] | None:
+    """``(checkpoint, arms)`` when the variance probe has to (re)run, None when it is off or up to date."""
+    if not cfg.compare.probe_variance or not warm:
+        return None
+    arms = list(cfg.probe.arms) or _plain_arms(cfg)
+    # the (highest-target) warm start: every arm's estimator measured at the same parameters
+    probe_at = max(warm, key=lambda w: -1.0 if w["target"] is None else float(w["target"]))
+    var_file = out / "variance.json"
+    old = json.loads(var_file.read_text()) if var_file.exists() else None
+    if old is not None and old.get("settings") == jsonable(probe_settings(cfg, probe_at["path"], arms)):
+        return None
+    return str(probe_at["path"]), arms
+
+
 def _variance(
     cfg: ExperimentConfig, out: Path, warm: list[dict], *, run: bool, progress: bool
 ) -> dict[str, Any] | None:
-    """The variance probe's result: run at the (highest-target) warm start unless already on disk with the same
-    settings."""
+    """The variance probe's result: run (or finished from the shards the workers ran) unless already on disk
+    with the same settings."""
     if not cfg.compare.probe_variance:
         return None
     var_file = out / "variance.json"
-    arms = list(cfg.probe.arms) or _plain_arms(cfg)
-    if run and warm:
-        probe_at = max(warm, key=lambda w: -1.0 if w["target"] is None else float(w["target"]))
-        old = json.loads(var_file.read_text()) if var_file.exists() else None
-        if old is None or old.get("settings") != jsonable(probe_settings(cfg, probe_at["path"], arms)):
-            if is_main():  # under accelerate launch, one process probes; the others wait
-                _say(f"gradient-variance probe at {probe_at['path']} ...")
-                run_probe(cfg, probe_at["path"], out, arms=arms, progress=progress)
-            barrier()
+    plan = _probe_plan(cfg, out, warm) if run else None
+    if plan is not None:
+        checkpoint, arms = plan
+        if is_main():  # under accelerate launch, one process probes; the others wait
+            _say(f"gradient-variance probe at {checkpoint} ...")
+            run_probe(cfg, checkpoint, out, arms=arms, progress=progress)
+        barrier()
     return json.loads(var_file.read_text()) if var_file.exists() else None
 
 
@@ -225,25 +291,30 @@ def _say(msg: str) -> None:
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
-    """``llm-rl compare RECIPE [--report-only] [--no-progress] [--section.key value ...]``.
+    """``llm-rl compare RECIPE [--report-only] [--no-progress] [--workers N|auto] [--section.key value ...]``.
 
     Runs ``compare.arms`` and ``compare.variants`` x ``compare.seeds`` (x ``compare.sweep.values`` or x
     ``compare.warm_start_pass_rates``) at the recipe's budget into ``output_dir`` and writes ``report.md``,
     ``summary.json``, ``evals.jsonl``, ``tables/`` and figures there. Rerunning the same command resumes (and runs
     the seeds, variants or sweep values added since); ``--report-only`` only re-renders the report.
+    ``--workers N`` runs N runs (and probe shards) at once in separate processes; the default, ``auto``, is one
+    per usable core when each run is single-threaded (the tiny preset on CPU), else 1. Metrics do not depend on it.
     """
 
     def body() -> int:
         _, own, cfg = parse_command(
             argv,
             prog="llm-rl compare",
-            flags={"report_only": False, "no_progress": False},
+            flags={"report_only": False, "no_progress": False, "workers": True},
             usage=cmd_compare.__doc__ or "",
         )
         quiet_libraries()
         t0 = time.perf_counter()
         summary = run_compare(
-            cfg, report_only=bool(own.get("report_only")), progress=not own.get("no_progress")
+            cfg,
+            report_only=bool(own.get("report_only")),
+            progress=not own.get("no_progress"),
+            workers=own.get("workers", "auto"),
         )
         out = Path(cfg.output_dir)
         for s in summary.get("sentences", []):

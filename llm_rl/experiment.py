@@ -340,6 +340,7 @@ def run_arm(
     init_model: str,
     warm_start: Mapping[str, Any] | None = None,
     cell: Mapping[str, Any] | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], bool]:
     """Train ``cfg.arm`` with ``cfg.seed`` into ``run_path`` unless it already finished.
 
@@ -364,7 +365,7 @@ def run_arm(
     barrier()
     run = RunDir(run_path)
     seed_everything(cfg.seed)
-    final = train_arm(cfg, run, init_model=init_model)
+    final = train_arm(cfg, run, init_model=init_model, progress=progress)
     if is_main():
         run.write_json(FINAL_METRICS, dict(final or {}))
     barrier()

@@ -67,11 +67,18 @@ from relabel_rl.rundir import jsonable, seed_everything
 __all__ = [
     "GradientAccumulator",
     "GradientStats",
+    "ProbeShard",
+    "compute_shard",
     "examples_for_length",
+    "finish_probe",
     "gradient_statistics",
+    "merge_shards",
+    "pending_shards",
     "policy_gradient_vector",
     "probe_gradient_variance",
     "probe_settings",
+    "probe_shard",
+    "probe_shards",
     "run_probe",
     "summarise_probe",
 ]
@@ -204,11 +211,69 @@ def examples_for_length(
 
 def _generator(seed: int, *parts: int) -> torch.Generator:
     g = torch.Generator()
-    h = seed
-    for p in parts:
-        h = (h * 1_000_003 + p + 7) % (2**63 - 1)
-    g.manual_seed(h)
+    g.manual_seed(_mix(seed, *parts))
     return g
+
+
+@dataclass(frozen=True)
+class ProbeShard:
+    """One arm at one length: the probe's unit of work (`llm_rl.workers` runs shards in parallel).
+
+    A shard's estimates are seeded from ``(seed, arm_index, length, prompt, repeat)`` and the global RNGs are
+    reseeded from ``(seed, arm_index, length)`` before it, so its records do not depend on which process ran it
+    or on what ran before it."""
+
+    arm: str
+    arm_index: int
+    length: int
+
+    @property
+    def name(self) -> str:
+        return f"probe {self.arm} L={self.length}"
+
+
+def probe_shards(cfg: Any, arms: Sequence[str]) -> list[ProbeShard]:
+    """Every (arm, length) of the probe, longest lengths first (the most expensive shards: start them first)."""
+    lengths = probe_lengths(cfg, verifiers.load(cfg.task.verifier))
+    return [ProbeShard(a, i, L) for L in sorted(lengths, reverse=True) for i, a in enumerate(arms)]
+
+
+def probe_shard(
+    cfg: Any, policy: Any, verifier: Any, shard: ProbeShard, *, seed: int = 0, bar: Any = None
+) -> dict[str, Any]:
+    """``probe.prompts_per_length`` prompts x ``probe.repeats`` gradient estimates of one arm at one length.
+
+    Returns ``{"records": [per-prompt stats and costs], "seconds": ..., "skipped": None or why}``; an arm without
+    a per-prompt estimator (``gradient_sample`` raises NotImplementedError) is skipped, not failed."""
+    n, repeats = cfg.probe.prompts_per_length, cfg.probe.repeats
+    if repeats < 2:
+        raise ValueError(f"probe.repeats must be >= 2 to estimate a variance, got {repeats}")
+    L = shard.length
+    examples = examples_for_length(verifier, warm_difficulty(cfg), L, n, seed=10_000 + seed + 97 * L)
+    params = trainable_lm_parameters(policy)
+    contained = (
+        verifier
+        if isinstance(verifier, verifiers.ContainedVerifier)
+        else verifiers.ContainedVerifier(verifier)
+    )
+    meter = Budget()  # a scratch meter: the cost of each estimate, charged to no run
+    metered = MeteredVerifier(contained, meter, feedback=cfg.task.feedback)
+    sampler = make_backend(cfg.model.generation_backend, policy, meter)
+    policy.train()
+    seed_everything(_mix(seed, shard.arm_index, L))
+    arm = arm_class(shard.arm)(cfg)
+    records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    try:
+        for i, example in enumerate(examples):
+            gens = [_generator(seed, shard.arm_index, L, i, r) for r in range(repeats)]
+            stats, cost = _prompt_estimates(arm, example, policy, params, sampler, metered, meter, gens, bar)
+            records.append({"arm": shard.arm, "length": L, "prompt": example["prompt"], **stats, **cost})
+    except NotImplementedError as e:
+        return {"records": [], "seconds": time.perf_counter() - t0, "skipped": str(e)}
+    finally:
+        policy.zero_grad(set_to_none=True)
+    return {"records": records, "seconds": time.perf_counter() - t0, "skipped": None}
 
 
 def probe_gradient_variance(
@@ -220,64 +285,56 @@ def probe_gradient_variance(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the probe on ``policy`` for ``arms``; return the per-prompt records (see `summarise_probe`).
+    """Run the probe on ``policy`` for ``arms`` in this process; return the per-prompt records (see
+    `summarise_probe`).
 
     An arm without a per-prompt estimator (``gradient_sample`` raises NotImplementedError) is listed under
     ``"skipped"`` rather than failing the probe."""
-    n, repeats = cfg.probe.prompts_per_length, cfg.probe.repeats
-    if repeats < 2:
-        raise ValueError(f"probe.repeats must be >= 2 to estimate a variance, got {repeats}")
-    lengths = probe_lengths(cfg, verifiers.load(cfg.task.verifier))
-    difficulty = warm_difficulty(cfg)
-    examples = {
-        L: examples_for_length(verifier, difficulty, L, n, seed=10_000 + seed + 97 * L) for L in lengths
-    }
-    params = trainable_lm_parameters(policy)
-    contained = (
-        verifier
-        if isinstance(verifier, verifiers.ContainedVerifier)
-        else verifiers.ContainedVerifier(verifier)
-    )
-    meter = Budget()  # a scratch meter: the cost of each estimate, charged to no run
-    metered = MeteredVerifier(contained, meter, feedback=cfg.task.feedback)
-    sampler = make_backend(cfg.model.generation_backend, policy, meter)
-    policy.train()
+    shards = probe_shards(cfg, arms)
+    bar = tqdm(
+        total=len(shards) * cfg.probe.prompts_per_length * cfg.probe.repeats, desc="variance probe",
+        unit="grad", disable=not progress, file=sys.stderr,
+    )  # fmt: skip
+    parts = {s: probe_shard(cfg, policy, verifier, s, seed=seed, bar=bar) for s in shards}
+    bar.close()
+    return merge_shards(cfg, arms, parts, num_parameters=_num_parameters(policy))
+
+
+def merge_shards(
+    cfg: Any, arms: Sequence[str], parts: Mapping[ProbeShard, Mapping[str, Any]], *, num_parameters: int
+) -> dict[str, Any]:
+    """The probe's raw result from its shards' results, in a fixed order (arm, then length): the same records
+    whatever order, or process, the shards ran in."""
+    lengths = sorted({s.length for s in parts})
+    skipped = {s.arm: p["skipped"] for s, p in parts.items() if p.get("skipped")}
     records: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    bar = tqdm(
-        total=len(arms) * len(lengths) * n * repeats, desc="variance probe", unit="grad",
-        disable=not progress, file=sys.stderr,
-    )  # fmt: skip
-    for a_index, arm_name in enumerate(arms):
-        arm = arm_class(arm_name)(cfg)
-        t0 = time.perf_counter()
-        try:
-            for L in lengths:
-                for i, example in enumerate(examples[L]):
-                    gens = [_generator(seed, a_index, L, i, r) for r in range(repeats)]
-                    stats, cost = _prompt_estimates(
-                        arm, example, policy, params, sampler, metered, meter, gens, bar
-                    )
-                    records.append(
-                        {"arm": arm_name, "length": L, "prompt": example["prompt"], **stats, **cost}
-                    )
-        except NotImplementedError as e:
-            skipped[arm_name] = str(e)
-            records = [r for r in records if r["arm"] != arm_name]
-        timings[arm_name] = time.perf_counter() - t0
-    bar.close()
-    policy.zero_grad(set_to_none=True)
+    for arm in arms:
+        mine = sorted((s for s in parts if s.arm == arm), key=lambda s: s.length)
+        timings[arm] = float(sum(parts[s]["seconds"] for s in mine))
+        if arm not in skipped:
+            records += [r for s in mine for r in parts[s]["records"]]
     return {
         "lengths": lengths,
-        "prompts_per_length": n,
-        "repeats": repeats,
-        "difficulty": difficulty,
-        "num_parameters": int(sum(p.numel() for p in params)),
+        "prompts_per_length": cfg.probe.prompts_per_length,
+        "repeats": cfg.probe.repeats,
+        "difficulty": warm_difficulty(cfg),
+        "num_parameters": num_parameters,
         "seconds": timings,
         "skipped": skipped,
         "per_prompt": records,
     }
+
+
+def _num_parameters(policy: Any) -> int:
+    return int(sum(p.numel() for p in trainable_lm_parameters(policy)))
+
+
+def _mix(seed: int, *parts: int) -> int:
+    h = seed
+    for p in parts:
+        h = (h * 1_000_003 + p + 7) % (2**63 - 1)
+    return h
 
 
 _COST_KEYS = ("generated_tokens", "prefill_tokens", "outcome_verifier_calls", "step_verifier_calls")
@@ -299,7 +356,8 @@ def _prompt_estimates(
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.backward()
         acc.add(policy_gradient_vector(params))
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     return asdict(acc.stats()), {f"{k}_per_estimate": v / len(generators) for k, v in spent.items()}
 
 
@@ -329,21 +387,111 @@ def probe_settings(cfg: Any, checkpoint: str | Path, arms: Sequence[str]) -> dic
 def run_probe(
     cfg: Any, checkpoint: str | Path, out_dir: str | Path, *, arms: Sequence[str], progress: bool = True
 ) -> dict[str, Any]:
-    """Load ``checkpoint``, probe ``arms``, write ``variance.json`` and ``variance_vs_length.png`` to ``out_dir``."""
-    seed_everything(cfg.seed)
-    policy = load_policy(
+    """Load ``checkpoint``, probe ``arms`` in this process, write ``variance.json`` and ``variance_vs_length.png``
+    to ``out_dir``. Each finished shard is kept in ``out_dir/probe_parts/``, so an interrupted probe resumes;
+    `llm-rl compare --workers N` runs the shards in parallel instead (`compute_shard`, then `finish_probe`)."""
+    shards = pending_shards(cfg, checkpoint, out_dir, arms)
+    if shards:
+        policy = _load(cfg, checkpoint)
+        bar = tqdm(
+            total=len(shards) * cfg.probe.prompts_per_length * cfg.probe.repeats, desc="variance probe",
+            unit="grad", disable=not progress, file=sys.stderr,
+        )  # fmt: skip
+        for shard in shards:
+            _compute(cfg, policy, checkpoint, out_dir, shard, arms, bar)
+        bar.close()
+    return finish_probe(cfg, checkpoint, out_dir, arms)
+
+
+PARTS = "probe_parts"
+
+
+def _part_file(out_dir: str | Path, shard: ProbeShard) -> Path:
+    return Path(out_dir) / PARTS / f"{shard.arm.replace(':', '_').replace('/', '_')}-L{shard.length}.json"
+
+
+def _read_part(out_dir: str | Path, shard: ProbeShard, settings: Any) -> dict[str, Any] | None:
+    """A shard's saved result when it was computed with these settings, else None."""
+    path = _part_file(out_dir, shard)
+    try:
+        part = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return part if part.get("settings") == settings and part.get("shard") == asdict(shard) else None
+
+
+def pending_shards(
+    cfg: Any, checkpoint: str | Path, out_dir: str | Path, arms: Sequence[str]
+) -> list[ProbeShard]:
+    """The shards of the probe with no saved result for the current settings (longest first)."""
+    settings = jsonable(probe_settings(cfg, checkpoint, arms))
+    return [s for s in probe_shards(cfg, arms) if _read_part(out_dir, s, settings) is None]
+
+
+def compute_shard(
+    cfg: Any, checkpoint: str | Path, out_dir: str | Path, shard: ProbeShard, arms: Sequence[str]
+) -> dict[str, Any]:
+    """Probe one shard in this process (a `llm_rl.workers` job): load ``checkpoint``, save the shard's part."""
+    return _compute(cfg, _load(cfg, checkpoint), checkpoint, out_dir, shard, arms, None)
+
+
+def _load(cfg: Any, checkpoint: str | Path) -> Any:
+    seed_everything(cfg.seed)  # a checkpoint without a value head gets one initialised from the seed
+    return load_policy(
         checkpoint, lora=cfg.model.lora, dtype=cfg.model.dtype, value_head_hidden=cfg.model.value_head_hidden
     )
+
+
+def _compute(
+    cfg: Any, policy: Any, checkpoint: str | Path, out_dir: str | Path, shard: ProbeShard,
+    arms: Sequence[str], bar: Any,
+) -> dict[str, Any]:  # fmt: skip
     timeout = cfg.task.verifier_timeout if cfg.task.verifier_timeout is not None else "auto"
     verifier = verifiers.ContainedVerifier(task_verifier(cfg), timeout=timeout)
-    raw = probe_gradient_variance(cfg, policy, verifier, arms=arms, seed=cfg.seed, progress=progress)
+    part = probe_shard(cfg, policy, verifier, shard, seed=cfg.seed, bar=bar)
+    part.update(
+        settings=jsonable(probe_settings(cfg, checkpoint, arms)),
+        shard=asdict(shard),
+        num_parameters=_num_parameters(policy),
+        verifier_stats=verifier.stats.as_dict(),
+    )
+    path = _part_file(out_dir, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(jsonable(part)))
+    tmp.replace(path)  # atomic: a killed probe leaves a whole part or none
+    return part
+
+
+def finish_probe(
+    cfg: Any, checkpoint: str | Path, out_dir: str | Path, arms: Sequence[str]
+) -> dict[str, Any]:
+    """Merge every shard's saved part into ``variance.json`` (+ its figure) in ``out_dir``; return the result.
+
+    Raises:
+      RuntimeError: a shard has no saved part for the current settings (run it first).
+    """
+    settings = jsonable(probe_settings(cfg, checkpoint, arms))
+    parts: dict[ProbeShard, dict[str, Any]] = {}
+    for shard in probe_shards(cfg, arms):
+        part = _read_part(out_dir, shard, settings)
+        if part is None:
+            raise RuntimeError(
+                f"{shard.name}: no result in {_part_file(out_dir, shard)}; run the probe first"
+            )
+        parts[shard] = part
+    raw = merge_shards(cfg, arms, parts, num_parameters=next(iter(parts.values()))["num_parameters"])
+    stats: dict[str, int] = {}
+    for part in parts.values():
+        for k, v in part["verifier_stats"].items():
+            stats[k] = stats.get(k, 0) + int(v)
     result = {
         "checkpoint": str(checkpoint),
         "task": cfg.task.verifier,
         "settings": probe_settings(cfg, checkpoint, arms),
         **summarise_probe(raw),
+        "verifier_stats": stats,
     }
-    result["verifier_stats"] = verifier.stats.as_dict()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "variance.json").write_text(json.dumps(jsonable(result), indent=2))

@@ -48,16 +48,11 @@ demo: setup
 	$(VENV)/bin/llm-rl compare recipes/quickstart.yaml
 	@echo "The report is runs/quickstart/report.md (figures, tables/, summary.json and per-run logs beside it)."
 
-# The length sweep (recipes/experiment.yaml): 5 seeds x 3 lengths x both feedback settings. One compare process uses
-# one core (the tiny model runs one torch thread), so the sweep is split over two: lengths 2 and 4 in one (it builds
-# the shared warm start first), length 6 in a second that starts once the warm start exists; a last call runs the
-# variance probe and writes the report over all three. Resumable: run it again after an interruption (finished
-# runs are skipped); more seeds: llm-rl compare recipes/experiment.yaml --compare.seeds "[0, 1, ..., 9]".
-EXP := $(VENV)/bin/llm-rl compare recipes/experiment.yaml --compare.probe_variance false --no-progress
+# The length sweep (recipes/experiment.yaml): 5 seeds x 3 lengths x both feedback settings, then the variance probe
+# and the report. `compare` runs its runs and the probe's shards in one process per core (--workers auto: the tiny
+# model runs one torch thread). Resumable: run it again after an interruption (finished runs are skipped); more
+# seeds: llm-rl compare recipes/experiment.yaml --compare.seeds "[0, 1, ..., 9]".
 experiment: setup
-	@$(EXP) --compare.sweep.values "[2, 4]" & first=$$!; \
-	while kill -0 $$first 2>/dev/null && [ ! -f runs/experiment/warm_start/warm_start.json ]; do sleep 5; done; \
-	$(EXP) --compare.sweep.values "[6]"; second=$$?; wait $$first && [ $$second -eq 0 ]
 	$(VENV)/bin/llm-rl compare recipes/experiment.yaml
 	@echo "The report is runs/experiment/report.md (headline.png/.pdf, tables/ as md/csv/tex beside it)."
 

@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from llm_rl.commands import module_main, parse_command, run_command
 from llm_rl.config import ExperimentConfig, TuneConfig, with_overrides
 from llm_rl.experiment import (
@@ -56,6 +58,7 @@ from llm_rl.experiment import (
     validate_experiment,
 )
 from llm_rl.harness.distributed import barrier, broadcast, is_main, main_print
+from llm_rl.workers import Job, resolve_workers, run_jobs
 from relabel_rl.config import ConfigError, to_yaml
 from relabel_rl.rundir import jsonable
 
@@ -179,22 +182,31 @@ def _pick(plan: Plan) -> dict[str, Any]:
     return arms
 
 
-def run_tune(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run (or resume) the tuning grid of ``cfg`` and write ``tune.json`` and ``tuned.yaml``; return the summary."""
+def run_tune(cfg: ExperimentConfig, *, workers: int | str | None = 1) -> dict[str, Any]:
+    """Run (or resume) the tuning grid of ``cfg`` and write ``tune.json`` and ``tuned.yaml``; return the summary.
+
+    ``workers`` > 1 (or ``"auto"``) runs that many tuning runs at once in separate processes (`llm_rl.workers`)."""
     configure_threads(cfg)
+    n_workers = resolve_workers(workers, single_threaded=torch.get_num_threads() == 1)
     out = Path(cfg.output_dir)
     plan = _plan(cfg, out)
     _say(
         f"{len(plan)} tuning runs on the validation split ({cfg.task.validation_size} rows disjoint from test)"
     )
     warm = prepare_experiment(cfg, out)[0]
-    for i, (arm, point, seed, path, child) in enumerate(plan, 1):
-        done = (path / FINAL_METRICS).exists()
-        t0 = time.perf_counter()
-        final, _ = run_arm(child, path, init_model=warm["path"], warm_start=warm)
-        state = "done earlier" if done else f"{time.perf_counter() - t0:.0f}s"
-        _say(f"  [{i}/{len(plan)}] {arm} {point_name(point)} seed {seed}: validation pass@1 "
-             f"{float(final['pass@1']):.3f} ({state})")  # fmt: skip
+    jobs = []
+    for arm, point, seed, path, child in plan:
+        where = f"{arm} {point_name(point)} seed {seed}"
+        if (path / FINAL_METRICS).exists():
+            final = json.loads((path / FINAL_METRICS).read_text())
+            _say(f"  {where}: validation pass@1 {float(final['pass@1']):.3f} (done earlier)")
+        else:
+            jobs.append(Job(where, _tune_job, (child, str(path), warm), {"progress": n_workers == 1}))
+    results = run_jobs(jobs, workers=n_workers, initializer=quiet_libraries)
+    for i, (job, final, seconds) in enumerate(results, 1):
+        _say(
+            f"  [{i}/{len(jobs)}] {job.name}: validation pass@1 {float(final['pass@1']):.3f} ({seconds:.0f}s)"
+        )
     summary = None
     if is_main():
         arms = _pick(plan)
@@ -227,22 +239,33 @@ def run_tune(cfg: ExperimentConfig) -> dict[str, Any]:
     return broadcast(summary)
 
 
+def _tune_job(child: ExperimentConfig, path: str, warm: dict[str, Any], *, progress: bool) -> dict[str, Any]:
+    """One tuning run (in this process or a worker)."""
+    configure_threads(child)
+    final, _ = run_arm(child, Path(path), init_model=warm["path"], warm_start=warm, progress=progress)
+    return final
+
+
 def _say(msg: str) -> None:
     main_print(f"[llm-rl tune] {msg}", file=sys.stderr, flush=True)
 
 
 def cmd_tune(argv: Sequence[str]) -> int:
-    """``llm-rl tune RECIPE [--section.key value ...]``.
+    """``llm-rl tune RECIPE [--workers N|auto] [--section.key value ...]``.
 
     Runs the recipe's ``tune.grid`` (per arm, every combination of values) x ``tune.seeds`` on the validation
     split into ``OUTPUT_DIR/tune/`` and writes ``tune.json`` and ``tuned.yaml`` (the recipe with each arm's chosen
     values in ``tune.chosen``; run ``llm-rl compare OUTPUT_DIR/tune/tuned.yaml``). Rerunning resumes.
+    ``--workers N`` runs N tuning runs at once (default ``auto``: one per usable core when runs are
+    single-threaded, as in ``llm-rl compare``).
     """
 
     def body() -> int:
-        _, _, cfg = parse_command(argv, prog="llm-rl tune", flags={}, usage=cmd_tune.__doc__ or "")
+        _, own, cfg = parse_command(
+            argv, prog="llm-rl tune", flags={"workers": True}, usage=cmd_tune.__doc__ or ""
+        )
         quiet_libraries()
-        summary = run_tune(cfg)
+        summary = run_tune(cfg, workers=own.get("workers", "auto"))
         for arm, entry in summary["arms"].items():
             for p in entry["points"]:
                 mark = "*" if p["values"] == entry["chosen"] else " "

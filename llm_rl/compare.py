@@ -276,8 +276,9 @@ def _variance(
     if plan is not None:
         checkpoint, arms = plan
         if is_main():  # under accelerate launch, one process probes; the others wait
-            _say(f"gradient-variance probe at {checkpoint} ...")
-            run_probe(cfg, checkpoint, out, arms=arms, progress=progress)
+            if pending_shards(cfg, checkpoint, out, arms):
+                _say(f"gradient-variance probe at {checkpoint} ...")
+            run_probe(cfg, checkpoint, out, arms=arms, progress=progress)  # merges the shards already probed
         barrier()
     return json.loads(var_file.read_text()) if var_file.exists() else None
 

@@ -32,7 +32,7 @@ def _cli(*args, timeout=60):
 
 def test_quickstart_recipe_loads():
     cfg = load_config(ExperimentConfig, QUICKSTART)
-    assert cfg.compare.arms == ["grpo", "relabel", "mc_value"] and len(cfg.compare.seeds) == 3
+    assert cfg.compare.arms == ["grpo", "relabel", "mc_value"] and len(cfg.compare.seeds) == 5
     assert cfg.model.name_or_path == "tiny"
 
 

@@ -89,6 +89,21 @@ def test_paired_estimates_are_the_estimator_applied_to_the_item_tables(tmp_path)
     assert "variance.json" not in md  # no probe, not listed among the files
 
 
+def test_the_stated_median_seed_share_is_the_median_of_the_differences_to_the_baseline(tmp_path):
+    """Two differences to the baseline: their median is the mean of the two (not the larger one)."""
+    start, _ = _set(tmp_path, relabel_p=0.9, grpo_p=0.3, seeds=4)
+    rng = np.random.default_rng(7)
+    for s in range(4):
+        _write_run(tmp_path, "mc_value", s, [start, np.maximum(start, _rows(rng, 0.5))])
+    summary = write_report(tmp_path, _cfg(tmp_path, arms=["grpo", "relabel", "mc_value"]), plots=False)
+    shares = [
+        summary["groups"]["single"]["variants"][v]["vs_baseline"]["seed_share"]
+        for v in ("relabel", "mc_value")
+    ]
+    assert shares[0] != shares[1]
+    assert summary["uncertainty"]["median_seed_share"] == pytest.approx((shares[0] + shares[1]) / 2)
+
+
 @pytest.mark.parametrize(
     "relabel_p, grpo_p, verdict",
     [(0.9, 0.3, "a better"), (0.3, 0.9, "b better"), (0.5, 0.5, "no detectable difference")],

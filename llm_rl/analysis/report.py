@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -513,7 +514,7 @@ class _Report:
         if not rows:
             return []
         finite = [s for s in shares if not math.isnan(s)]
-        median = sorted(finite)[len(finite) // 2] if finite else math.nan
+        median = statistics.median(finite) if finite else math.nan
         dominated = (
             "neither (no variation at all in these runs)"
             if math.isnan(median)

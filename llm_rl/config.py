@@ -5,10 +5,10 @@ it is measured, evaluation, the optimiser and logging the harness applies to eve
 `llm-rl train` runs ``arm`` once with ``seed``; `llm-rl compare` runs every arm in ``compare.arms`` for every seed in
 ``compare.seeds`` from the same warm-started checkpoint.
 
-The sections shared by every arm live here; each arm's own section is the config dataclass at the top of its file
-(``grpo:`` `llm_rl.arms.grpo.GrpoArmConfig`, ``relabel:`` `llm_rl.arms.relabel.RelabelArmConfig`, ``mc_value:``
-`llm_rl.arms.mc_value.McValueArmConfig`, ``tree_grpo:`` `llm_rl.arms.tree_grpo.TreeGrpoArmConfig`, ``rft:``
-`llm_rl.arms.rft.RftArmConfig`). GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to
+The sections shared by every arm live here; each arm's own section is a dataclass in `llm_rl.arm_configs`
+(``grpo:`` `GrpoArmConfig`, ``relabel:`` `RelabelArmConfig`, ``mc_value:`` `McValueArmConfig`, ``tree_grpo:``
+`TreeGrpoArmConfig`, ``rft:`` `RftArmConfig`), a module that imports no arm, so this one does not either (the arms
+import the recipe, never the reverse). GRPO's knobs are TRL's own: the ``grpo.trl`` mapping is passed to
 `trl.GRPOConfig`, which validates it (so an unknown TRL knob fails early, in TRL's words).
 """
 
@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llm_rl.arms.grpo import GrpoArmConfig
-from llm_rl.arms.mc_value import McValueArmConfig
-from llm_rl.arms.relabel import RelabelArmConfig
-from llm_rl.arms.rft import RftArmConfig
-from llm_rl.arms.tree_grpo import TreeGrpoArmConfig
+from llm_rl.arm_configs import (
+    GrpoArmConfig,
+    McValueArmConfig,
+    RelabelArmConfig,
+    RftArmConfig,
+    TreeGrpoArmConfig,
+)
 from llm_rl.harness.budget import BudgetAxis
 from relabel_rl.config import (
     DISTINCT,

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from llm_rl import arm_configs
 from llm_rl.arms import arm_class
 from llm_rl.config import CompareConfig, ExperimentConfig, ProbeConfig, SweepConfig, arm_config
 from relabel_rl.config import ConfigError, config_to_dict, load_config
@@ -137,7 +138,7 @@ def variants(cfg: ExperimentConfig) -> list[Variant]:
 def _arm_sections() -> set[str]:
     """The recipe sections that are an arm's own config (``grpo``, ``relabel``, ... and arms added later)."""
     hints = typing.get_type_hints(ExperimentConfig)
-    return {name for name, tp in hints.items() if getattr(tp, "__module__", "").startswith("llm_rl.arms")}
+    return {name for name, tp in hints.items() if getattr(tp, "__module__", "") == arm_configs.__name__}
 
 
 def validate_variants(cfg: ExperimentConfig) -> None:

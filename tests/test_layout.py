@@ -25,21 +25,16 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _type_checking_only(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def _imports(module: str, path: Path, known: set[str]) -> set[str]:
-    """The project modules ``module`` imports when it runs: every ``import`` anywhere in the file (inside
-    functions too) except under ``if TYPE_CHECKING:``, which never runs. ``from a import b`` is an edge to the
-    module ``a.b`` when that is a module, else to ``a``. (Importing ``a.b`` also runs the package ``a``'s
-    ``__init__``; a package re-exporting its own submodules is not counted as a cycle through that.)"""
+    """The project modules ``module`` depends on: every ``import`` anywhere in the file (inside functions too),
+    those under ``if TYPE_CHECKING:`` included: an import kept for annotations never runs, but it is still a
+    dependency, and a cycle through it is one a reader and a type checker must untangle. ``from a import b`` is an
+    edge to the module ``a.b`` when that is a module, else to ``a``. (Importing ``a.b`` also runs the package
+    ``a``'s ``__init__``; a package re-exporting its own submodules is not counted as a cycle through that.)"""
     is_package = path.name == "__init__.py"
     edges: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if _type_checking_only(node):
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 edges.add(_resolve(alias.name, known))
@@ -116,6 +111,7 @@ def test_no_import_cycles():
         "llm_rl.harness.session",
         "llm_rl.arms.base",
     }  # the walk sees imports
+    assert "llm_rl.model.policy" in graph["llm_rl.arms.base"]  # annotation-only imports count too
     assert _cycles(graph) == []
 
 

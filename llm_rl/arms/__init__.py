@@ -1,6 +1,7 @@
-"""The arms: each file is one algorithm (its recipe section at the top, then the algorithm), on the contract of
-`base.py`. ``ARMS`` maps a recipe's arm name to its class; a recipe may also name any `Arm` subclass as
-``module:ClassName`` (a plugin arm, e.g. one defined in your own package or a test)."""
+"""The arms: each file is one algorithm, on the contract of `base.py`; its recipe section is in `llm_rl.arm_configs`
+(which the recipe module imports without importing any arm). ``ARMS`` maps a recipe's arm name to its class; a
+recipe may also name any `Arm` subclass as ``module:ClassName`` (a plugin arm, e.g. one defined in your own package
+or a test)."""
 
 from __future__ import annotations
 

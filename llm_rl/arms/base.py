@@ -1,6 +1,6 @@
 """The arm contract: an arm is its data and its loss; the harness does everything else.
 
-An arm is a config dataclass (its recipe section, at the top of its file) plus one of two classes:
+An arm is a config dataclass (its recipe section, in `llm_rl.arm_configs`) plus one of two classes:
 
 * `Arm` — the hand-written arms (relabel, mc_value, your own). Two methods make the algorithm::
 
@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # annotations only: the recipe module (llm_rl.config) imports every arm's config section
-    from llm_rl.config import ExperimentConfig
+from llm_rl.config import ExperimentConfig
+
+if TYPE_CHECKING:  # annotations only: both load transformers, which importing the arms does not need
     from llm_rl.generation.base import GenerationBackend
     from llm_rl.model.policy import Policy
 

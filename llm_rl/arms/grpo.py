@@ -39,29 +39,28 @@ Departures from a plain TRL run: ``max_steps`` is the budget's step limit when t
 otherwise a large bound, so the default LR schedule here is ``constant`` (a decaying schedule would decay over that
 bound); bf16/fp16 follow ``model.dtype`` and gradient checkpointing is off unless the recipe asks (TRL's defaults
 are bf16 and on); TRL's own progress bar and printer are replaced by the harness's.
+
+The recipe section ``grpo:`` is `llm_rl.arm_configs.GrpoArmConfig` (importable from here too).
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import importlib.util
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from llm_rl.arm_configs import GrpoArmConfig
 from llm_rl.arms.base import ArmContext, TrlArm
 from llm_rl.arms.losses import pg_token_loss
 from llm_rl.arms.mc_value import segment_token_ids, step_segments
-from relabel_rl.config import ConfigError, knob
-
-if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for GrpoArmConfig)
-    from llm_rl.config import ExperimentConfig
+from llm_rl.config import ExperimentConfig
+from relabel_rl.config import ConfigError
 
 __all__ = [
     "PROCESS_LOSS_TYPES",
@@ -75,31 +74,6 @@ __all__ = [
     "process_supervised_trainer",
     "token_advantages",
 ]
-
-
-@dataclass(frozen=True)
-class GrpoArmConfig:
-    """The ``grpo:`` recipe section. ``trl`` holds `trl.GRPOConfig` fields (num_generations, loss_type, beta,
-    scale_rewards, temperature, learning_rate, per_device_train_batch_size, num_iterations, ...)."""
-
-    trl: dict[str, Any] = knob(
-        {
-            "num_generations": 4,
-            "per_device_train_batch_size": 8,
-            "learning_rate": 1e-3,
-            "beta": 0.0,
-            "loss_type": "dapo",
-            "scale_rewards": "group",
-            "temperature": 1.0,
-        },
-        help="trl.GRPOConfig fields (validated by TRL); the harness sets output dir, seed, lengths, cadence",
-    )
-
-    def __post_init__(self) -> None:
-        if self.trl.get("use_vllm") and importlib.util.find_spec("vllm") is None:
-            raise ValueError(
-                "'grpo.trl.use_vllm' is true but vLLM is not installed (pip install 'relabel-rl[vllm]')"
-            )
 
 
 # ---------------------------------------------------------------------------------------------------------------

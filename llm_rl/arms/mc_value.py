@@ -48,6 +48,8 @@ GAE or critic of any kind (VinePPO also drops the critic, with lambda=1 its adva
 full ``max_completion_tokens`` horizon from every boundary (one batched call needs one length limit) rather than
 the remaining tokens of the sample; step count is capped at ``task.max_steps``; identical boundaries share their
 rollouts; minibatches are cut over completions (a completion's steps stay together).
+
+The recipe section ``mc_value:`` is `llm_rl.arm_configs.McValueArmConfig` (importable from here too).
 """
 
 from __future__ import annotations
@@ -55,16 +57,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from llm_rl.arm_configs import McValueArmConfig
 from llm_rl.arms.base import Arm, ArmContext, Batch
 from llm_rl.arms.losses import pg_token_loss
-from relabel_rl.config import ConfigError, knob
-
-if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for McValueArmConfig)
-    from llm_rl.config import ExperimentConfig
+from llm_rl.config import ExperimentConfig
+from relabel_rl.config import ConfigError
 
 __all__ = [
     "CompletionRow",
@@ -78,21 +79,6 @@ __all__ = [
     "segment_token_ids",
     "step_segments",
 ]
-
-
-@dataclass(frozen=True)
-class McValueArmConfig:
-    """The ``mc_value:`` recipe section (updates per batch: ``optim.epochs`` x ``optim.minibatches``)."""
-
-    num_samples: int = knob(4, ge=1, help="completions sampled per prompt")
-    num_rollouts: int = knob(4, ge=1, help="fresh rollouts per step boundary to estimate its value")
-    temperature: float = knob(1.0, gt=0.0, help="sampling temperature of the samples and rollouts")
-    clip_epsilon: float = knob(0.2, gt=0.0, help="PPO clip range (acts from the second update of a batch)")
-
-    def __post_init__(self) -> None:
-        for name in ("num_samples", "num_rollouts"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"mc_value.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

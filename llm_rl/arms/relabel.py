@@ -70,25 +70,26 @@ found why the relabeller without step checks drove a warm start from 0.22 to 0.0
   runs out mid-batch (``ctx.out_of_budget()``) the remaining searches are skipped: the decision points so far are still trained on (their
   targets do not need the outcome), and the value head regresses to the search value where the path has no z.
   This bounds the budget overshoot to one round of searches instead of a whole batch.
+
+The recipe section ``relabel:`` is `llm_rl.arm_configs.RelabelArmConfig` (importable from here too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from llm_rl.arm_configs import RelabelArmConfig
 from llm_rl.arms.base import Arm, ArmContext, Batch, numpy_rng
 from llm_rl.arms.losses import candidate_cross_entropy, value_loss
 from llm_rl.arms.step_env import StepSearchEnv
-from relabel_rl.config import ConfigError, knob
-from tree_search import GumbelConfig, Node, PuctConfig, SearchConfig, SearchResult, advance, search
-
-if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RelabelArmConfig)
-    from llm_rl.config import ExperimentConfig
+from llm_rl.config import ExperimentConfig
+from relabel_rl.config import ConfigError
+from tree_search import Node, SearchResult, advance, search
 
 __all__ = [
     "DecisionPoint",
@@ -104,76 +105,6 @@ __all__ = [
 ]
 
 VALUE_BOUNDS = (0.0, 1.0)  # verifier scores are in [0, 1]
-
-
-# --- config -----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RelabelArmConfig:
-    """The ``relabel:`` recipe section."""
-
-    root: Literal["puct", "gumbel"] = knob(
-        "puct", help="which search (and which sub-section below) the relabeller runs"
-    )
-    # PUCT: 8 simulations, the committed step sampled from the visit counts at temperature 1 (AlphaZero's
-    # self-play settings) but NO Dirichlet root noise (AlphaZero puts it on a quarter of the prior): over the ~2
-    # distinct candidates of K=4 samples Dir(0.3) is nearly one-hot and raises the rarer (more often wrong) step;
-    # without it the target's mass on correct steps rose from 0.56-0.58 to 0.60-0.62 (docs/research/
-    # outcome_relabel.md). The K samples already explore. Set `relabel.puct.dirichlet_fraction: 0.25` for AlphaZero's.
-    puct: PuctConfig = field(default_factory=lambda: PuctConfig(num_simulations=8, dirichlet_fraction=0.0))
-    gumbel: GumbelConfig = field(
-        default_factory=lambda: GumbelConfig(num_simulations=8, max_num_considered_actions=4)
-    )
-    num_candidates: int = knob(4, ge=1, help="K: candidate steps sampled per expansion")
-    candidate_temperature: float = knob(1.0, gt=0.0, help="sampling temperature of the candidate steps")
-    value_target: Literal["outcome", "search", "mix"] = knob(
-        "outcome", help="the value head's target: the outcome z, the search's root value, or their mean"
-    )
-    value_loss_coef: float = knob(0.5, ge=0.0, help="weight of the value loss beside the policy loss")
-    # prune candidates check_step rejects: follows `task.feedback` (on under `steps`, off under `outcome`);
-    # null = follow it, an explicit value must agree with it (see `prune_rejected_steps`)
-    prune_rejected_steps: bool | None = knob(
-        None,
-        help="prune candidates check_step rejects; null: follow task.feedback (an explicit value must agree)",
-    )
-    # "advantage" (default): -sum (target - beta_hat) * log pi(step), Sampled MuZero's loss minus its zero-mean
-    # self-imitation term: the same expected gradient, exactly none where the search adds nothing. "sampled":
-    # Sampled MuZero's -sum target * log pi(step) (unbiased, but each batch imitates the policy's own samples);
-    # "candidate": pi renormalised over the candidate set (drifts towards flatter policies). Why advantage: under
-    # Adam a zero-mean gradient still moves every weight ~learning rate per step; the self-imitation noise alone
-    # took the tiny preset at L=5 from 0.20 to 0.04 pass@1 (docs/research/outcome_relabel.md, section 1).
-    policy_loss: Literal["advantage", "sampled", "candidate"] = knob(
-        "advantage",
-        help="advantage (Sampled MuZero minus its self-imitation term: -sum (target - beta_hat) log pi), sampled "
-        "(Sampled MuZero, -sum target log pi) or candidate (pi renormalised over the candidates)",
-    )
-    # The value head reads the LM's last hidden state. Detached (default), the value loss trains the head alone
-    # and sends no gradient into the LM; AlphaZero's shared trunk does get it. Why: the value loss alone (policy
-    # loss off) took the tiny preset from 0.20 to 0.02 pass@1 in ~10 Adam steps through the trunk, and the tiny
-    # LM's features do not encode correctness anyway (a probe's AUC 0.5-0.6; docs/research/outcome_relabel.md).
-    detach_value_head: bool = knob(
-        True,
-        help="the value loss trains the value head only (no gradient into the LM); false: AlphaZero's trunk",
-    )
-    # AlphaGo's lambda mixing: every expanded leaf is also rolled out once to a terminal by the policy and scored;
-    # its value is (1 - lambda) v_head + lambda z. null follows task.feedback: 0.5 under outcome (AlphaGo's
-    # lambda; the only way terminal scores reach the tree while the value head knows nothing), 0 under steps
-    # (pruning grounds the search there; rollouts were not measured under steps). A number overrides either.
-    leaf_rollout_weight: float | None = knob(
-        None,
-        ge=0.0,
-        le=1.0,
-        help="lambda of the leaf value (1 - lambda) v_head + lambda z_rollout (one scored policy rollout per "
-        "expanded leaf); null: 0.5 under task.feedback outcome, 0 under steps",
-    )
-
-    def __post_init__(self) -> None:
-        if self.num_candidates < 1:
-            raise ValueError(f"relabel.num_candidates must be > 0, got {self.num_candidates}")
-
-    @property
-    def search(self) -> SearchConfig:
-        """The search the relabeller runs: ``puct`` or ``gumbel``, per ``root``."""
-        return self.puct if self.root == "puct" else self.gumbel
 
 
 def prune_rejected_steps(cfg: ExperimentConfig) -> bool:
@@ -195,7 +126,7 @@ def prune_rejected_steps(cfg: ExperimentConfig) -> bool:
 
 def leaf_rollout_weight(cfg: ExperimentConfig) -> float:
     """lambda of the leaf values: ``relabel.leaf_rollout_weight``, or when null 0.5 under ``task.feedback:
-    outcome`` and 0 under ``steps`` (the config's comment says why)."""
+    outcome`` and 0 under ``steps`` (`RelabelArmConfig`'s comment says why)."""
     given = cfg.relabel.leaf_rollout_weight
     if given is not None:
         return float(given)

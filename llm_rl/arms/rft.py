@@ -44,21 +44,22 @@ outer iterations that collect a whole dataset and fine-tune the base model again
 rationalisation (hints from the answer) is not used; ReST-EM's per-prompt cap is ``max_kept_per_prompt``.
 
 Nothing here counts budget: the backend charges the tokens it samples and prefills, the verifier its calls.
+
+The recipe section ``rft:`` is `llm_rl.arm_configs.RftArmConfig` (importable from here too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
+from llm_rl.arm_configs import RftArmConfig
 from llm_rl.arms.base import Arm, ArmContext, Batch
-from relabel_rl.config import knob, validate
-
-if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for RftArmConfig)
-    from llm_rl.config import ExperimentConfig
+from llm_rl.config import ExperimentConfig
+from relabel_rl.config import validate
 
 __all__ = [
     "KeptCompletion",
@@ -71,19 +72,6 @@ __all__ = [
 ]
 
 Feedback = Literal["outcome", "steps"]
-
-
-@dataclass(frozen=True)
-class RftArmConfig:
-    """The ``rft:`` recipe section."""
-
-    num_samples: int = knob(4, ge=1, help="completions sampled per prompt (N)")
-    threshold: float = knob(
-        1.0, ge=0.0, le=1.0, help="keep a completion whose verifier score (in [0, 1]) is >= this"
-    )
-    dedupe: bool = knob(True, help="keep only the first of identical completion texts of a prompt")
-    max_kept_per_prompt: int | None = knob(None, ge=1, help="keep at most this many per prompt (null: all)")
-    temperature: float = knob(1.0, gt=0, help="sampling temperature (the loss is on the policy itself)")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ Where it departs from TreeRL:
   be cut up to the spread of its branch steps' lengths early.
 
 Nothing here counts budget: the backend charges the tokens it samples and prefills, the verifier its calls.
+
+The recipe section ``tree_grpo:`` is `llm_rl.arm_configs.TreeGrpoArmConfig` (importable from here too).
 """
 
 from __future__ import annotations
@@ -68,17 +70,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from llm_rl.arm_configs import TreeGrpoArmConfig
 from llm_rl.arms.base import Arm, ArmContext, Batch
 from llm_rl.arms.losses import pg_token_loss
-from relabel_rl.config import ConfigError, knob, validate
-
-if TYPE_CHECKING:  # annotation only (llm_rl.config imports this module for TreeGrpoArmConfig)
-    from llm_rl.config import ExperimentConfig, TaskConfig
+from llm_rl.config import ExperimentConfig, TaskConfig
+from relabel_rl.config import ConfigError, validate
 
 __all__ = [
     "SampledTree",
@@ -98,41 +99,6 @@ __all__ = [
 ]
 
 Feedback = Literal["outcome", "steps"]
-
-
-@dataclass(frozen=True)
-class TreeGrpoArmConfig:
-    """The ``tree_grpo:`` recipe section. Leaves per prompt: ``root_branching x branching_factor ** (depth - 1)``
-    (fewer when paths end early)."""
-
-    branching_factor: int = knob(
-        2, ge=1, help="children of every open node at the branching levels below the prompt"
-    )
-    root_branching: int | None = knob(
-        None, ge=1, help="children of the prompt (TreeRL's M); null: branching_factor"
-    )
-    depth: int = knob(
-        2,
-        ge=1,
-        help="branching levels, the prompt's included; the last samples the rest of each completion in one piece "
-        "(1: a GRPO group)",
-    )
-    branch_every: int = knob(1, ge=1, help="reasoning steps in a node between two branching levels")
-    temperature: float = knob(
-        1.0, gt=0, help="sampling temperature (the loss divides the logits by it too, as TRL)"
-    )
-    clip_epsilon: float = knob(
-        0.2, ge=0, help="PPO clip range (matters only when a batch is trained on twice)"
-    )
-
-    @property
-    def root_width(self) -> int:
-        return self.branching_factor if self.root_branching is None else self.root_branching
-
-    @property
-    def leaves_per_prompt(self) -> int:
-        """The most leaves one prompt's tree can have (every path reaches the last level)."""
-        return self.root_width * self.branching_factor ** (self.depth - 1)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -29,12 +28,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from llm_rl.config import LoraSettings, ModelConfig
 from llm_rl.model.policy import Policy, quiet_hf_progress
 from relabel_rl.config import ConfigError
 from relabel_rl.rundir import config_differences
-
-if TYPE_CHECKING:  # annotation only (see llm_rl/model/policy.py)
-    from llm_rl.config import LoraSettings, ModelConfig
 
 __all__ = [
     "SPECIAL_TOKENS",

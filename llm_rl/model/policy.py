@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -32,10 +32,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from llm_rl.config import LoraSettings
 from relabel_rl.config import ConfigError
-
-if TYPE_CHECKING:  # annotation only: the recipe module imports the arms, which use the policy
-    from llm_rl.config import LoraSettings
 
 __all__ = [
     "Policy",
@@ -241,7 +239,7 @@ class Policy(nn.Module):
           temperature: divide the logits by this before the softmax (1: the policy itself).
           with_values: also return the value of each prefix (same forward pass).
           detach_values: the value head reads the LM's hidden state detached, so a value loss trains the head
-            only and sends no gradient into the LM (`llm_rl.arms.relabel.RelabelArmConfig.detach_value_head`).
+            only and sends no gradient into the LM (`llm_rl.arm_configs.RelabelArmConfig.detach_value_head`).
         """
         if len(prefixes) != len(continuations):
             raise ValueError(f"{len(prefixes)} prefixes but {len(continuations)} continuations")

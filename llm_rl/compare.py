@@ -328,16 +328,19 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
 
 def cmd_probe_variance(argv: Sequence[str]) -> int:
-    """``llm-rl probe-variance RECIPE [--checkpoint PATH] [--out DIR] [--arms a,b] [--section.key value ...]``.
+    """``llm-rl probe-variance RECIPE [--checkpoint PATH] [--out DIR] [--arms a,b] [--workers N|auto]
+    [--section.key value ...]``.
 
     Without ``--checkpoint`` the recipe's warm start is built (or reused) under ``output_dir`` and probed there.
+    ``--workers`` probes that many (arm, length) shards at once (as in ``llm-rl compare``); rerunning resumes from
+    the shards already probed.
     """
 
     def body() -> int:
         _, own, cfg = parse_command(
             argv,
             prog="llm-rl probe-variance",
-            flags={"checkpoint": True, "out": True, "arms": True},
+            flags={"checkpoint": True, "out": True, "arms": True, "workers": True},
             usage=cmd_probe_variance.__doc__ or "",
         )
         quiet_libraries()
@@ -350,6 +353,12 @@ def cmd_probe_variance(argv: Sequence[str]) -> int:
             checkpoint = prepare_experiment(cfg, Path(cfg.output_dir))[0]["path"]
         elif not Path(checkpoint).exists():
             raise CommandError(f"checkpoint not found: {checkpoint}")
+        workers = resolve_workers(own.get("workers", "auto"), single_threaded=torch.get_num_threads() == 1)
+        if workers > 1:  # the shards in parallel; run_probe below then only merges them
+            shards = pending_shards(cfg, checkpoint, out_dir, arms)
+            jobs = [Job(s.name, _probe_job, (cfg, str(checkpoint), str(out_dir), s, arms)) for s in shards]
+            for job, text, seconds in run_jobs(jobs, workers=workers, initializer=quiet_libraries):
+                print(f"  {job.name}: {text} ({seconds:.0f}s)", file=sys.stderr)
         result = run_probe(cfg, checkpoint, out_dir, arms=arms)
         print(variance_sentence(result)[0])
         print(

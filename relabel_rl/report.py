@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from relabel_rl.stats import interval_direction
+
 __all__ = [
     "EloCI",
     "MeanCI",
@@ -224,14 +226,8 @@ class TrendCI:
 
     @property
     def direction(self) -> str:
-        """ "increasing" / "decreasing" when the interval excludes 0, "flat" otherwise (or "unknown")."""
-        if math.isnan(self.low) or math.isnan(self.high):
-            return "unknown"
-        if self.low > 0:
-            return "increasing"
-        if self.high < 0:
-            return "decreasing"
-        return "flat"
+        """ "increasing" / "decreasing" when the interval excludes 0, "flat" otherwise ("unknown" if undefined)."""
+        return interval_direction(self.low, self.high)
 
 
 def linear_trend(x: Sequence[float], y: Sequence[float], *, confidence: float = 0.95) -> TrendCI:

@@ -48,6 +48,7 @@ __all__ = [
     "crossed_mean",
     "holm",
     "interpolate_items",
+    "interval_direction",
     "linear_contrast",
     "paired_difference",
 ]
@@ -252,6 +253,17 @@ def paired_difference(a: Any, b: Any, *, confidence: float = 0.95, power: float 
     return crossed_mean(xa - xb, confidence=confidence, power=power)
 
 
+def interval_direction(low: float, high: float) -> str:
+    """ "increasing" / "decreasing" when ``[low, high]`` excludes 0, "flat" otherwise, "unknown" if undefined."""
+    if math.isnan(low) or math.isnan(high):
+        return "unknown"
+    if low > 0:
+        return "increasing"
+    if high < 0:
+        return "decreasing"
+    return "flat"
+
+
 @dataclass(frozen=True)
 class ContrastEstimate:
     """A linear combination of independent estimates (e.g. a slope over lengths) with its t-interval."""
@@ -267,13 +279,7 @@ class ContrastEstimate:
     @property
     def direction(self) -> str:
         """ "increasing" / "decreasing" when the interval excludes 0, "flat" otherwise ("unknown" if undefined)."""
-        if math.isnan(self.low) or math.isnan(self.high):
-            return "unknown"
-        if self.low > 0:
-            return "increasing"
-        if self.high < 0:
-            return "decreasing"
-        return "flat"
+        return interval_direction(self.low, self.high)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

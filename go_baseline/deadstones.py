@@ -58,36 +58,25 @@ JudgeKind = Literal["auto", "playout", "gnugo"]
 # Geometry
 
 
-@functools.lru_cache(maxsize=32)
-def neighbours(n: int) -> tuple[tuple[int, ...], ...]:
-    """The orthogonal neighbours of every point of an ``n x n`` board (flat indices, ``row * n + col``)."""
+def _offsets(n: int, steps: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], ...]:
+    """For every point of an ``n x n`` board (flat index ``row * n + col``), the on-board points at ``steps``."""
     out = []
     for p in range(n * n):
         r, c = divmod(p, n)
-        out.append(
-            tuple(
-                rr * n + cc
-                for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
-                if 0 <= rr < n and 0 <= cc < n
-            )
-        )
+        out.append(tuple((r + dr) * n + c + dc for dr, dc in steps if 0 <= r + dr < n and 0 <= c + dc < n))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=32)
+def neighbours(n: int) -> tuple[tuple[int, ...], ...]:
+    """The orthogonal neighbours of every point of an ``n x n`` board (flat indices, ``row * n + col``)."""
+    return _offsets(n, ((-1, 0), (1, 0), (0, -1), (0, 1)))
 
 
 @functools.lru_cache(maxsize=32)
 def diagonals(n: int) -> tuple[tuple[int, ...], ...]:
     """The diagonal neighbours of every point (for the eye test)."""
-    out = []
-    for p in range(n * n):
-        r, c = divmod(p, n)
-        out.append(
-            tuple(
-                rr * n + cc
-                for rr, cc in ((r - 1, c - 1), (r - 1, c + 1), (r + 1, c - 1), (r + 1, c + 1))
-                if 0 <= rr < n and 0 <= cc < n
-            )
-        )
-    return tuple(out)
+    return _offsets(n, ((-1, -1), (-1, 1), (1, -1), (1, 1)))
 
 
 def _components(member: Sequence[bool], nbrs: Sequence[Sequence[int]]) -> list[list[int]]:

@@ -18,36 +18,37 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from relabel_rl.config import ConfigError, config_help, docstring_text
 from relabel_rl.environment import foreign_verifiers, quiet_broken_pipe
 
-# subcommand -> (module, function, one-line help, the command's own flags when its first argument is a recipe)
-COMMANDS: dict[str, tuple[str, str, str, Mapping[str, bool] | None]] = {
-    "train": ("llm_rl.train", "cmd_train", "train one arm from a recipe", {}),
-    "eval": ("llm_rl.train", "cmd_eval", "evaluate a checkpoint on the held-out split", None),
+# subcommand -> (module, function, one-line help, whether its first argument is a recipe: its own flags are then
+# `llm_rl.commands.COMMAND_FLAGS[subcommand]`)
+COMMANDS: dict[str, tuple[str, str, str, bool]] = {
+    "train": ("llm_rl.train", "cmd_train", "train one arm from a recipe", True),
+    "eval": ("llm_rl.train", "cmd_eval", "evaluate a checkpoint on the held-out split", False),
     "compare": (
         "llm_rl.compare",
         "cmd_compare",
         "run all arms x seeds at equal budget and write a report",
-        {"report_only": False, "no_progress": False},
+        True,
     ),
     "tune": (
         "llm_rl.tune",
         "cmd_tune",
         "pick per-arm hyper-parameters on the validation split (-> a tuned recipe for compare)",
-        {},
+        True,
     ),
     "probe-variance": (
         "llm_rl.compare",
         "cmd_probe_variance",
         "gradient variance vs task length",
-        {"checkpoint": True, "out": True, "arms": True},
+        True,
     ),
-    "tasks": ("verifiers.cli", "cmd_tasks", "list available verifiers / task generators", None),
-    "make-dataset": ("verifiers.cli", "cmd_make_dataset", "generate a task dataset to disk", None),
-    "verify": ("verifiers.cli", "cmd_verify", "score completions from a JSONL file", None),
+    "tasks": ("verifiers.cli", "cmd_tasks", "list available verifiers / task generators", False),
+    "make-dataset": ("verifiers.cli", "cmd_make_dataset", "generate a task dataset to disk", False),
+    "verify": ("verifiers.cli", "cmd_verify", "score completions from a JSONL file", False),
 }
 
 
@@ -82,12 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if clash is not None:
         print(f"error: {clash}", file=sys.stderr)
         return 2
-    module, func, _, flags = COMMANDS[name]
-    if flags is not None and not any(a in ("-h", "--help") for a in rest):
+    module, func, _, takes_recipe = COMMANDS[name]
+    if takes_recipe and not any(a in ("-h", "--help") for a in rest):
         # The recipe first, the command's module second. By name, like the commands: `llm-rl tasks` loads
         # neither the recipe types nor torch.
         commands = importlib.import_module("llm_rl.commands")
         try:
+            flags = commands.COMMAND_FLAGS[name]
             commands.parse_command(rest, prog=f"llm-rl {name}", flags=flags, usage="")
         except (ConfigError, commands.CommandError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -26,6 +26,7 @@ from llm_rl.config import ExperimentConfig
 from relabel_rl.config import ConfigError, load_config
 
 __all__ = [
+    "COMMAND_FLAGS",
     "CommandError",
     "Help",
     "config_argv",
@@ -34,6 +35,16 @@ __all__ = [
     "recorded_recipe",
     "run_command",
 ]
+
+
+# Each recipe command's own flags (name -> takes a value); everything else on its command line is a recipe
+# override. One table, read by the command and by `llm_rl.cli`'s early check of the recipe.
+COMMAND_FLAGS: dict[str, dict[str, bool]] = {
+    "train": {},
+    "compare": {"report_only": False, "no_progress": False, "workers": True},
+    "tune": {"workers": True},
+    "probe-variance": {"checkpoint": True, "out": True, "arms": True, "workers": True},
+}
 
 
 class CommandError(Exception):

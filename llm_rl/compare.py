@@ -44,7 +44,7 @@ from llm_rl.analysis.variance_probe import (
     run_probe,
 )
 from llm_rl.analysis.verdicts import variance_sentence
-from llm_rl.commands import CommandError, module_main, parse_command, run_command
+from llm_rl.commands import COMMAND_FLAGS, CommandError, module_main, parse_command, run_command
 from llm_rl.config import ExperimentConfig
 from llm_rl.experiment import (
     FINAL_METRICS,
@@ -306,7 +306,7 @@ def cmd_compare(argv: Sequence[str]) -> int:
         _, own, cfg = parse_command(
             argv,
             prog="llm-rl compare",
-            flags={"report_only": False, "no_progress": False, "workers": True},
+            flags=COMMAND_FLAGS["compare"],
             usage=cmd_compare.__doc__ or "",
         )
         quiet_libraries()
@@ -340,20 +340,20 @@ def cmd_probe_variance(argv: Sequence[str]) -> int:
         _, own, cfg = parse_command(
             argv,
             prog="llm-rl probe-variance",
-            flags={"checkpoint": True, "out": True, "arms": True, "workers": True},
+            flags=COMMAND_FLAGS["probe-variance"],
             usage=cmd_probe_variance.__doc__ or "",
         )
         quiet_libraries()
         arms = own["arms"].split(",") if own.get("arms") else (list(cfg.probe.arms) or list(cfg.compare.arms))
         validate_experiment(cfg, arms=arms, probe=True)
         configure_threads(cfg)
+        workers = resolve_workers(own.get("workers", "auto"), single_threaded=torch.get_num_threads() == 1)
         out_dir = Path(own.get("out") or Path(cfg.output_dir) / "probe")
         checkpoint = own.get("checkpoint")
         if checkpoint is None:
             checkpoint = prepare_experiment(cfg, Path(cfg.output_dir))[0]["path"]
         elif not Path(checkpoint).exists():
             raise CommandError(f"checkpoint not found: {checkpoint}")
-        workers = resolve_workers(own.get("workers", "auto"), single_threaded=torch.get_num_threads() == 1)
         if workers > 1:  # the shards in parallel; run_probe below then only merges them
             shards = pending_shards(cfg, checkpoint, out_dir, arms)
             jobs = [Job(s.name, _probe_job, (cfg, str(checkpoint), str(out_dir), s, arms)) for s in shards]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_rl.commands import (
+    COMMAND_FLAGS,
     CommandError,
     Help,
     config_argv,
@@ -51,7 +52,9 @@ def cmd_train(argv: Sequence[str]) -> int:
     """
 
     def body() -> int:
-        _, _, cfg = parse_command(argv, prog="llm-rl train", flags={}, usage=cmd_train.__doc__ or "")
+        _, _, cfg = parse_command(
+            argv, prog="llm-rl train", flags=COMMAND_FLAGS["train"], usage=cmd_train.__doc__ or ""
+        )
         quiet_libraries()
         validate_experiment(cfg, arms=[cfg.arm])
         output_dir = Path(cfg.output_dir)

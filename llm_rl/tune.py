@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from llm_rl.commands import module_main, parse_command, run_command
+from llm_rl.commands import COMMAND_FLAGS, module_main, parse_command, run_command
 from llm_rl.config import ExperimentConfig, TuneConfig, with_overrides
 from llm_rl.experiment import (
     FINAL_METRICS,
@@ -262,7 +262,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
 
     def body() -> int:
         _, own, cfg = parse_command(
-            argv, prog="llm-rl tune", flags={"workers": True}, usage=cmd_tune.__doc__ or ""
+            argv, prog="llm-rl tune", flags=COMMAND_FLAGS["tune"], usage=cmd_tune.__doc__ or ""
         )
         quiet_libraries()
         summary = run_tune(cfg, workers=own.get("workers", "auto"))

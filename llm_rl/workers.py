@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -87,7 +88,7 @@ def run_jobs(
             yield job, job.fn(*job.args, **job.kwargs), time.perf_counter() - t0
         return
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(processes=min(workers, len(jobs)), initializer=initializer)
+    pool = context.Pool(processes=min(workers, len(jobs)), initializer=_init_worker, initargs=(initializer,))
     try:
         for index, result, seconds, error in pool.imap_unordered(_call, list(enumerate(jobs)), chunksize=1):
             if error is not None:
@@ -99,6 +100,16 @@ def run_jobs(
         raise
     finally:
         pool.join()
+
+
+def _init_worker(initializer: Callable[[], None] | None) -> None:
+    # tqdm's default lock is a multiprocessing RLock (a named semaphore); a worker stopped by Pool.terminate never
+    # releases it and the resource tracker then reports it as leaked. A worker's bars are its own: a thread lock.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    if initializer is not None:
+        initializer()
 
 
 def _call(item: tuple[int, Job]) -> tuple[int, Any, float, BaseException | None]:

@@ -81,18 +81,19 @@ def test_compare_bad_override_and_missing_recipe():
 
 
 @pytest.mark.parametrize("command", ["compare", "tune", "probe-variance"])
-def test_workers_is_a_flag_of_the_commands_that_run_several_jobs(command, tmp_path):
+def test_workers_is_a_flag_of_the_commands_that_run_several_jobs(command, tmp_path, capsys):
     """`--workers` reaches the command (through the CLI's early recipe check) and a bad value is refused, naming
     the flag, before any model is loaded or anything written."""
+    from llm_rl.cli import main
+
     recipe = tmp_path / "r.yaml"
     data = yaml.safe_load(QUICKSTART.read_text())
     data["output_dir"] = str(tmp_path / "out")
     data["tune"] = {"grid": {"grpo": {"grpo.trl.learning_rate": [1e-5]}}, "seeds": [100]}
     recipe.write_text(yaml.safe_dump(data))
-    p, _ = _cli(command, recipe, "--workers", "none")
-    assert p.returncode == 2 and "--workers must be a positive integer or 'auto', got 'none'" in p.stderr, (
-        p.stderr
-    )
+    assert main([command, str(recipe), "--workers", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers must be a positive integer or 'auto', got 'none'" in err, err
     assert not (tmp_path / "out").exists()
 
 

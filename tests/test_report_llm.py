@@ -239,6 +239,33 @@ def test_sweep_headline_figure_tables_and_slope_verdict(tmp_path):
     assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex
 
 
+def test_a_shrinking_lead_of_grpo_is_not_read_as_search_pulling_ahead(tmp_path):
+    """The gap relabel − GRPO grows with length only because GRPO's lead shrinks to nothing where neither arm
+    learns (the longest length): the slope is positive, the conclusion says "partly supported", names the shrinking
+    lead and the baseline's gain at the longest length — not "the prediction is supported"."""
+    for length, (p_grpo, p_relabel) in {2: (0.6, 0.35), 4: (0.45, 0.3), 6: (None, None)}.items():
+        rng = np.random.default_rng(length)
+        start = _rows(rng, 0.2)
+        for s in range(4):
+            finals = {}
+            for name, p in (("grpo", p_grpo), ("relabel", p_relabel)):
+                if p is None:  # no learning: the start with a few items flipped either way
+                    finals[name] = np.where(rng.random(N) < 0.05, 1 - start, start)
+                else:
+                    finals[name] = np.maximum(start, _rows(rng, p))
+                _write_run(tmp_path, name, s, [start, finals[name]], group=f"length{length}", sweep=length)
+    cfg = _cfg(tmp_path, sweep={"knob": "length", "values": [2, 4, 6]})
+    s = write_report(tmp_path, cfg, plots=False)
+    primary = s["headline"]["primary"]
+    assert primary["direction"] == "increasing", primary["slope"]
+    assert [p["value"] for p in primary["points"]] == [2.0, 4.0, 6.0]
+    conclusion = (tmp_path / "report.md").read_text().split("## Conclusion")[1]
+    assert "the baseline's lead shrinks rather than search pulling ahead" in conclusion
+    assert "it is behind at length 2" in conclusion and "partly supported" in conclusion
+    assert "at length 6 the baseline gains" in conclusion
+    assert "the prediction is supported" not in conclusion
+
+
 def test_load_runs_reads_cells_and_groups(tmp_path):
     _write_run(tmp_path, "relabel_noprune", 0, [np.zeros(3)], arm="relabel", overrides={"x": 1}, group="length2",
                sweep=2)  # fmt: skip

@@ -72,7 +72,8 @@ def sweep_section(
             if len(xs) >= 2:
                 slope = linear_contrast(ests, xs)
                 text, direction = slope_verdict(name, slope, knob=knob, setting=f"{f} feedback")
-                slopes.append({"name": name, "feedback": f, "slope": slope.as_dict(), "direction": direction})
+                slopes.append({"name": name, "feedback": f, "slope": slope.as_dict(), "direction": direction,
+                               "points": _points(groups, name)})  # fmt: skip
                 sentences.append(text)
     headers = [knob, "feedback", "arm", "start pass@1", "final pass@1", "gain over start", f"− {label(baseline)}",
                "seeds"]  # fmt: skip
@@ -95,6 +96,22 @@ def sweep_section(
         "",
     ]
     return lines, {"slopes": slopes, "primary": primary, "sentences": sentences, "knob": knob}
+
+
+def _points(groups: Sequence[GroupResult], name: str) -> list[dict[str, Any]]:
+    """Per sweep value with a paired gap: the gap, the variant's gain over the start and its baseline's (what the
+    conclusion needs to tell "search pulls ahead" from "the baseline's lead shrinks")."""
+    out = []
+    for g in groups:
+        diff, base = g.vs_baseline.get(name), g.baseline_of.get(name)
+        if diff is None or math.isnan(diff.estimate) or name not in g.stats:
+            continue
+        base_gain = g.stats.get(base, {}).get("gain") if base else None
+        gain = g.stats[name].get("gain")
+        out.append({"value": float(g.sweep_value), "diff": diff.as_dict(),
+                    "gain": gain.as_dict() if gain is not None else None,
+                    "baseline_gain": base_gain.as_dict() if base_gain is not None else None})  # fmt: skip
+    return out
 
 
 def _primary(slopes: list[dict[str, Any]]) -> dict[str, Any] | None:

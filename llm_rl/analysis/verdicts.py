@@ -30,6 +30,7 @@ __all__ = [
     "difference_verdict",
     "fmt_estimate",
     "label",
+    "slope_reading",
     "slope_verdict",
     "variance_sentence",
 ]
@@ -209,11 +210,48 @@ def variance_sentence(variance: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
 
 
 _SLOPE_WORDS = {
-    "increasing": "the gap grows with it: the prediction is supported.",
     "decreasing": "the gap shrinks with it: the prediction is contradicted.",
     "flat": "no detectable trend: the data neither confirm nor refute the prediction at this size.",
     "unknown": "no interval could be computed.",
 }
+
+
+def slope_reading(primary: Mapping[str, Any], *, knob: str) -> str:
+    """What the headline slope says about the seed's prediction ("search-made targets beat GRPO, more as reasoning
+    gets longer"). A gap that grows is "supported" only when search is also *ahead* at the longest value; when it
+    is not, a growing gap is GRPO's lead shrinking — the predicted direction, not the claim — and the sentence says
+    so, with the baseline's gain at the longest value (a lead that shrinks because the baseline stops learning
+    there is a floor, not credit assignment)."""
+    d = primary["direction"]
+    if d != "increasing":
+        return _SLOPE_WORDS[d]
+    points = primary.get("points") or []
+    if not points:
+        return "the gap grows with it: the prediction is supported."
+    last = points[-1]
+    if last["diff"]["low"] > 0:
+        return f"the gap grows with it and search is ahead at {knob} {last['value']:g}: the prediction is supported."
+
+    def values(ps: list[Mapping[str, Any]]) -> str:
+        return ", ".join(f"{p['value']:g}" for p in ps)
+
+    behind = [p for p in points if p["diff"]["high"] < 0]
+    ahead = [p for p in points if p["diff"]["low"] > 0]
+    d_last = last["diff"]
+    text = (
+        f"the gap grows with it, but search is not ahead at {knob} {last['value']:g} ({_sign(d_last['estimate'])} "
+        f"[{_sign(d_last['low'])}, {_sign(d_last['high'])}])"
+        + (f", it is behind at {knob} {values(behind)}" if behind else "")
+        + (f", ahead only at {values(ahead)}" if ahead else "")
+        + ": the baseline's lead shrinks rather than search pulling ahead"
+    )
+    base = last.get("baseline_gain")
+    if base is not None and base["low"] <= 0:
+        text += (
+            f"; at {knob} {last['value']:g} the baseline gains {_sign(base['estimate'])} [{_sign(base['low'])}, "
+            f"{_sign(base['high'])}] over its start, so the gap there is measured where the baseline barely learns"
+        )
+    return text + ". The direction the seed predicts, not its claim: partly supported."
 
 
 def conclusion_lines(summary: Mapping[str, Any], *, knob: str) -> list[str]:
@@ -227,7 +265,7 @@ def conclusion_lines(summary: Mapping[str, Any], *, knob: str) -> list[str]:
             f"- The seed predicts that the gap between search-made targets and GRPO grows with {knob}. Measured "
             f"({label(primary['name'])}, {primary['feedback']} feedback): the paired gap changes by "
             f"{_sign(s['estimate'])} pass@1 per unit of {knob} [{_sign(s['low'])}, {_sign(s['high'])}] — "
-            + _SLOPE_WORDS[primary["direction"]]
+            + slope_reading(primary, knob=knob)
         )
     for c in summary.get("contrasts", []):
         if c["kind"] == "vs baseline" and c.get("arms", [None])[0] in ("relabel", "tree_grpo"):

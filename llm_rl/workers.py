@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm import tqdm
+
 from relabel_rl.config import ConfigError
 
 __all__ = ["Job", "resolve_workers", "run_jobs"]
@@ -105,8 +107,6 @@ def run_jobs(
 def _init_worker(initializer: Callable[[], None] | None) -> None:
     # tqdm's default lock is a multiprocessing RLock (a named semaphore); a worker stopped by Pool.terminate never
     # releases it and the resource tracker then reports it as leaked. A worker's bars are its own: a thread lock.
-    from tqdm import tqdm
-
     tqdm.set_lock(threading.RLock())
     if initializer is not None:
         initializer()

@@ -117,9 +117,8 @@ def _call(item: tuple[int, Job]) -> tuple[int, Any, float, BaseException | None]
     t0 = time.perf_counter()
     try:
         return index, job.fn(*job.args, **job.kwargs), time.perf_counter() - t0, None
-    except (
-        Exception
-    ) as e:  # re-raised in the parent, with the job's name in front (and the worker's traceback)
+    except Exception as e:
+        # re-raised in the parent, with the job's name in front (and the worker's traceback)
         if isinstance(e, ConfigError):
             return index, None, time.perf_counter() - t0, ConfigError(f"{job.name}: {e}")
         failure = RuntimeError(f"{job.name} failed in a worker process:\n{traceback.format_exc()}")

@@ -16,6 +16,8 @@ Order of work, cheapest and most fallible first:
    included, so killing `compare` and running it again loses at most the work since each run's last checkpoint;
 4. the gradient-variance probe (``compare.probe_variance``) at the warm-start checkpoint (the highest-target one
    in the regime), so every arm's estimator is measured at the same parameters; rerun when its settings change;
+   with ``--workers N`` (`llm_rl.workers`) steps 3 and 4 share N processes: the probe's (arm, length) shards and
+   the runs are jobs of one pool;
 5. the report (`llm_rl.analysis.report.write_report`).
 
 ``--report-only`` re-renders the report from whatever runs exist (finished or not) without training or writing
@@ -168,7 +170,8 @@ def _run_grid(
     cfg: ExperimentConfig, out: Path, cells: list[Cell], warm: list[dict], *, progress: bool, workers: int
 ) -> None:
     """Every cell's run, finished ones skipped, interrupted ones resumed; with several workers the variance
-    probe's unfinished shards run beside them (most expensive first), otherwise the probe runs after."""
+    probe's unfinished shards run beside them (started first, longest lengths first), otherwise the probe runs
+    after."""
     by_target = {w["target"]: w for w in warm}
     jobs: list[Job] = []
     if workers > 1 and (plan := _probe_plan(cfg, out, warm)) is not None:

@@ -46,6 +46,7 @@ from go_baseline.config import GoConfig
 from go_baseline.network import NetConfig, PolicyValueNet
 from go_baseline.replay import Batch
 from go_baseline.symmetry import NUM_SYMMETRIES, action_permutation, transform_planes, transform_policy
+from relabel_rl.rundir import newest_readable
 
 __all__ = [
     "Checkpoint",
@@ -194,16 +195,9 @@ def newest_good_checkpoint(
     """The newest checkpoint under ``directory`` that :func:`read_checkpoint` accepts, with its contents; None
     when none does. Each rejected one is renamed ``<name>.corrupt`` (kept for inspection, never picked again)
     and reported by ``warn`` in one line naming the file and what the run falls back to."""
-    candidates = list_checkpoints(directory)[::-1]
-    for i, path in enumerate(candidates):
-        try:
-            return path, read_checkpoint(path)
-        except CheckpointError as e:
-            older = candidates[i + 1].name if i + 1 < len(candidates) else "the start of training"
-            aside = path.with_name(path.name + ".corrupt")
-            path.replace(aside)
-            warn(f"warning: checkpoint unusable: {e}; moved to {aside.name}, falling back to {older}")
-    return None
+    return newest_readable(
+        list_checkpoints(directory)[::-1], read_checkpoint, errors=CheckpointError, warn=warn
+    )
 
 
 def load_net(path: str | Path, device: str = "cpu") -> tuple[PolicyValueNet, dict]:

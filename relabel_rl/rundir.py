@@ -21,11 +21,12 @@ import math
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "config_differences",
     "git_sha",
     "jsonable",
+    "newest_readable",
     "package_versions",
     "pin_config",
     "read_metrics",
@@ -308,3 +310,29 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def newest_readable(
+    candidates: Sequence[Path],
+    read: Callable[[Path], Any],
+    *,
+    errors: type[Exception] | tuple[type[Exception], ...],
+    warn: Callable[[str], None] = print,
+) -> tuple[Path, Any] | None:
+    """The first of ``candidates`` (newest first) that ``read`` accepts, with what it read; None when none does.
+
+    The fall-back every resumable run shares (LLM arms and Go): a checkpoint whose ``read`` raises one of
+    ``errors`` is renamed ``<name>.corrupt`` (a file or a directory; kept for inspection, never picked again) and
+    reported by ``warn`` in one line naming the file and what the run falls back to.
+    """
+    for i, path in enumerate(candidates):
+        try:
+            return path, read(path)
+        except errors as e:
+            older = candidates[i + 1].name if i + 1 < len(candidates) else "the start of training"
+            aside = path.with_name(path.name + ".corrupt")
+            if aside.is_dir():
+                shutil.rmtree(aside)
+            path.replace(aside)
+            warn(f"warning: checkpoint unusable: {e}; moved to {aside.name}, falling back to {older}")
+    return None

@@ -35,6 +35,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.trainer_pt_utils import safe_globals
 
+from relabel_rl.rundir import newest_readable
+
 __all__ = [
     "KEEP",
     "STATE_FILE",
@@ -164,17 +166,7 @@ def newest_good(
     Each rejected checkpoint is renamed ``<name>.corrupt`` and reported by ``warn`` in one line naming the bad
     file and what the run falls back to.
     """
-    candidates = list_checkpoints(root)
-    for i, path in enumerate(candidates):
-        try:
-            return path, read(path)
-        except CheckpointError as e:
-            older = candidates[i + 1].name if i + 1 < len(candidates) else "the start of training"
-            aside = path.with_name(path.name + ".corrupt")
-            shutil.rmtree(aside, ignore_errors=True)
-            path.rename(aside)
-            warn(f"warning: checkpoint unusable: {e}; moved to {aside.name}, falling back to {older}")
-    return None
+    return newest_readable(list_checkpoints(root), read, errors=CheckpointError, warn=warn)
 
 
 def prune(root: Path, keep: int = KEEP) -> None:

@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-__all__ = ["MARKER", "foreign_verifiers", "quiet_broken_pipe"]
+__all__ = ["MARKER", "close_process_group", "foreign_verifiers", "quiet_broken_pipe"]
 
 MARKER = "__relabel_rl__"
 OWN_DISTRIBUTION = "relabel-rl"
@@ -109,3 +109,20 @@ def quiet_broken_pipe() -> None:
     Python's ``BrokenPipeError`` traceback (Python ignores ``SIGPIPE`` at start-up). For CLI entry points only."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def close_process_group() -> None:
+    """End an ``accelerate launch`` in order: wait for every process, then destroy the process group.
+
+    For CLI entry points, on their way out after success. Without it each process leaves as soon as its own work
+    is done and tears gloo down in interpreter shutdown, while the main process may still be writing its report;
+    now and then a process then aborts in that teardown (``terminate called without an active exception``,
+    SIGABRT), and the launcher kills the other and fails a run that had finished. torch's documentation asks
+    for ``destroy_process_group`` before exit for this reason. A no-op when torch was never imported or no group
+    was started (every single-process command).
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from relabel_rl.config import ConfigError, load_config
-from relabel_rl.environment import close_process_group, quiet_broken_pipe
+from relabel_rl.environment import quiet_broken_pipe
 from relabel_rl.rundir import jsonable
 
 __all__ = ["main"]
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args, rest = _parser().parse_known_args(argv)
     try:
-        status = {
+        return {
             "train": _cmd_train,
             "selfplay": _cmd_selfplay,
             "eval": _cmd_eval,
@@ -372,9 +372,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if status == 0:
-        close_process_group()
-    return status
 
 
 if __name__ == "__main__":

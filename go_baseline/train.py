@@ -46,6 +46,7 @@ from go_baseline.config import GoConfig
 from go_baseline.network import NetConfig, PolicyValueNet
 from go_baseline.replay import Batch
 from go_baseline.symmetry import NUM_SYMMETRIES, action_permutation, transform_planes, transform_policy
+from relabel_rl.environment import destroy_process_group_at_exit
 from relabel_rl.rundir import newest_readable
 
 __all__ = [
@@ -229,6 +230,7 @@ class Trainer:
     def __init__(self, cfg: GoConfig) -> None:
         self.cfg = cfg
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        destroy_process_group_at_exit()  # under `accelerate launch`: see relabel_rl.environment
         self.net_config = cfg.net.net_config(cfg.board.size)
         net = PolicyValueNet(self.net_config)
         opt = torch.optim.SGD(

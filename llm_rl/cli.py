@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from relabel_rl.config import ConfigError, config_help, docstring_text
-from relabel_rl.environment import close_process_group, foreign_verifiers, quiet_broken_pipe
+from relabel_rl.environment import foreign_verifiers, quiet_broken_pipe
 
 # subcommand -> (module, function, one-line help, whether its first argument is a recipe: its own flags are then
 # `llm_rl.commands.COMMAND_FLAGS[subcommand]`)
@@ -98,10 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name in RECIPE_COMMANDS and any(a in ("-h", "--help") for a in rest):
         print(_recipe_help(handler))
         return 0
-    status = int(handler(rest) or 0)
-    if status == 0:
-        close_process_group()
-    return status
+    return int(handler(rest) or 0)
 
 
 if __name__ == "__main__":

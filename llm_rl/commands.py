@@ -24,7 +24,6 @@ import yaml
 
 from llm_rl.config import ExperimentConfig
 from relabel_rl.config import ConfigError, load_config
-from relabel_rl.environment import close_process_group
 
 __all__ = [
     "COMMAND_FLAGS",
@@ -150,10 +149,7 @@ def config_argv(argv: Sequence[str]) -> list[str]:
 def module_main(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
     """Run an `llm-rl` subcommand function with ``--config`` turned into its positional recipe (the form
     ``accelerate launch -m llm_rl.train --config R.yaml`` needs: `llm_rl.train`, `llm_rl.compare`)."""
-    status = int(command(config_argv(sys.argv[1:] if argv is None else argv)) or 0)
-    if status == 0:
-        close_process_group()
-    return status
+    return int(command(config_argv(sys.argv[1:] if argv is None else argv)) or 0)
 
 
 def recorded_recipe(model: str | Path) -> Path | None:

@@ -20,6 +20,7 @@ How ours is recognised, without importing (a foreign package may be slow to impo
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.metadata
 import importlib.util
@@ -28,7 +29,7 @@ import signal
 import sys
 from pathlib import Path
 
-__all__ = ["MARKER", "close_process_group", "foreign_verifiers", "quiet_broken_pipe"]
+__all__ = ["MARKER", "destroy_process_group_at_exit", "foreign_verifiers", "quiet_broken_pipe"]
 
 MARKER = "__relabel_rl__"
 OWN_DISTRIBUTION = "relabel-rl"
@@ -111,18 +112,31 @@ def quiet_broken_pipe() -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-def close_process_group() -> None:
-    """End an ``accelerate launch`` in order: wait for every process, then destroy the process group.
+def destroy_process_group_at_exit() -> None:
+    """Have the process group destroyed on the way out of this process, while the interpreter is still whole.
 
-    For CLI entry points, on their way out after success. Without it each process leaves as soon as its own work
-    is done and tears gloo down in interpreter shutdown, while the main process may still be writing its report;
-    now and then a process then aborts in that teardown (``terminate called without an active exception``,
-    SIGABRT), and the launcher kills the other and fails a run that had finished. torch's documentation asks
-    for ``destroy_process_group`` before exit for this reason. A no-op when torch was never imported or no group
-    was started (every single-process command).
+    Call it where a process group has just been started (an ``accelerate launch`` worker); a no-op when torch was
+    never imported or no group is started, and when already registered. A process that leaves without
+    ``destroy_process_group`` tears gloo down during interpreter finalisation, where its worker threads may still
+    hold work objects whose tensors reference Python; freeing them then needs the GIL of an interpreter being torn
+    down, and the process now and then aborts (``terminate called without an active exception``, SIGABRT) after a
+    run that had finished — the launcher then kills the other process and fails the launch. (torch asks callers to
+    destroy the group before exit; a proposal to register this hook inside ``init_process_group`` was not merged:
+    pytorch/pytorch#179291.) An ``atexit`` hook also covers ends by an exception, and needs no collective: each
+    process frees only its own side, so a peer still working or already gone cannot make it hang.
     """
+    global _DESTROY_REGISTERED
     dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    if _DESTROY_REGISTERED or dist is None or not dist.is_available() or not dist.is_initialized():
         return
-    dist.barrier()
-    dist.destroy_process_group()
+    atexit.register(_destroy_process_group)
+    _DESTROY_REGISTERED = True
+
+
+_DESTROY_REGISTERED = False
+
+
+def _destroy_process_group() -> None:
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_initialized():
+        dist.destroy_process_group()

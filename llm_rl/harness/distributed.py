@@ -34,6 +34,7 @@ import torch
 from accelerate import PartialState
 
 from llm_rl.harness.budget import COUNTED, Budget
+from relabel_rl.environment import destroy_process_group_at_exit
 
 __all__ = [
     "BudgetSync",
@@ -80,9 +81,12 @@ def process_state() -> PartialState:
     """accelerate's ``PartialState`` for this launch (joins the process group under ``accelerate launch``).
 
     ``cpu`` must be passed on a CPU-only machine: a bare ``PartialState()`` there reports a single process even
-    under a 2-process launch, and, being a singleton, would make every later ``Accelerator`` agree.
+    under a 2-process launch, and, being a singleton, would make every later ``Accelerator`` agree. The group
+    it joins is destroyed on the way out of the process (`relabel_rl.environment.destroy_process_group_at_exit`).
     """
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    destroy_process_group_at_exit()
+    return state
 
 
 def is_main() -> bool:

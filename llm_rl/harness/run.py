@@ -13,6 +13,7 @@ from typing import Any
 
 from llm_rl.arms import Arm, TrlArm, arm_class
 from llm_rl.harness.data import TaskData
+from llm_rl.harness.distributed import process_state
 from llm_rl.harness.loop import train_loop
 from llm_rl.harness.session import Session
 from llm_rl.harness.trl_bridge import train_with_trl
@@ -47,6 +48,7 @@ def train_arm(
         budget = cfg.budget
         max_steps = max(1, math.ceil(budget.limit)) if budget.axis == "optimizer_steps" else STEPS_BOUND
         args = arm.trainer_args(str(run.checkpoint_dir), max_steps=max_steps)
+    process_state()  # joins the launch's process group (TRL's arguments may have already) and ends it at exit
     session = Session(cfg, run, task=task, progress=progress)
     seed_everything(cfg.seed)  # a fresh value head (a base model without one) is initialised from the seed
     lora = cfg.model.lora if cfg.model.lora.enabled else None

@@ -319,10 +319,20 @@ class VariantConfig:
 class SweepConfig:
     """A difficulty axis of `compare`: every arm and variant runs, for every seed, at each value. ``knob: length``
     sets the task's number of operations (``min_steps = max_steps = value``); any other name is a difficulty knob
-    of ``task.verifier`` set to the value. One warm start serves every value (``warm_start.difficulty``)."""
+    of ``task.verifier`` set to the value. One warm start serves every value (``warm_start.difficulty``).
+
+    ``scale_budget`` answers a confound of a length sweep at one budget: a token budget buys a length-6 run about a
+    third of the prompts (and updates) it buys a length-2 run, so a gap that closes at length 6 may only mean that
+    every arm learned less there. Scaled, ``budget.limit`` and ``budget.eval_every`` are per unit of the value, and
+    each length gets about the same number of prompts."""
 
     # `values` comes first: once the field `knob` is defined, the name no longer means the function in this body
     values: list[int | float] = knob([], help="the values the sweep runs at; [] = no sweep")
+    scale_budget: bool = knob(
+        False,
+        help="true: budget.limit and budget.eval_every are per unit of the sweep value (a run at value v gets v x "
+        "them); false: every value gets the same budget",
+    )
     knob: str = knob(
         "length",
         check=NONEMPTY,

@@ -214,6 +214,11 @@ def _check_compare(cfg: ExperimentConfig) -> None:
         )
     if c.sweep.knob == LENGTH_KNOB and any(int(v) != v or v < 1 for v in values):
         raise ConfigError(f"'compare.sweep.values' are lengths (whole numbers >= 1), got {values}")
+    if c.sweep.scale_budget and (not values or any(v <= 0 for v in values)):
+        raise ConfigError(
+            "'compare.sweep.scale_budget' multiplies the budget by each sweep value: it needs "
+            f"'compare.sweep.values' > 0, got {values}"
+        )
 
 
 def _check_rows(cfg: ExperimentConfig, verifier: Any) -> None:

@@ -40,7 +40,7 @@ import yaml
 
 from llm_rl import arm_configs
 from llm_rl.arms import arm_class
-from llm_rl.config import CompareConfig, ExperimentConfig, ProbeConfig, SweepConfig, arm_config
+from llm_rl.config import BudgetConfig, CompareConfig, ExperimentConfig, ProbeConfig, SweepConfig, arm_config
 from relabel_rl.config import ConfigError, config_to_dict, load_config
 from relabel_rl.rundir import config_differences
 
@@ -55,6 +55,7 @@ __all__ = [
     "group_name",
     "probe_lengths",
     "run_dir_for",
+    "sweep_budget",
     "sweep_difficulty",
     "variant_config",
     "variants",
@@ -190,6 +191,16 @@ def variant_config(cfg: ExperimentConfig, v: Variant) -> ExperimentConfig:
 # Sweep and warm-start difficulty
 
 
+def sweep_budget(cfg: ExperimentConfig, value: float | None) -> BudgetConfig:
+    """``budget`` at sweep value ``value``: ``value`` x the recipe's limit and evaluation interval under
+    ``compare.sweep.scale_budget`` (`SweepConfig`), else the recipe's own."""
+    if value is None or not cfg.compare.sweep.scale_budget:
+        return cfg.budget
+    return dataclasses.replace(
+        cfg.budget, limit=cfg.budget.limit * value, eval_every=cfg.budget.eval_every * value
+    )
+
+
 def sweep_difficulty(cfg: ExperimentConfig, value: float | None) -> dict[str, Any]:
     """``task.difficulty`` at sweep value ``value`` (the recipe's own when None)."""
     difficulty = dict(cfg.task.difficulty)
@@ -304,6 +315,7 @@ def child_config(cfg: ExperimentConfig, cell: Cell, run_path: Path) -> Experimen
         seed=cell.seed,
         output_dir=str(run_path),
         task=task,
+        budget=sweep_budget(cfg, cell.sweep_value),
         warm_start=warm,
         compare=compare,
         probe=ProbeConfig(),

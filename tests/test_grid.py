@@ -2,6 +2,7 @@
 warm start, extending a finished experiment, `eval.num_examples > task.test_size`, `--report-only` on a mistyped
 directory. No model is built here."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,18 @@ def test_the_sweep_has_one_warm_start_covering_every_length():
     assert child_config(other, grid(other)[0], Path("x")).task.difficulty["max_operand"] == 5
 
 
+def test_a_scaled_budget_gives_each_length_its_multiple_and_nothing_else_changes():
+    plain = _cfg("--task.max_steps", "5", sweep={"values": [2, 4]}, seeds=[0])
+    scaled = _cfg("--task.max_steps", "5", sweep={"values": [2, 4], "scale_budget": True}, seeds=[0])
+    validate_experiment(scaled, arms=scaled.compare.arms)
+    limit, every = scaled.budget.limit, scaled.budget.eval_every
+    for p, s in zip(grid(plain), grid(scaled)):
+        a, b = child_config(plain, p, Path("x")), child_config(scaled, s, Path("x"))
+        assert a.budget == plain.budget  # unscaled: the recipe's budget at every length
+        assert (b.budget.limit, b.budget.eval_every) == (limit * s.sweep_value, every * s.sweep_value)
+        assert b.budget.axis == a.budget.axis and dataclasses.replace(b, budget=a.budget) == a
+
+
 @pytest.mark.parametrize(
     "overrides, compare, match",
     [
@@ -183,6 +196,11 @@ def test_the_sweep_has_one_warm_start_covering_every_length():
         ([], {"sweep": {"values": [2, 2]}}, "repeats"),
         ([], {"sweep": {"values": [2]}, "warm_start_pass_rates": [0.1]}, "cannot be combined"),
         ([], {"sweep": {"knob": "max_stepz", "values": [2]}}, "max_stepz"),
+        (
+            [],
+            {"sweep": {"scale_budget": True}},
+            r"scale_budget.*needs 'compare\.sweep\.values' > 0, got \[\]",
+        ),
         (
             ["--probe.lengths", "[1, 5]"],
             {},

@@ -390,3 +390,36 @@ def test_a_contrast_without_paired_runs_is_undetermined_and_still_names_its_arms
     text, verdict = difference_verdict("relabel", "grpo", None, p_adjusted=math.nan, family=3)
     assert verdict["verdict"] == "undetermined" and (verdict["a"], verdict["b"]) == ("relabel", "grpo")
     assert "no paired runs" in text
+
+
+def test_a_scaled_budget_is_stated_per_length_and_overshoot_is_read_against_each_lengths_limit(tmp_path):
+    """Under ``compare.sweep.scale_budget`` a run at length 4 may spend twice what one at length 2 does: the
+    report states each length's limit and does not call the longer runs over budget; the same runs read against
+    one unscaled limit are."""
+    rng = np.random.default_rng(3)
+    for length in (2, 4):
+        start = _rows(rng, 0.2)
+        for s in range(3):
+            for name in ("grpo", "relabel"):
+                spend = (50 * length, 50 * length)
+                final = np.maximum(start, _rows(rng, 0.4))
+                _write_run(
+                    tmp_path, name, s, [start, final], group=f"length{length}", sweep=length, spend=spend
+                )
+
+    def report(**sweep):
+        data = {"output_dir": str(tmp_path), "budget": {"axis": "generated_tokens", "limit": 50, "eval_every": 25},
+                "compare": {"arms": ["grpo", "relabel"], "sweep": {"knob": "length", "values": [2, 4], **sweep}}}  # fmt: skip
+        s = write_report(tmp_path, load_config(ExperimentConfig, data=data), plots=False)
+        return s, (tmp_path / "report.md").read_text()
+
+    s, md = report(scale_budget=True)
+    assert s["limit_scaled_by"] == "length"
+    assert (
+        "50 generated tokens per unit of length (`compare.sweep.scale_budget`: 100 at length 2, 200 at length 4)"
+        in md
+    )
+    assert "over the limit" not in md
+    s, md = report()
+    assert s["limit_scaled_by"] is None and "until it has spent 50 generated tokens." in md
+    assert "Note: GRPO spent 200 generated tokens on average, 300% over the limit of 50" in md

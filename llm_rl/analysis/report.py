@@ -38,6 +38,7 @@ from llm_rl.analysis.verdicts import (
     label,
 )
 from llm_rl.config import ExperimentConfig
+from llm_rl.grid import sweep_budget
 from relabel_rl.report import MeanCI, plot_mean_ci, write_table
 from relabel_rl.rundir import jsonable
 from relabel_rl.stats import CrossedEstimate
@@ -119,6 +120,7 @@ def write_report(
     summary: dict[str, Any] = {
         "axis": cfg.budget.axis,
         "limit": cfg.budget.limit,
+        "limit_scaled_by": cfg.compare.sweep.knob if cfg.compare.sweep.scale_budget else None,
         "task": cfg.task.verifier,
         "baseline": cfg.compare.baseline,
         "warm_starts": list(warm_starts),
@@ -179,7 +181,7 @@ class _Report:
 
     def __init__(self, out: Path, cfg: ExperimentConfig, plots: bool, eval_sets: dict[str, Any]) -> None:
         self.out, self.cfg, self.plots, self.eval_sets = out, cfg, plots, eval_sets
-        self.axis, self.limit = cfg.budget.axis, cfg.budget.limit
+        self.axis = cfg.budget.axis
         self.knob = cfg.compare.sweep.knob
 
     def table(self, name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str) -> str:
@@ -211,8 +213,8 @@ class _Report:
         )
         feedbacks = sorted({v.feedback for g in groups for v in g.infos})
         return (
-            f"Every run trains from one warm-started checkpoint until it has spent {_fmt_budget(self.limit, self.axis)} "
-            f"{self.axis.replace('_', ' ')}. **Feedback** (`task.feedback`, stated on every row below): "
+            f"Every run trains from one warm-started checkpoint until it has spent {self.budget_text(groups)}. "
+            "**Feedback** (`task.feedback`, stated on every row below): "
             + ", ".join(f"`{f}`" for f in feedbacks or ["outcome"])
             + " — `outcome`: every arm sees only the verifier's score of a finished completion; `steps`: arms may "
             "also use per-step checks. **Evaluation**: greedy pass@1 on held-out test rows no arm trains on (the "
@@ -220,6 +222,25 @@ class _Report:
             "seeds x items (crossed random effects, Satterthwaite t); differences are paired by seed and item; "
             f'contrasts form one family with Holm-adjusted p-values. "Budget to threshold" is the spend at the '
             f"first evaluation after the start with pass@1 ≥ {threshold}; a start that already meets it says so."
+        )
+
+    def limit_of(self, g: GroupResult) -> float:
+        """The budget limit of ``g``'s runs (`llm_rl.grid.sweep_budget`: scaled by the sweep value or not)."""
+        return sweep_budget(self.cfg, g.sweep_value).limit
+
+    def budget_text(self, groups: Sequence[GroupResult]) -> str:
+        axis = self.axis.replace("_", " ")
+        limit = _fmt_budget(self.cfg.budget.limit, self.axis)
+        if not self.cfg.compare.sweep.scale_budget:
+            return f"{limit} {axis}"
+        each = ", ".join(
+            f"{_fmt_budget(self.limit_of(g), self.axis)} at {self.knob} {g.sweep_value:g}"
+            for g in sorted(groups, key=lambda g: g.sweep_value or 0)
+            if g.sweep_value is not None
+        )
+        return (
+            f"{limit} {axis} per unit of {self.knob} (`compare.sweep.scale_budget`: {each}), so that every "
+            f"{self.knob} gets about the same number of prompts; within a {self.knob} every arm has the same budget"
         )
 
     def eval_set_text(self, key: str, g: GroupResult | None = None) -> str:
@@ -391,15 +412,15 @@ class _Report:
 
     def overshoot_notes(self, g: GroupResult) -> list[str]:
         """Variants whose final spend on the budget axis passed the limit by more than 10 %."""
-        notes = []
+        notes, limit = [], self.limit_of(g)
         for name, s in g.stats.items():
             spent = s["spend"].get(self.axis)
-            if spent is None or math.isnan(spent.mean) or spent.mean <= 1.1 * self.limit:
+            if spent is None or math.isnan(spent.mean) or spent.mean <= 1.1 * limit:
                 continue
-            pct = 100.0 * (spent.mean / self.limit - 1.0)
+            pct = 100.0 * (spent.mean / limit - 1.0)
             notes.append(
                 f"Note: {label(name)} spent {_fmt_budget(spent.mean, self.axis)} {self.axis.replace('_', ' ')} on "
-                f"average, {pct:.0f}% over the limit of {_fmt_budget(self.limit, self.axis)} (its last step finished "
+                f"average, {pct:.0f}% over the limit of {_fmt_budget(limit, self.axis)} (its last step finished "
                 "past the limit): read its curve at equal spend, or raise budget.limit so one step is a small part."
             )
         return notes

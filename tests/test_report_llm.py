@@ -423,3 +423,30 @@ def test_a_scaled_budget_is_stated_per_length_and_overshoot_is_read_against_each
     s, md = report()
     assert s["limit_scaled_by"] is None and "until it has spent 50 generated tokens." in md
     assert "Note: GRPO spent 200 generated tokens on average, 300% over the limit of 50" in md
+
+
+def test_a_run_that_ends_below_its_start_is_named_in_its_group_and_the_conclusion(tmp_path):
+    """One GRPO seed of four collapses (most of its start's successes lost): the report names that run with its
+    start, final and per-item interval, in its group and in the conclusion; runs that merely fail to improve, or
+    lose a few items within noise, are not named."""
+    rng = np.random.default_rng(11)
+    start = _rows(rng, 0.3)
+    for s in range(4):
+        for name in ("grpo", "relabel"):
+            if (name, s) == ("grpo", 2):
+                final = np.where(rng.random(N) < 0.9, 0, start)  # collapsed: most successes lost
+            elif (name, s) == ("relabel", 1):
+                final = start.copy()
+                final[np.flatnonzero(start)[:1]] = 0  # one item lost: not separated from noise
+            else:
+                final = np.maximum(start, _rows(rng, 0.4))
+            _write_run(tmp_path, name, s, [start, final], group="length4", sweep=4)
+    s = write_report(tmp_path, _cfg(tmp_path, sweep={"knob": "length", "values": [4]}), plots=False)
+    assert [(e["variant"], e["seed"], e["group"]) for e in s["below_start"]] == [("grpo", 2, "length4")]
+    e = s["below_start"][0]
+    assert e["final"] < e["start"] and e["change"]["high"] < 0
+    md = (tmp_path / "report.md").read_text()
+    group, conclusion = md.split("## Conclusion")
+    assert "1 run ended below its start" in group and "GRPO seed 2:" in group
+    assert "GRPO seed 2 at length 4:" in conclusion and "is a bug until shown otherwise" in conclusion
+    assert "seed 1" not in conclusion

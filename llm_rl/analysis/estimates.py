@@ -31,6 +31,7 @@ __all__ = [
     "SPEND_AXES",
     "GroupResult",
     "analyse_group",
+    "below_start",
     "btt_text",
     "budget_to_threshold",
     "equal_spend",
@@ -105,6 +106,28 @@ def group_start(runs: Sequence[RunRecord]) -> dict[str, Any]:
         "distinct": len(distinct),
         "n": int(first.size),
     }
+
+
+def below_start(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """The finished runs that ended below their own start: the 95 % t-interval of their per-item change (final −
+    start, paired by item on the run's own rows) lies below 0. Each as ``{"seed", "start", "final", "change":
+    {"mean", "low", "high"}, "run"}``.
+
+    Why a list of runs and not only a mean: an arm that ends below its start is a bug until shown otherwise, and
+    one collapsed seed in ten moves an arm's mean gain as much as a real effect does while its interval over seeds
+    only widens. Runs without per-item results are skipped (one value has no interval).
+    """
+    out = []
+    for r in sorted(runs, key=lambda r: r.seed):
+        start, final = (r.items(0), r.items(-1)) if r.finished else (None, None)
+        if start is None or final is None or start.shape != final.shape or start.size < 2:
+            continue
+        change = mean_ci((final - start).tolist())
+        if change.high < 0:
+            out.append({"seed": r.seed, "start": float(start.mean()), "final": float(final.mean()),
+                        "change": {"mean": change.mean, "low": change.low, "high": change.high},
+                        "run": str(r.path)})  # fmt: skip
+    return out
 
 
 def paired(a: Sequence[RunRecord], b: Sequence[RunRecord]) -> CrossedEstimate | None:
@@ -251,6 +274,7 @@ class GroupResult:
       baseline_of: each variant's baseline under its feedback setting (None where there is none).
       vs_baseline: each variant's paired difference to its baseline.
       equal: `equal_spend`.
+      below_start: each variant's runs that ended below their start (`below_start`).
     """
 
     key: str
@@ -264,6 +288,7 @@ class GroupResult:
     baseline_of: dict[str, str | None] = field(default_factory=dict)
     vs_baseline: dict[str, CrossedEstimate | None] = field(default_factory=dict)
     equal: dict[str, Any] = field(default_factory=dict)
+    below_start: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def info(self, name: str) -> VariantInfo:
         return next(v for v in self.infos if v.name == name)
@@ -296,5 +321,6 @@ def analyse_group(
         base = baseline_for(infos, baseline, g.info(name).feedback)
         g.baseline_of[name] = base
         g.vs_baseline[name] = paired(rs, by_variant[base]) if base is not None and base != name else None
+        g.below_start[name] = below_start(rs)
     g.equal = equal_spend(by_variant, g.baseline_of, budget_axis=axis)
     return g

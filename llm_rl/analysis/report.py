@@ -29,11 +29,13 @@ from typing import Any
 from llm_rl.analysis.estimates import EQUAL_SPEND_AXES, GroupResult, analyse_group, btt_text
 from llm_rl.analysis.family import contrast_family
 from llm_rl.analysis.runs import RunRecord, load_runs
-from llm_rl.analysis.sweep import sweep_section
+from llm_rl.analysis.sweep import budget_sentence, sweep_section
 from llm_rl.analysis.variance_report import markdown_section
 from llm_rl.analysis.verdicts import (
     ARM_LABELS,
+    below_start_text,
     conclusion_lines,
+    fmt_budget,
     fmt_estimate,
     label,
 )
@@ -63,12 +65,6 @@ SPEND_COLUMNS = {
     "wall_time": "wall (s)",
 }
 TARGET_HALF_WIDTH = 0.05
-
-
-def _fmt_budget(v: float, axis: str) -> str:
-    if v is None or math.isnan(v):
-        return "–"
-    return f"{v:.1f}" if axis == "wall_time" else f"{v:,.0f}"
 
 
 def _group_title(g: GroupResult, knob: str) -> str:
@@ -213,7 +209,7 @@ class _Report:
         )
         feedbacks = sorted({v.feedback for g in groups for v in g.infos})
         return (
-            f"Every run trains from one warm-started checkpoint until it has spent {self.budget_text(groups)}. "
+            f"Every run trains from one warm-started checkpoint until it has spent {budget_sentence(self.cfg, groups)}. "
             "**Feedback** (`task.feedback`, stated on every row below): "
             + ", ".join(f"`{f}`" for f in feedbacks or ["outcome"])
             + " — `outcome`: every arm sees only the verifier's score of a finished completion; `steps`: arms may "
@@ -227,21 +223,6 @@ class _Report:
     def limit_of(self, g: GroupResult) -> float:
         """The budget limit of ``g``'s runs (`llm_rl.grid.sweep_budget`: scaled by the sweep value or not)."""
         return sweep_budget(self.cfg, g.sweep_value).limit
-
-    def budget_text(self, groups: Sequence[GroupResult]) -> str:
-        axis = self.axis.replace("_", " ")
-        limit = _fmt_budget(self.cfg.budget.limit, self.axis)
-        if not self.cfg.compare.sweep.scale_budget:
-            return f"{limit} {axis}"
-        each = ", ".join(
-            f"{_fmt_budget(self.limit_of(g), self.axis)} at {self.knob} {g.sweep_value:g}"
-            for g in sorted(groups, key=lambda g: g.sweep_value or 0)
-            if g.sweep_value is not None
-        )
-        return (
-            f"{limit} {axis} per unit of {self.knob} (`compare.sweep.scale_budget`: {each}), so that every "
-            f"{self.knob} gets about the same number of prompts; within a {self.knob} every arm has the same budget"
-        )
 
     def eval_set_text(self, key: str, g: GroupResult | None = None) -> str:
         e = self.eval_sets.get(key)
@@ -267,12 +248,12 @@ class _Report:
                 for a in ("outcome_verifier_calls", "step_verifier_calls")
             }
             rows.append([name, r.arm, r.feedback, ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "–",
-                         f"{len(finished)}/{len(rs)}", _fmt_budget(calls["outcome_verifier_calls"], "calls"),
-                         _fmt_budget(calls["step_verifier_calls"], "calls")])  # fmt: skip
+                         f"{len(finished)}/{len(rs)}", fmt_budget(calls["outcome_verifier_calls"], "calls"),
+                         fmt_budget(calls["step_verifier_calls"], "calls")])  # fmt: skip
             if r.feedback == "outcome" and calls["step_verifier_calls"] > 0:
                 notes.append(
                     f"- **Note**: `{name}` is labelled `outcome` but called the verifier's step checks "
-                    f"{_fmt_budget(calls['step_verifier_calls'], 'calls')} times per run: its arm does not honour "
+                    f"{fmt_budget(calls['step_verifier_calls'], 'calls')} times per run: its arm does not honour "
                     "`task.feedback` (the harness's metered verifier refuses step checks under `outcome`: a run "
                     "made before that rule, or an arm around it), so its numbers mix in per-step supervision."
                 )
@@ -361,6 +342,11 @@ class _Report:
                 "",
             ]
         notes = self.overshoot_notes(g)
+        below = [{"variant": name, **e} for name, es in g.below_start.items() for e in es]
+        if below:
+            notes.append(f"Note: {below_start_text(below)}")
+            where = f" at {_group_title(g, self.knob)}" if g.key != "single" else ""
+            summary.setdefault("below_start", []).extend({**e, "group": g.key, "where": where} for e in below)
         lines += [f"- {n}" for n in notes] + ([""] if notes else [])
         names = self.curve_plots(g)
         lines += [f"![{n}]({n})" for n in names] + ([""] if names else [])
@@ -379,7 +365,7 @@ class _Report:
             rows.append([label(name), fb, f"{len(s['seeds'])} ({s['finished']})" + ("" if s["per_item"] else "*"),
                          fmt_estimate(s.get("final")), fmt_estimate(s.get("final_pass@k")),
                          fmt_estimate(s.get("gain"), signed=True), fmt_estimate(g.vs_baseline.get(name), signed=True),
-                         btt_text(s["budget_to_threshold"], lambda v: _fmt_budget(v, self.axis))])  # fmt: skip
+                         btt_text(s["budget_to_threshold"], lambda v: fmt_budget(v, self.axis))])  # fmt: skip
         text = self.table(f"results_{g.key}", headers, rows, "llrrrrrr")
         if any(not s["per_item"] for s in g.stats.values() if s["finished"]):
             text += "\n\n\\* per-seed values only (runs without per-item results, or on different rows)"
@@ -388,7 +374,7 @@ class _Report:
     def spend_table(self, g: GroupResult) -> str:
         headers = ["variant", "feedback", *SPEND_COLUMNS.values()]
         rows = [
-            [label(name), g.info(name).feedback, *[_fmt_budget(s["spend"][a].mean, a) for a in SPEND_COLUMNS]]
+            [label(name), g.info(name).feedback, *[fmt_budget(s["spend"][a].mean, a) for a in SPEND_COLUMNS]]
             for name, s in g.stats.items()
         ]
         return "Spend (mean per run):\n\n" + self.table(
@@ -400,7 +386,7 @@ class _Report:
         form: seven axes side by side would not fit a page)."""
         rows = []
         for a in (a for a in EQUAL_SPEND_AXES if a in g.equal):
-            at = f"{_fmt_budget(g.equal[a]['at'], a)}{' s' if a == 'wall_time' else ''} {a.replace('_', ' ')}"
+            at = f"{fmt_budget(g.equal[a]['at'], a)}{' s' if a == 'wall_time' else ''} {a.replace('_', ' ')}"
             for name in g.stats:
                 e = g.equal[a]["variants"].get(name, {})
                 rows.append([at, label(name), g.info(name).feedback, fmt_estimate(e.get("pass@1")),
@@ -419,8 +405,8 @@ class _Report:
                 continue
             pct = 100.0 * (spent.mean / limit - 1.0)
             notes.append(
-                f"Note: {label(name)} spent {_fmt_budget(spent.mean, self.axis)} {self.axis.replace('_', ' ')} on "
-                f"average, {pct:.0f}% over the limit of {_fmt_budget(limit, self.axis)} (its last step finished "
+                f"Note: {label(name)} spent {fmt_budget(spent.mean, self.axis)} {self.axis.replace('_', ' ')} on "
+                f"average, {pct:.0f}% over the limit of {fmt_budget(limit, self.axis)} (its last step finished "
                 "past the limit): read its curve at equal spend, or raise budget.limit so one step is a small part."
             )
         return notes

@@ -16,16 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from llm_rl.analysis.estimates import GroupResult
-from llm_rl.analysis.verdicts import fmt_estimate, label, slope_verdict
+from llm_rl.analysis.verdicts import fmt_budget, fmt_estimate, label, slope_verdict
+from llm_rl.config import ExperimentConfig
+from llm_rl.grid import sweep_budget
 from relabel_rl.report import new_grid, save_grid, write_table
 from relabel_rl.stats import CrossedEstimate, linear_contrast
 
-__all__ = ["FEEDBACK_ORDER", "SEARCH_ARMS", "sweep_section"]
+__all__ = ["FEEDBACK_ORDER", "SEARCH_ARMS", "budget_sentence", "sweep_section"]
 
 FEEDBACK_ORDER = ("outcome", "steps")
 # The arms whose gap to GRPO carries the seed's claim, in order of preference for the headline sentence.
 SEARCH_ARMS = ("relabel", "tree_grpo", "mc_value")
 HEADLINE = "headline.png"
+
+
+def budget_sentence(cfg: ExperimentConfig, groups: Sequence[GroupResult]) -> str:
+    """What every run spends: the recipe's budget, or under ``compare.sweep.scale_budget`` the budget per unit of
+    the knob with each value's limit (`llm_rl.grid.sweep_budget`)."""
+    axis, knob = cfg.budget.axis, cfg.compare.sweep.knob
+    limit = f"{fmt_budget(cfg.budget.limit, axis)} {axis.replace('_', ' ')}"
+    if not cfg.compare.sweep.scale_budget:
+        return limit
+    each = ", ".join(
+        f"{fmt_budget(sweep_budget(cfg, g.sweep_value).limit, axis)} at {knob} {g.sweep_value:g}"
+        for g in sorted(groups, key=lambda g: g.sweep_value or 0)
+        if g.sweep_value is not None
+    )
+    return (
+        f"{limit} per unit of {knob} (`compare.sweep.scale_budget`: {each}), so that every {knob} gets about the "
+        f"same number of prompts; within a {knob} every arm has the same budget"
+    )
 
 
 def _plain_names(groups: Sequence[GroupResult], feedback: str) -> list[str]:

@@ -26,8 +26,10 @@ __all__ = [
     "ALPHA",
     "ARM_LABELS",
     "SEED_CLAIM",
+    "below_start_text",
     "conclusion_lines",
     "difference_verdict",
+    "fmt_budget",
     "fmt_estimate",
     "label",
     "slope_reading",
@@ -60,6 +62,13 @@ def label(name: str) -> str:
 
 def _sign(v: float, digits: int = 3) -> str:
     return "–" if v is None or math.isnan(v) else f"{v:+.{digits}f}"
+
+
+def fmt_budget(v: float | None, axis: str) -> str:
+    """A spend on budget axis ``axis``: seconds to one decimal, counts with thousands separators."""
+    if v is None or math.isnan(v):
+        return "–"
+    return f"{v:.1f}" if axis == "wall_time" else f"{v:,.0f}"
 
 
 def fmt_estimate(e: CrossedEstimate | None, *, signed: bool = False, digits: int = 3) -> str:
@@ -254,6 +263,22 @@ def slope_reading(primary: Mapping[str, Any], *, knob: str) -> str:
     return text + ". The direction the seed predicts, not its claim: partly supported."
 
 
+def below_start_text(entries: list[Mapping[str, Any]], *, where: str = "") -> str:
+    """One sentence naming the runs that ended below their start (`llm_rl.analysis.estimates.below_start`), each
+    with its start, final and per-item change; ``where`` names their group (e.g. " at length 6")."""
+    runs = "; ".join(
+        f"{label(e['variant'])} seed {e['seed']}{e.get('where', where)}: {e['start']:.3f} → {e['final']:.3f}, "
+        f"{_sign(e['change']['mean'])} [{_sign(e['change']['low'])}, {_sign(e['change']['high'])}]"
+        for e in entries
+    )
+    return (
+        f"{len(entries)} run{'s' if len(entries) != 1 else ''} ended below {'their' if len(entries) != 1 else 'its'} "
+        f"start (per-item change on its test rows, 95% interval below 0) — {runs}. An arm that ends below its "
+        "start is a bug until shown otherwise: read the run's greedy completions (`llm-rl eval RUN_DIR/final`) "
+        "before reading its mean, which such a run pulls down."
+    )
+
+
 def conclusion_lines(summary: Mapping[str, Any], *, knob: str) -> list[str]:
     """The report's "Conclusion": the answer in plain words with its numbers, from the verdicts computed above
     (the sweep's slope, every search arm against GRPO, the variance probe, what dominates the intervals)."""
@@ -270,6 +295,8 @@ def conclusion_lines(summary: Mapping[str, Any], *, knob: str) -> list[str]:
     for c in summary.get("contrasts", []):
         if c["kind"] == "vs baseline" and c.get("arms", [None])[0] in ("relabel", "tree_grpo"):
             lines.append(f"- {c['text']}")
+    if summary.get("below_start"):
+        lines.append(f"- {below_start_text(summary['below_start'])}")
     if "variance" in summary:
         lines.append(f"- Variance probe: {summary['variance']['verdict']}.")
     u = summary.get("uncertainty")

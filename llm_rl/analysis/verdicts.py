@@ -263,11 +263,11 @@ def slope_reading(primary: Mapping[str, Any], *, knob: str) -> str:
     return text + ". The direction the seed predicts, not its claim: partly supported."
 
 
-def below_start_text(entries: list[Mapping[str, Any]], *, where: str = "") -> str:
+def below_start_text(entries: list[Mapping[str, Any]]) -> str:
     """One sentence naming the runs that ended below their start (`llm_rl.analysis.estimates.below_start`), each
-    with its start, final and per-item change; ``where`` names their group (e.g. " at length 6")."""
+    with its start, final and per-item change; an entry's ``where`` names its group (e.g. " at length 6")."""
     runs = "; ".join(
-        f"{label(e['variant'])} seed {e['seed']}{e.get('where', where)}: {e['start']:.3f} → {e['final']:.3f}, "
+        f"{label(e['variant'])} seed {e['seed']}{e.get('where', '')}: {e['start']:.3f} → {e['final']:.3f}, "
         f"{_sign(e['change']['mean'])} [{_sign(e['change']['low'])}, {_sign(e['change']['high'])}]"
         for e in entries
     )
